@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .ids import new_account_id
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
+        # Plain users are created through accounts.services.user_signup, which also opens the
+        # account; this path serves Django's own tooling (createsuperuser, tests).
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField(unique=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Account(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_account_id, editable=False)
+    user = models.OneToOneField(User, on_delete=models.PROTECT, related_name="account")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status_reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    # Day of the month on which this account's free-credit periods start (1..28).
+    period_anchor_day = models.PositiveSmallIntegerField()
+    # The first period starts on this date; later ones start on period_anchor_day each month.
+    first_period_start = models.DateTimeField()
+    # Cached balance. Only billing.services.ledger changes these, under the account's row lock,
+    # and check_ledger proves they equal what the grants and holds say.
+    available_credits = models.BigIntegerField(default=0)
+    held_credits = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(available_credits__gte=0), name="account_available_nonnegative"),
+            models.CheckConstraint(condition=Q(held_credits__gte=0), name="account_held_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(period_anchor_day__gte=1) & Q(period_anchor_day__lte=28),
+                name="account_anchor_day_range",
+            ),
+            models.CheckConstraint(condition=Q(status__in=["active", "suspended"]), name="account_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.status == self.Status.SUSPENDED
+
+
+class ServiceKey(models.Model):
+    """A key the generation service uses to act on any account. Only its hash is stored."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="First characters of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class UserToken(models.Model):
+    """A personal API token of an end user, reaching only /me routes. Only its hash is stored."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="tokens")
+    prefix = models.CharField(max_length=12)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.prefix}…)"

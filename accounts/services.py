@@ -1,0 +1,73 @@
+"""Writes for users, accounts and keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.periods import anchor_day_for, boundary_at_or_before
+from billing.services.free_credits import free_grant_ensure
+from billing.services.ledger import Actor
+
+from .models import Account, ServiceKey, User, UserToken
+
+# last_used_at is a hint for operators; writing it at most this often keeps auth read-only.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_key(raw: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough: no dictionary can reach them.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def user_signup(*, email: str, password: str, now: datetime | None = None) -> User:
+    """Create the user, the account and the first period's free credits in one transaction."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        user = User.objects.create_user(email=email, password=password, date_joined=now)
+        account = account_open(user=user, now=now)
+        free_grant_ensure(account=account, actor=Actor("user", str(user.pk)), now=now)
+    return user
+
+
+def account_open(*, user: User, now: datetime) -> Account:
+    """The user's account, its free-credit periods anchored on the signup day."""
+    anchor = anchor_day_for(now)
+    return Account.objects.create(
+        user=user, created_at=now, period_anchor_day=anchor, first_period_start=boundary_at_or_before(now, anchor)
+    )
+
+
+def account_for_user(user: User) -> Account:
+    return Account.objects.get(user=user)
+
+
+def _new_secret(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def service_key_create(*, name: str) -> tuple[ServiceKey, str]:
+    raw = _new_secret("sk_")
+    key = ServiceKey.objects.create(name=name, prefix=raw[:10], key_hash=hash_key(raw))
+    return key, raw
+
+
+def service_key_revoke(*, key: ServiceKey, now: datetime | None = None) -> None:
+    ServiceKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+
+
+def user_token_create(*, user: User) -> tuple[UserToken, str]:
+    raw = _new_secret("ut_")
+    token = UserToken.objects.create(user=user, prefix=raw[:10], key_hash=hash_key(raw))
+    return token, raw
+
+
+def touch_last_used(model: type[ServiceKey] | type[UserToken], pk: int, now: datetime) -> None:
+    # A conditional UPDATE: at most one write a minute per key, whatever the request rate.
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+    model.objects.filter(stale, pk=pk).update(last_used_at=now)

@@ -1,0 +1,49 @@
+"""Per-caller request limits, counted in the shared cache (Redis when configured)."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle
+
+from .authentication import is_service
+
+WINDOW_SECONDS = 60
+
+
+class PrincipalRateThrottle(BaseThrottle):
+    """A fixed one-minute window per service key, user, or client address.
+
+    The counter is an atomic cache increment, so parallel workers share one budget.
+    """
+
+    def allow_request(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        kind, ident = self._identify(request)
+        limit = settings.RATE_LIMITS.get(kind, 0)
+        if not limit:
+            return True
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        key = f"rl:{kind}:{ident}:{window}"
+        # add() is a no-op when the key exists; incr() is atomic in Redis and in locmem.
+        cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
+            count = 1
+        self._wait = (window + 1) * WINDOW_SECONDS - now
+        return count <= limit
+
+    def wait(self) -> float:
+        return max(1.0, self._wait)
+
+    def _identify(self, request) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        user = request.user
+        if is_service(user):
+            return "service", str(user.key_id)
+        if user is not None and getattr(user, "is_authenticated", False):
+            return "user", str(user.pk)
+        return "anon", self.get_ident(request)

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class BillingConfig(AppConfig):
+    name = "billing"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from billing.schedules import install_schedules
+
+        # Beat reads schedules from the database; every migrate makes sure ours are there.
+        post_migrate.connect(install_schedules, sender=self, dispatch_uid="billing.install_schedules")

@@ -1,0 +1,61 @@
+"""Business errors raised by the billing services; the API turns each into its documented code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BillingError(Exception):
+    status_code = 400
+    code = "billing_error"
+    default_message = "The request could not be carried out."
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.details = details
+
+
+class InsufficientCredits(BillingError):
+    status_code = 402
+    code = "insufficient_credits"
+    default_message = "The account does not have enough available credits."
+
+    def __init__(self, *, available: int, requested: int) -> None:
+        super().__init__(available=available, requested=requested)
+
+
+class AccountSuspended(BillingError):
+    status_code = 403
+    code = "account_suspended"
+    default_message = "The account is suspended."
+
+
+class HoldNotPending(BillingError):
+    status_code = 409
+    code = "hold_not_pending"
+    default_message = "The hold has already been settled."
+
+
+class HoldExpired(BillingError):
+    status_code = 409
+    code = "hold_expired"
+    default_message = "The hold expired before it was captured; its credits were released."
+
+
+class DebitAlreadyRefunded(BillingError):
+    status_code = 409
+    code = "debit_already_refunded"
+    default_message = "The debit has already been refunded."
+
+
+class UnknownOperation(BillingError):
+    status_code = 400
+    code = "validation_error"
+    default_message = "Unknown or inactive operation."
+
+
+class InvalidAmount(BillingError):
+    status_code = 400
+    code = "validation_error"
+    default_message = "The amount is not valid."

@@ -1,0 +1,136 @@
+"""The ledger invariants of DESIGN.md, checked set-based so they scale to millions of rows.
+
+Each check is one query returning the rows that break it; an empty result means it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from accounts.models import Account
+from billing.models import Debit, Grant, Hold, LedgerEntry
+
+ZERO = Value(0, output_field=IntegerField())
+
+
+def _sum_of(queryset: QuerySet, field: str) -> Coalesce:
+    summed = queryset.order_by().values(queryset.model._meta.get_field("account").attname).annotate(t=Sum(field)).values("t")
+    return Coalesce(Subquery(summed), ZERO)
+
+
+def _entries_sum(field: str, **filters: object) -> Coalesce:
+    rows = (
+        LedgerEntry.objects.filter(**filters).order_by().values(*filters.keys()).annotate(t=Sum(field)).values("t")
+    )
+    return Coalesce(Subquery(rows), ZERO)
+
+
+@dataclass(frozen=True)
+class Breach:
+    check: str
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.subject}: {self.detail}"
+
+
+def _grant_movements(scope: Q) -> Iterator[Breach]:
+    moved = _entries_sum("credits", grant=OuterRef("pk"))
+    for g in Grant.objects.filter(scope).annotate(moved=moved).exclude(remaining=F("moved")).values("pk", "remaining", "moved"):
+        yield Breach("grant_remaining", f"grant {g['pk']}", f"remaining {g['remaining']} but its entries sum to {g['moved']}")
+
+
+def _grant_entry(scope: Q) -> Iterator[Breach]:
+    entries = Grant.objects.filter(scope).annotate(
+        n=Count("entries", filter=Q(entries__kind="grant")),
+        granted=Coalesce(Sum("entries__credits", filter=Q(entries__kind="grant")), ZERO),
+    )
+    for g in entries.exclude(n=1, granted=F("amount")).values("pk", "amount", "n", "granted"):
+        yield Breach(
+            "grant_entry", f"grant {g['pk']}", f"amount {g['amount']} but {g['n']} grant entries for {g['granted']}"
+        )
+
+
+def _account_available(scope: Q) -> Iterator[Breach]:
+    in_grants = _sum_of(Grant.objects.filter(account=OuterRef("pk")), "remaining")
+    in_entries = _entries_sum("credits", account=OuterRef("pk"))
+    rows = Account.objects.filter(scope).annotate(g=in_grants, e=in_entries).filter(
+        ~Q(available_credits=F("g")) | ~Q(available_credits=F("e"))
+    )
+    for a in rows.values("public_id", "available_credits", "g", "e"):
+        yield Breach(
+            "account_available", a["public_id"],
+            f"cached available {a['available_credits']}, grants hold {a['g']}, entries sum to {a['e']}",
+        )
+
+
+def _account_held(scope: Q) -> Iterator[Breach]:
+    pending = _sum_of(Hold.objects.filter(account=OuterRef("pk"), status=Hold.Status.PENDING), "credits")
+    in_entries = _entries_sum("held_credits", account=OuterRef("pk"))
+    rows = Account.objects.filter(scope).annotate(h=pending, e=in_entries).filter(
+        ~Q(held_credits=F("h")) | ~Q(held_credits=F("e"))
+    )
+    for a in rows.values("public_id", "held_credits", "h", "e"):
+        yield Breach(
+            "account_held", a["public_id"],
+            f"cached held {a['held_credits']}, pending holds {a['h']}, entries sum to {a['e']}",
+        )
+
+
+def _holds(scope: Q) -> Iterator[Breach]:
+    held = _entries_sum("held_credits", hold=OuterRef("pk"))
+    captured = _entries_sum("held_credits", hold=OuterRef("pk"), kind="capture")
+    rows = Hold.objects.filter(scope).annotate(held_now=held, captured_now=captured)
+    expected_held = Q(status=Hold.Status.PENDING, held_now=F("credits")) | (
+        ~Q(status=Hold.Status.PENDING) & Q(held_now=0)
+    )
+    for h in rows.exclude(expected_held & Q(captured_now=-F("captured_credits"))).values(
+        "public_id", "status", "credits", "captured_credits", "held_now", "captured_now"
+    ):
+        yield Breach(
+            "hold", h["public_id"],
+            f"{h['status']} hold of {h['credits']} (captured {h['captured_credits']}) has {h['held_now']} held "
+            f"and {-h['captured_now']} captured in its entries",
+        )
+
+
+def _debits(scope: Q) -> Iterator[Breach]:
+    taken = _entries_sum("credits", debit=OuterRef("pk"), kind="debit")
+    given = _entries_sum("credits", debit=OuterRef("pk"), kind="refund")
+    rows = Debit.objects.filter(scope).annotate(taken=taken, given=given)
+    ok = Q(taken=-F("credits")) & (
+        Q(refunded_at__isnull=True, given=0) | Q(refunded_at__isnull=False, given=F("credits"))
+    )
+    for d in rows.exclude(ok).values("public_id", "credits", "taken", "given", "refunded_at"):
+        yield Breach(
+            "debit", d["public_id"],
+            f"debit of {d['credits']} took {-d['taken']} and gave back {d['given']} (refunded: {bool(d['refunded_at'])})",
+        )
+
+
+CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
+    (_grant_movements, "grant"),
+    (_grant_entry, "grant"),
+    (_account_available, "account"),
+    (_account_held, "account"),
+    (_holds, "hold"),
+    (_debits, "debit"),
+]
+
+
+def ledger_breaches(*, account_ids: list[int] | None = None) -> list[Breach]:
+    breaches: list[Breach] = []
+    for check, subject in CHECKS:
+        if account_ids is None:
+            scope = Q()
+        elif subject == "account":
+            scope = Q(pk__in=account_ids)
+        else:
+            scope = Q(account_id__in=account_ids)
+        breaches.extend(check(scope))
+    return breaches

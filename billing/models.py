@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import pgtrigger
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.ids import random_id
+from accounts.models import Account
+
+
+def new_debit_id() -> str:
+    return random_id("deb_")
+
+
+def new_hold_id() -> str:
+    return random_id("hold_")
+
+
+class ActorType(models.TextChoices):
+    SERVICE = "service", "service key"
+    USER = "user", "end user"
+    STAFF = "staff", "staff user"
+    SYSTEM = "system", "system task"
+
+
+class Operation(models.Model):
+    """A priced action of the generation service; operators edit the price in admin."""
+
+    code = models.SlugField(max_length=50, unique=True)
+    credits = models.BigIntegerField()
+    description = models.CharField(max_length=200, blank=True, default="")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(credits__gt=0), name="operation_credits_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.credits} credits)"
+
+
+class Grant(models.Model):
+    """A lot of credits. Immutable except `remaining`, which only the ledger service changes."""
+
+    class Source(models.TextChoices):
+        FREE_MONTHLY = "free_monthly"
+        PURCHASE = "purchase"
+        ADJUSTMENT = "adjustment"
+        PROMO = "promo"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="grants")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    amount = models.BigIntegerField()
+    remaining = models.BigIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    priority = models.IntegerField(default=100)
+    # The free-credit period this grant belongs to (free_monthly only): one grant per period.
+    period_start = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="grant_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(remaining__lte=F("amount")), name="grant_remaining_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=["free_monthly", "purchase", "adjustment", "promo"]),
+                name="grant_source_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(source="free_monthly", period_start__isnull=False)
+                | (~Q(source="free_monthly") & Q(period_start__isnull=True)),
+                name="grant_period_only_for_free",
+            ),
+            models.UniqueConstraint(
+                fields=["account", "period_start"],
+                condition=Q(source="free_monthly"),
+                name="grant_one_free_per_period",
+            ),
+        ]
+        indexes = [
+            # Spend order lookups touch only lots that still hold credits.
+            models.Index(
+                fields=["account", "expires_at", "priority", "id"],
+                condition=Q(remaining__gt=0),
+                name="grant_spendable_idx",
+            ),
+            models.Index(fields=["expires_at"], condition=Q(remaining__gt=0), name="grant_expiring_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.remaining}/{self.amount} ({self.account_id})"
+
+
+class Debit(models.Model):
+    public_id = models.CharField(max_length=32, unique=True, default=new_debit_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="debits")
+    credits = models.BigIntegerField()
+    operation = models.CharField(max_length=50, blank=True, default="")
+    reference = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(credits__gt=0), name="debit_credits_positive")]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def status(self) -> str:
+        return "refunded" if self.refunded_at else "succeeded"
+
+
+class Hold(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        CAPTURED = "captured"
+        RELEASED = "released"
+        EXPIRED = "expired"
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_hold_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    credits = models.BigIntegerField()
+    captured_credits = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    operation = models.CharField(max_length=50, blank=True, default="")
+    reference = models.CharField(max_length=255, blank=True, default="")
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="hold_credits_positive"),
+            models.CheckConstraint(
+                condition=Q(captured_credits__gte=0) & Q(captured_credits__lte=F("credits")),
+                name="hold_captured_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "captured", "released", "expired"]), name="hold_status_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(status="pending"), name="hold_pending_expiry_idx"),
+            models.Index(
+                fields=["account", "expires_at"], condition=Q(status="pending"), name="hold_account_pending_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+LEDGER_KINDS = ["grant", "debit", "hold", "release", "capture", "refund", "expire", "clawback", "adjust"]
+
+
+class LedgerEntry(models.Model):
+    """One change of one grant's `remaining` or of one hold. Never updated, never deleted.
+
+    `credits` is the signed change to the grant's remaining (and so to the account's cached
+    available balance); `held_credits` the signed change to the account's held balance.
+    """
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"
+        DEBIT = "debit"
+        HOLD = "hold"
+        RELEASE = "release"
+        CAPTURE = "capture"
+        REFUND = "refund"
+        EXPIRE = "expire"
+        CLAWBACK = "clawback"
+        ADJUST = "adjust"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    credits = models.BigIntegerField()
+    held_credits = models.BigIntegerField(default=0)
+    balance_after = models.BigIntegerField()
+    held_after = models.BigIntegerField()
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
+    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
+    debit = models.ForeignKey(Debit, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=64, blank=True, default="")
+    reference = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=LEDGER_KINDS), name="ledger_kind_valid"
+            ),
+            models.CheckConstraint(condition=Q(balance_after__gte=0) & Q(held_after__gte=0), name="ledger_after_nonnegative"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "-id"], name="ledger_account_newest_idx"),
+        ]
+        triggers = [
+            # The ledger is append-only: a correction is a new entry. Enforced in PostgreSQL so
+            # that no code path, admin action or superuser session can rewrite history.
+            pgtrigger.Protect(name="ledger_append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.credits:+d} ({self.account_id})"
+
+
+class IdempotencyKey(models.Model):
+    """The first response to a credit-moving POST, replayed for retries with the same key."""
+
+    scope = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="idempotency_scope_key_unique")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}"

@@ -1,0 +1,52 @@
+"""Free-credit periods: monthly from the signup day, late-month signups anchored earlier.
+
+All arithmetic is on UTC calendar dates at midnight; the anchor day is at most 28 so that
+every month has it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Period:
+    index: int  # 0 for the period the account signed up in
+    start: datetime
+    end: datetime
+
+
+def anchor_day_for(signup_at: datetime) -> int:
+    return min(signup_at.astimezone(dt_timezone.utc).day, settings.FREE_PERIOD_LATEST_ANCHOR_DAY)
+
+
+def _boundary(year: int, month: int, anchor_day: int) -> datetime:
+    return datetime(year, month, anchor_day, tzinfo=dt_timezone.utc)
+
+
+def add_months(moment: datetime, months: int, anchor_day: int) -> datetime:
+    total = moment.year * 12 + (moment.month - 1) + months
+    return _boundary(total // 12, total % 12 + 1, anchor_day)
+
+
+def boundary_at_or_before(moment: datetime, anchor_day: int) -> datetime:
+    moment = moment.astimezone(dt_timezone.utc)
+    start = _boundary(moment.year, moment.month, anchor_day)
+    return start if start <= moment else add_months(start, -1, anchor_day)
+
+
+def period_at(*, first_period_start: datetime, anchor_day: int, now: datetime) -> Period:
+    start = boundary_at_or_before(now, anchor_day)
+    first = first_period_start.astimezone(dt_timezone.utc)
+    index = (start.year - first.year) * 12 + (start.month - first.month)
+    if index < 0:  # a clock moved back before signup: treat as the first period
+        start, index = first, 0
+    return Period(index=index, start=start, end=add_months(start, 1, anchor_day))
+
+
+def free_credits_for(index: int) -> int:
+    return settings.FREE_CREDITS_FIRST_PERIOD if index == 0 else settings.FREE_CREDITS_PER_PERIOD
+

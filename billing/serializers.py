@@ -1,0 +1,182 @@
+"""Input validation and output shapes of the billing API."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from billing.models import Debit, Hold, LedgerEntry
+from billing.selectors import Balance
+from billing.services.ledger import MAX_CREDITS_PER_REQUEST
+
+MAX_METADATA_BYTES = 4096
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is an error rather than a silent no-op."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def credits_field(**kwargs: Any) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=1, max_value=MAX_CREDITS_PER_REQUEST, **kwargs)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer in JSON: refuses strings, floats and booleans that DRF would coerce."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class SpendRequest(StrictSerializer):
+    operation = serializers.SlugField(max_length=50, required=False)
+    credits = StrictIntegerField(min_value=1, max_value=MAX_CREDITS_PER_REQUEST, required=False)
+    reference = serializers.CharField(max_length=255)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("operation" in attrs) == ("credits" in attrs):
+            raise serializers.ValidationError("Name exactly one of 'operation' or 'credits'.")
+        return attrs
+
+
+class DebitRequest(SpendRequest):
+    metadata = serializers.DictField(required=False)
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON.")
+        return value
+
+
+class HoldRequest(SpendRequest):
+    expires_in = StrictIntegerField(
+        min_value=1, max_value=settings.HOLD_MAX_EXPIRES_IN_SECONDS, default=settings.HOLD_DEFAULT_EXPIRES_IN_SECONDS
+    )
+
+
+class CaptureRequest(StrictSerializer):
+    credits = StrictIntegerField(min_value=0, max_value=MAX_CREDITS_PER_REQUEST, required=False)
+
+
+class EmptyRequest(StrictSerializer):
+    pass
+
+
+class LedgerQuery(StrictSerializer):
+    cursor = serializers.CharField(required=False, max_length=64)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+    def validate_cursor(self, value: str) -> int:
+        return decode_cursor(value)
+
+
+def encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e{entry_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+        if not raw.startswith("e") or not raw[1:].isdigit():
+            raise ValueError
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise serializers.ValidationError("Invalid cursor.") from None
+
+
+# --- Output shapes ---------------------------------------------------------------------------
+
+
+class GrantOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    source = serializers.CharField()
+    remaining = serializers.IntegerField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class BalanceOut(serializers.Serializer):
+    account = serializers.CharField(source="account.public_id")
+    status = serializers.CharField(source="account.status")
+    available = serializers.IntegerField()
+    held = serializers.IntegerField()
+    free = serializers.IntegerField()
+    paid = serializers.IntegerField()
+    grants = GrantOut(many=True)
+
+
+def balance_data(balance: Balance) -> dict[str, Any]:
+    return BalanceOut(balance).data
+
+
+class CachedBalanceOut(serializers.Serializer):
+    available = serializers.IntegerField(source="available_credits")
+    held = serializers.IntegerField(source="held_credits")
+
+
+class DebitOut(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    account = serializers.CharField(source="account.public_id")
+    status = serializers.CharField()
+    balance = CachedBalanceOut(source="account")
+
+    class Meta:
+        model = Debit
+        fields = ["id", "account", "credits", "operation", "reference", "metadata", "status", "created_at", "refunded_at", "balance"]
+
+
+class HoldOut(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    account = serializers.CharField(source="account.public_id")
+
+    class Meta:
+        model = Hold
+        fields = [
+            "id", "account", "credits", "captured_credits", "status", "operation", "reference",
+            "created_at", "expires_at", "settled_at",
+        ]
+
+
+class ActorOut(serializers.Serializer):
+    type = serializers.CharField(source="actor_type")
+    id = serializers.CharField(source="actor_id")
+
+
+class LedgerEntryOut(serializers.ModelSerializer):
+    grant = serializers.IntegerField(source="grant_id", allow_null=True)
+    hold = serializers.CharField(source="hold.public_id", allow_null=True, default=None)
+    debit = serializers.CharField(source="debit.public_id", allow_null=True, default=None)
+    actor = ActorOut(source="*")
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id", "kind", "credits", "held_credits", "balance_after", "held_after", "grant", "hold", "debit",
+            "actor", "reference", "created_at",
+        ]
+
+
+class LedgerPageOut(serializers.Serializer):
+    data = LedgerEntryOut(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class ErrorDetailOut(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorOut(serializers.Serializer):
+    error = ErrorDetailOut()

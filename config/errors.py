@@ -1,0 +1,130 @@
+"""One error shape for every response: {"error": {"code", "message", ...details}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+from billing.errors import BillingError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """An API error with an explicit code; raise it from views for documented failures."""
+
+    def __init__(self, status_code: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = code
+        self.details = details
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}
+
+
+def _validation_message(detail: Any) -> str:
+    if isinstance(detail, dict) and detail:
+        field, errors = next(iter(detail.items()))
+        first = errors[0] if isinstance(errors, list) and errors else errors
+        if isinstance(first, dict):
+            return f"{field}: {_validation_message(first)}"
+        return f"{field}: {first}" if field != "non_field_errors" else str(first)
+    if isinstance(detail, list) and detail:
+        return str(detail[0])
+    return str(detail)
+
+
+def billing_error_response(exc: BillingError) -> Response:
+    return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
+
+
+_SIMPLE = {
+    exceptions.NotAuthenticated: (401, "authentication_failed"),
+    exceptions.AuthenticationFailed: (401, "authentication_failed"),
+    exceptions.PermissionDenied: (403, "permission_denied"),
+    exceptions.NotFound: (404, "not_found"),
+    exceptions.MethodNotAllowed: (405, "method_not_allowed"),
+    exceptions.NotAcceptable: (406, "not_acceptable"),
+    exceptions.UnsupportedMediaType: (415, "unsupported_media_type"),
+    exceptions.ParseError: (400, "validation_error"),
+}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, BillingError):
+        return billing_error_response(exc)
+    if isinstance(exc, ApiError):
+        return Response(error_body(exc.error_code, str(exc.detail), **exc.details), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        return Response(error_body("request_too_large", "The request body is too large."), status=413)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            error_body("validation_error", _validation_message(exc.detail), fields=exc.detail), status=400
+        )
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(exc.wait or 1)
+        response = Response(
+            error_body("rate_limited", "Too many requests; retry later.", retry_after=wait), status=429
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    for exc_type, (status, code) in _SIMPLE.items():
+        if isinstance(exc, exc_type):
+            response = Response(error_body(code, str(exc.detail)), status=status)
+            if status == 401:
+                response["WWW-Authenticate"] = "Bearer"
+            return response
+    if isinstance(exc, exceptions.APIException):
+        return Response(error_body("error", str(exc.detail)), status=exc.status_code)
+    logger.exception("unhandled error in API view", exc_info=exc)
+    return Response(error_body("internal_error", "An internal error occurred."), status=500)
+
+
+# Django-level handlers, for requests that never reach a DRF view.
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return JsonResponse(error_body("validation_error", "Bad request."), status=400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return JsonResponse(error_body("permission_denied", "Permission denied."), status=403)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(error_body("internal_error", "An internal error occurred."), status=500)
+
+
+class RequestBodyLimitMiddleware:
+    """Reads API request bodies through Django's size check before DRF streams them.
+
+    DRF's JSON parser reads the raw stream, which skips DATA_UPLOAD_MAX_MEMORY_SIZE; reading
+    `request.body` here applies the limit and gives the idempotency fingerprint the same bytes.
+    """
+
+    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in ("POST", "PUT", "PATCH") and request.path.startswith(("/api/", "/stripe/")):
+            try:
+                request.body  # noqa: B018 - reading it is the point
+            except RequestDataTooBig:
+                return JsonResponse(error_body("request_too_large", "The request body is too large."), status=413)
+        return self.get_response(request)

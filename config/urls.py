@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import api as accounts_api
+from billing import api as billing_api
+
+from . import health
+
+api_v1 = [
+    path("auth/signup", accounts_api.SignupView.as_view(), name="signup"),
+    path("auth/token", accounts_api.TokenView.as_view(), name="token"),
+    path("me", accounts_api.MeView.as_view(), name="me"),
+    path("me/ledger", accounts_api.MeLedgerView.as_view(), name="me-ledger"),
+    path("accounts/<str:account_id>/balance", billing_api.BalanceView.as_view(), name="balance"),
+    path("accounts/<str:account_id>/debits", billing_api.DebitCreateView.as_view(), name="debit-create"),
+    path("accounts/<str:account_id>/holds", billing_api.HoldCreateView.as_view(), name="hold-create"),
+    path("accounts/<str:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
+    path("debits/<str:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
+    path("holds/<str:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
+    path("holds/<str:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),
+    path("holds/<str:hold_id>/release", billing_api.HoldReleaseView.as_view(), name="hold-release"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.not_found"
+handler500 = "config.errors.server_error"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from django.test import Client
+
+from accounts.services import service_key_create, user_token_create
+from billing.integrity import ledger_breaches
+from tests.billing.factories import give, make_account
+
+
+class Api:
+    """A JSON client for the API with a bearer key and idempotency keys made on request."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self.client = Client()
+        self.key = key
+        self._n = 0
+
+    def _headers(self, idem: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = {}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        if idem is not None:
+            headers["Idempotency-Key"] = idem
+        headers.update(extra or {})
+        return headers
+
+    def new_key(self) -> str:
+        self._n += 1
+        return f"test-{id(self)}-{self._n}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any):  # type: ignore[no-untyped-def]
+        return self.client.get(f"/api/v1{path}", params, headers=self._headers(None, headers))
+
+    def post(self, path: str, body: Any = None, *, idem: str | None = "auto", raw: bytes | str | None = None,
+             content_type: str = "application/json", headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        if idem == "auto":
+            idem = self.new_key()
+        data = raw if raw is not None else json.dumps(body if body is not None else {})
+        return self.client.post(f"/api/v1{path}", data, content_type=content_type, headers=self._headers(idem, headers))
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def service_key(db) -> str:
+    _, raw = service_key_create(name="generation")
+    return raw
+
+
+@pytest.fixture
+def api(service_key) -> Api:
+    return Api(service_key)
+
+
+@pytest.fixture
+def anon() -> Api:
+    return Api()
+
+
+@pytest.fixture
+def account(db):
+    acct = make_account()
+    give(acct, 10)
+    return acct
+
+
+@pytest.fixture
+def user_api(db):
+    from tests.accounts.factories import UserFactory
+
+    user = UserFactory()
+    _, raw = user_token_create(user=user)
+    return Api(raw), user
+
+
+@pytest.fixture
+def assert_ledger_clean():
+    def check() -> None:
+        breaches = ledger_breaches()
+        assert breaches == [], "\n".join(map(str, breaches))
+
+    return check
+
+
+@pytest.fixture
+def run_check_ledger():
+    def run() -> tuple[int, str]:
+        from io import StringIO
+
+        out = StringIO()
+        try:
+            call_command("check_ledger", stdout=out)
+            return 0, out.getvalue()
+        except SystemExit as exc:
+            return int(exc.code or 0), out.getvalue()
+
+    return run
