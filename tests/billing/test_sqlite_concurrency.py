@@ -1,0 +1,35 @@
+"""The embedded SQLite default must not overdraw either: `make run` uses it out of the box."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'race.sqlite3'}",
+        "REDIS_URL": "",
+    }
+    env.pop("PYTEST_XDIST_WORKER", None)
+    threads, attempts_each, credits = 8, 40, 200
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.billing.sqlite_spend_race", str(threads), str(attempts_each), str(credits)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["ok"] == credits
+    assert result["refused"] == threads * attempts_each - credits
+    assert result["available"] == 0
+    assert result["breaches"] == []
