@@ -28,7 +28,12 @@ class AccountAdmin(admin.ModelAdmin):
     # Balances change only through the ledger service; status changes get their own
     # operator action (with a reason) in the operator console.
     readonly_fields = [
-        "public_id", "user", "created_at", "period_anchor_day", "first_period_start", "available_credits",
+        "public_id",
+        "user",
+        "created_at",
+        "period_anchor_day",
+        "first_period_start",
+        "available_credits",
         "held_credits",
     ]
     show_full_result_count = False

@@ -73,6 +73,8 @@ class MeView(APIView):
 class MeLedgerView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 429)}, tags=["me"])
+    @extend_schema(
+        parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 429)}, tags=["me"]
+    )
     def get(self, request: Request) -> Response:
         return ledger_response(request, Account.objects.get(user=request.user))

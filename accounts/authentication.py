@@ -57,11 +57,7 @@ class BearerAuthentication(authentication.BaseAuthentication):
         return ServicePrincipal(key_id=key.pk, name=key.name), key
 
     def _user_token(self, raw: str, now):  # type: ignore[no-untyped-def]
-        token = (
-            UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True)
-            .select_related("user")
-            .first()
-        )
+        token = UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).select_related("user").first()
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         touch_last_used(UserToken, token.pk, now)

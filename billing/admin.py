@@ -41,7 +41,17 @@ class GrantAdmin(ReadOnlyAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "kind", "credits", "held_credits", "balance_after", "actor_type", "reference", "created_at"]
+    list_display = [
+        "id",
+        "account",
+        "kind",
+        "credits",
+        "held_credits",
+        "balance_after",
+        "actor_type",
+        "reference",
+        "created_at",
+    ]
     list_filter = ["kind", "actor_type"]
     search_fields = ["account__public_id", "reference"]
     list_select_related = ["account"]

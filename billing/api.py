@@ -59,7 +59,10 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=True,
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
     description="Unique per operation; a retry with the same key replays the first response.",
 )
 READ_ERRORS = _errors(401, 403, 404, 429)
@@ -115,7 +118,9 @@ class BalanceView(ServiceView):
 
 class DebitCreateView(ServiceView):
     @extend_schema(
-        request=DebitRequest, parameters=[IDEMPOTENCY_HEADER], responses={201: DebitOut, **WRITE_ERRORS},
+        request=DebitRequest,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: DebitOut, **WRITE_ERRORS},
         tags=["debits"],
     )
     def post(self, request: Request, account_id: str) -> Response:
@@ -124,8 +129,12 @@ class DebitCreateView(ServiceView):
             account = account_or_404(account_id)
             credits, operation = spend_credits(data)
             debit = debit_create(
-                account=account, credits=credits, operation=operation, reference=data["reference"],
-                metadata=data.get("metadata"), actor=actor_of(request),
+                account=account,
+                credits=credits,
+                operation=operation,
+                reference=data["reference"],
+                metadata=data.get("metadata"),
+                actor=actor_of(request),
             )
             return Response(DebitOut(debit).data, status=status.HTTP_201_CREATED)
 
@@ -134,7 +143,9 @@ class DebitCreateView(ServiceView):
 
 class DebitRefundView(ServiceView):
     @extend_schema(
-        request=EmptyRequest, parameters=[IDEMPOTENCY_HEADER], responses={200: DebitOut, **WRITE_ERRORS},
+        request=EmptyRequest,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: DebitOut, **WRITE_ERRORS},
         tags=["debits"],
     )
     def post(self, request: Request, debit_id: str) -> Response:
@@ -150,7 +161,9 @@ class DebitRefundView(ServiceView):
 
 class HoldCreateView(ServiceView):
     @extend_schema(
-        request=HoldRequest, parameters=[IDEMPOTENCY_HEADER], responses={201: HoldOut, **WRITE_ERRORS},
+        request=HoldRequest,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: HoldOut, **WRITE_ERRORS},
         tags=["holds"],
     )
     def post(self, request: Request, account_id: str) -> Response:
@@ -159,8 +172,12 @@ class HoldCreateView(ServiceView):
             account = account_or_404(account_id)
             credits, operation = spend_credits(data)
             hold = hold_create(
-                account=account, credits=credits, operation=operation, reference=data["reference"],
-                expires_in=data["expires_in"], actor=actor_of(request),
+                account=account,
+                credits=credits,
+                operation=operation,
+                reference=data["reference"],
+                expires_in=data["expires_in"],
+                actor=actor_of(request),
             )
             return Response(HoldOut(hold).data, status=status.HTTP_201_CREATED)
 
@@ -180,7 +197,9 @@ class HoldDetailView(ServiceView):
 
 class HoldCaptureView(ServiceView):
     @extend_schema(
-        request=CaptureRequest, parameters=[IDEMPOTENCY_HEADER], responses={200: HoldOut, **WRITE_ERRORS},
+        request=CaptureRequest,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: HoldOut, **WRITE_ERRORS},
         tags=["holds"],
     )
     def post(self, request: Request, hold_id: str) -> Response:
@@ -198,7 +217,9 @@ class HoldCaptureView(ServiceView):
 
 class HoldReleaseView(ServiceView):
     @extend_schema(
-        request=EmptyRequest, parameters=[IDEMPOTENCY_HEADER], responses={200: HoldOut, **WRITE_ERRORS},
+        request=EmptyRequest,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: HoldOut, **WRITE_ERRORS},
         tags=["holds"],
     )
     def post(self, request: Request, hold_id: str) -> Response:
@@ -226,7 +247,8 @@ LEDGER_PARAMETERS = [
 
 class LedgerView(ServiceView):
     @extend_schema(
-        parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 404, 429)},
+        parameters=LEDGER_PARAMETERS,
+        responses={200: LedgerPageOut, **_errors(400, 401, 403, 404, 429)},
         tags=["ledger"],
     )
     def get(self, request: Request, account_id: str) -> Response:

@@ -32,9 +32,7 @@ def _key_from(request: Request) -> str:
     if key is None or not key.strip():
         raise ApiError(400, "idempotency_key_required", f"This request needs an {HEADER} header.")
     if len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise ApiError(
-            400, "validation_error", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters."
-        )
+        raise ApiError(400, "validation_error", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
     return key
 
 
@@ -59,9 +57,7 @@ def _claim(scope: str, key: str, fingerprint: str) -> int | None:
 def _replay(scope: str, key: str, fingerprint: str) -> Response:
     stored = IdempotencyKey.objects.get(scope=scope, key=key)
     if stored.request_hash != fingerprint:
-        raise ApiError(
-            409, "idempotency_key_reused", "This Idempotency-Key was used with a different request."
-        )
+        raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used with a different request.")
     response = Response(stored.response_body, status=stored.status_code)
     response["Idempotent-Replayed"] = "true"
     return response

@@ -18,14 +18,14 @@ ZERO = Value(0, output_field=IntegerField())
 
 
 def _sum_of(queryset: QuerySet, field: str) -> Coalesce:
-    summed = queryset.order_by().values(queryset.model._meta.get_field("account").attname).annotate(t=Sum(field)).values("t")
+    summed = (
+        queryset.order_by().values(queryset.model._meta.get_field("account").attname).annotate(t=Sum(field)).values("t")
+    )
     return Coalesce(Subquery(summed), ZERO)
 
 
 def _entries_sum(field: str, **filters: object) -> Coalesce:
-    rows = (
-        LedgerEntry.objects.filter(**filters).order_by().values(*filters.keys()).annotate(t=Sum(field)).values("t")
-    )
+    rows = LedgerEntry.objects.filter(**filters).order_by().values(*filters.keys()).annotate(t=Sum(field)).values("t")
     return Coalesce(Subquery(rows), ZERO)
 
 
@@ -41,8 +41,15 @@ class Breach:
 
 def _grant_movements(scope: Q) -> Iterator[Breach]:
     moved = _entries_sum("credits", grant=OuterRef("pk"))
-    for g in Grant.objects.filter(scope).annotate(moved=moved).exclude(remaining=F("moved")).values("pk", "remaining", "moved"):
-        yield Breach("grant_remaining", f"grant {g['pk']}", f"remaining {g['remaining']} but its entries sum to {g['moved']}")
+    for g in (
+        Grant.objects.filter(scope)
+        .annotate(moved=moved)
+        .exclude(remaining=F("moved"))
+        .values("pk", "remaining", "moved")
+    ):
+        yield Breach(
+            "grant_remaining", f"grant {g['pk']}", f"remaining {g['remaining']} but its entries sum to {g['moved']}"
+        )
 
 
 def _grant_entry(scope: Q) -> Iterator[Breach]:
@@ -59,12 +66,15 @@ def _grant_entry(scope: Q) -> Iterator[Breach]:
 def _account_available(scope: Q) -> Iterator[Breach]:
     in_grants = _sum_of(Grant.objects.filter(account=OuterRef("pk")), "remaining")
     in_entries = _entries_sum("credits", account=OuterRef("pk"))
-    rows = Account.objects.filter(scope).annotate(g=in_grants, e=in_entries).filter(
-        ~Q(available_credits=F("g")) | ~Q(available_credits=F("e"))
+    rows = (
+        Account.objects.filter(scope)
+        .annotate(g=in_grants, e=in_entries)
+        .filter(~Q(available_credits=F("g")) | ~Q(available_credits=F("e")))
     )
     for a in rows.values("public_id", "available_credits", "g", "e"):
         yield Breach(
-            "account_available", a["public_id"],
+            "account_available",
+            a["public_id"],
             f"cached available {a['available_credits']}, grants hold {a['g']}, entries sum to {a['e']}",
         )
 
@@ -72,12 +82,15 @@ def _account_available(scope: Q) -> Iterator[Breach]:
 def _account_held(scope: Q) -> Iterator[Breach]:
     pending = _sum_of(Hold.objects.filter(account=OuterRef("pk"), status=Hold.Status.PENDING), "credits")
     in_entries = _entries_sum("held_credits", account=OuterRef("pk"))
-    rows = Account.objects.filter(scope).annotate(h=pending, e=in_entries).filter(
-        ~Q(held_credits=F("h")) | ~Q(held_credits=F("e"))
+    rows = (
+        Account.objects.filter(scope)
+        .annotate(h=pending, e=in_entries)
+        .filter(~Q(held_credits=F("h")) | ~Q(held_credits=F("e")))
     )
     for a in rows.values("public_id", "held_credits", "h", "e"):
         yield Breach(
-            "account_held", a["public_id"],
+            "account_held",
+            a["public_id"],
             f"cached held {a['held_credits']}, pending holds {a['h']}, entries sum to {a['e']}",
         )
 
@@ -93,7 +106,8 @@ def _holds(scope: Q) -> Iterator[Breach]:
         "public_id", "status", "credits", "captured_credits", "held_now", "captured_now"
     ):
         yield Breach(
-            "hold", h["public_id"],
+            "hold",
+            h["public_id"],
             f"{h['status']} hold of {h['credits']} (captured {h['captured_credits']}) has {h['held_now']} held "
             f"and {-h['captured_now']} captured in its entries",
         )
@@ -108,8 +122,10 @@ def _debits(scope: Q) -> Iterator[Breach]:
     )
     for d in rows.exclude(ok).values("public_id", "credits", "taken", "given", "refunded_at"):
         yield Breach(
-            "debit", d["public_id"],
-            f"debit of {d['credits']} took {-d['taken']} and gave back {d['given']} (refunded: {bool(d['refunded_at'])})",
+            "debit",
+            d["public_id"],
+            f"debit of {d['credits']} took {-d['taken']} and gave back {d['given']}"
+            f" (refunded: {bool(d['refunded_at'])})",
         )
 
 

@@ -197,10 +197,10 @@ class LedgerEntry(models.Model):
     class Meta:
         verbose_name_plural = "ledger entries"
         constraints = [
+            models.CheckConstraint(condition=Q(kind__in=LEDGER_KINDS), name="ledger_kind_valid"),
             models.CheckConstraint(
-                condition=Q(kind__in=LEDGER_KINDS), name="ledger_kind_valid"
+                condition=Q(balance_after__gte=0) & Q(held_after__gte=0), name="ledger_after_nonnegative"
             ),
-            models.CheckConstraint(condition=Q(balance_after__gte=0) & Q(held_after__gte=0), name="ledger_after_nonnegative"),
         ]
         indexes = [
             models.Index(fields=["account", "-id"], name="ledger_account_newest_idx"),

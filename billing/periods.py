@@ -7,7 +7,7 @@ every month has it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -20,11 +20,11 @@ class Period:
 
 
 def anchor_day_for(signup_at: datetime) -> int:
-    return min(signup_at.astimezone(dt_timezone.utc).day, settings.FREE_PERIOD_LATEST_ANCHOR_DAY)
+    return min(signup_at.astimezone(UTC).day, settings.FREE_PERIOD_LATEST_ANCHOR_DAY)
 
 
 def _boundary(year: int, month: int, anchor_day: int) -> datetime:
-    return datetime(year, month, anchor_day, tzinfo=dt_timezone.utc)
+    return datetime(year, month, anchor_day, tzinfo=UTC)
 
 
 def add_months(moment: datetime, months: int, anchor_day: int) -> datetime:
@@ -33,14 +33,14 @@ def add_months(moment: datetime, months: int, anchor_day: int) -> datetime:
 
 
 def boundary_at_or_before(moment: datetime, anchor_day: int) -> datetime:
-    moment = moment.astimezone(dt_timezone.utc)
+    moment = moment.astimezone(UTC)
     start = _boundary(moment.year, moment.month, anchor_day)
     return start if start <= moment else add_months(start, -1, anchor_day)
 
 
 def period_at(*, first_period_start: datetime, anchor_day: int, now: datetime) -> Period:
     start = boundary_at_or_before(now, anchor_day)
-    first = first_period_start.astimezone(dt_timezone.utc)
+    first = first_period_start.astimezone(UTC)
     index = (start.year - first.year) * 12 + (start.month - first.month)
     if index < 0:  # a clock moved back before signup: treat as the first period
         start, index = first, 0
@@ -49,4 +49,3 @@ def period_at(*, first_period_start: datetime, anchor_day: int, now: datetime) -
 
 def free_credits_for(index: int) -> int:
     return settings.FREE_CREDITS_FIRST_PERIOD if index == 0 else settings.FREE_CREDITS_PER_PERIOD
-

@@ -32,9 +32,10 @@ def spendable_grants(account: Account, now: datetime) -> QuerySet[Grant]:
 
 
 def has_lapsed_holds(account: Account, now: datetime) -> bool:
-    return account.held_credits > 0 and Hold.objects.filter(
-        account=account, status=Hold.Status.PENDING, expires_at__lte=now
-    ).exists()
+    return (
+        account.held_credits > 0
+        and Hold.objects.filter(account=account, status=Hold.Status.PENDING, expires_at__lte=now).exists()
+    )
 
 
 def balance_get(*, account: Account, now: datetime | None = None) -> Balance:
@@ -42,7 +43,9 @@ def balance_get(*, account: Account, now: datetime | None = None) -> Balance:
     grants = list(spendable_grants(account, now).only("id", "source", "remaining", "expires_at"))
     paid = sum(g.remaining for g in grants if g.source == Grant.Source.PURCHASE)
     free = sum(g.remaining for g in grants if g.source != Grant.Source.PURCHASE)
-    return Balance(account=account, available=free + paid, held=account.held_credits, free=free, paid=paid, grants=grants)
+    return Balance(
+        account=account, available=free + paid, held=account.held_credits, free=free, paid=paid, grants=grants
+    )
 
 
 def operation_price(code: str) -> int | None:

@@ -134,7 +134,18 @@ class DebitOut(serializers.ModelSerializer):
 
     class Meta:
         model = Debit
-        fields = ["id", "account", "credits", "operation", "reference", "metadata", "status", "created_at", "refunded_at", "balance"]
+        fields = [
+            "id",
+            "account",
+            "credits",
+            "operation",
+            "reference",
+            "metadata",
+            "status",
+            "created_at",
+            "refunded_at",
+            "balance",
+        ]
 
 
 class HoldOut(serializers.ModelSerializer):
@@ -144,8 +155,16 @@ class HoldOut(serializers.ModelSerializer):
     class Meta:
         model = Hold
         fields = [
-            "id", "account", "credits", "captured_credits", "status", "operation", "reference",
-            "created_at", "expires_at", "settled_at",
+            "id",
+            "account",
+            "credits",
+            "captured_credits",
+            "status",
+            "operation",
+            "reference",
+            "created_at",
+            "expires_at",
+            "settled_at",
         ]
 
 
@@ -163,8 +182,18 @@ class LedgerEntryOut(serializers.ModelSerializer):
     class Meta:
         model = LedgerEntry
         fields = [
-            "id", "kind", "credits", "held_credits", "balance_after", "held_after", "grant", "hold", "debit",
-            "actor", "reference", "created_at",
+            "id",
+            "kind",
+            "credits",
+            "held_credits",
+            "balance_after",
+            "held_after",
+            "grant",
+            "hold",
+            "debit",
+            "actor",
+            "reference",
+            "created_at",
         ]
 
 

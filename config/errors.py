@@ -70,14 +70,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, RequestDataTooBig):
         return Response(error_body("request_too_large", "The request body is too large."), status=413)
     if isinstance(exc, exceptions.ValidationError):
-        return Response(
-            error_body("validation_error", _validation_message(exc.detail), fields=exc.detail), status=400
-        )
+        return Response(error_body("validation_error", _validation_message(exc.detail), fields=exc.detail), status=400)
     if isinstance(exc, exceptions.Throttled):
         wait = int(exc.wait or 1)
-        response = Response(
-            error_body("rate_limited", "Too many requests; retry later.", retry_after=wait), status=429
-        )
+        response = Response(error_body("rate_limited", "Too many requests; retry later.", retry_after=wait), status=429)
         response["Retry-After"] = str(wait)
         return response
     for exc_type, (status, code) in _SIMPLE.items():

@@ -37,8 +37,16 @@ class Api:
     def get(self, path: str, headers: dict[str, str] | None = None, **params: Any):  # type: ignore[no-untyped-def]
         return self.client.get(f"/api/v1{path}", params, headers=self._headers(None, headers))
 
-    def post(self, path: str, body: Any = None, *, idem: str | None = "auto", raw: bytes | str | None = None,
-             content_type: str = "application/json", headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        idem: str | None = "auto",
+        raw: bytes | str | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ):  # type: ignore[no-untyped-def]
         if idem == "auto":
             idem = self.new_key()
         data = raw if raw is not None else json.dumps(body if body is not None else {})

@@ -28,8 +28,15 @@ def test_every_project_model_is_registered_in_admin():
 @pytest.mark.parametrize(
     "name",
     [
-        "accounts_user", "accounts_account", "accounts_servicekey", "accounts_usertoken",
-        "billing_operation", "billing_grant", "billing_ledgerentry", "billing_debit", "billing_hold",
+        "accounts_user",
+        "accounts_account",
+        "accounts_servicekey",
+        "accounts_usertoken",
+        "billing_operation",
+        "billing_grant",
+        "billing_ledgerentry",
+        "billing_debit",
+        "billing_hold",
         "billing_idempotencykey",
     ],
 )

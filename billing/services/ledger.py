@@ -108,9 +108,7 @@ class _Posting:
                 Grant.objects.filter(pk=grant_id).update(remaining=F("remaining") + delta)
         LedgerEntry.objects.bulk_create(self.entries)
         if self.entries:
-            Account.objects.filter(pk=self.account.pk).update(
-                available_credits=self.available, held_credits=self.held
-            )
+            Account.objects.filter(pk=self.account.pk).update(available_credits=self.available, held_credits=self.held)
             self.account.available_credits = self.available
             self.account.held_credits = self.held
         self.entries = []

@@ -16,7 +16,9 @@ _emails = itertools.count()
 
 def make_account(*, now: datetime | None = None, status: str = Account.Status.ACTIVE) -> Account:
     """An account with no credits at all (signup's free grant is tested on its own)."""
-    user = User.objects.create_user(email=f"holder{next(_emails)}-{timezone.now().timestamp()}@example.com", password="x" * 12)
+    user = User.objects.create_user(
+        email=f"holder{next(_emails)}-{timezone.now().timestamp()}@example.com", password="x" * 12
+    )
     account = account_open(user=user, now=now or timezone.now())
     if status != Account.Status.ACTIVE:
         Account.objects.filter(pk=account.pk).update(status=status)
@@ -34,6 +36,12 @@ def give(
     now: datetime | None = None,
 ) -> Grant:
     return grant_create(
-        account=account, source=source, credits=credits, expires_at=expires_at, priority=priority,
-        actor=STAFF, reason="test", now=now or timezone.now(),
+        account=account,
+        source=source,
+        credits=credits,
+        expires_at=expires_at,
+        priority=priority,
+        actor=STAFF,
+        reason="test",
+        now=now or timezone.now(),
     )

@@ -51,7 +51,9 @@ def main() -> None:
     for worker in workers:
         worker.join()
     account.refresh_from_db()
-    print(json.dumps({**results, "available": account.available_credits, "breaches": [str(b) for b in ledger_breaches()]}))
+    print(
+        json.dumps({**results, "available": account.available_credits, "breaches": [str(b) for b in ledger_breaches()]})
+    )
 
 
 if __name__ == "__main__":

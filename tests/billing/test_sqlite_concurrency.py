@@ -25,7 +25,11 @@ def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
     threads, attempts_each, credits = 8, 40, 200
     run = subprocess.run(
         [sys.executable, "-m", "tests.billing.sqlite_spend_race", str(threads), str(attempts_each), str(credits)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])

@@ -14,7 +14,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         ident = options["key"].strip()
-        keys = ServiceKey.objects.filter(pk=int(ident)) if ident.isdigit() else ServiceKey.objects.filter(prefix=ident[:10])
+        keys = (
+            ServiceKey.objects.filter(pk=int(ident))
+            if ident.isdigit()
+            else ServiceKey.objects.filter(prefix=ident[:10])
+        )
         if len(ident) < 1 or keys.count() != 1:
             raise CommandError(f"no single service key matches {ident!r}")
         key = keys.get()

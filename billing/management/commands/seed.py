@@ -12,6 +12,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         created = 0
         for code, credits, description in OPERATIONS:
-            _, made = Operation.objects.get_or_create(code=code, defaults={"credits": credits, "description": description})
+            _, made = Operation.objects.get_or_create(
+                code=code, defaults={"credits": credits, "description": description}
+            )
             created += made
         self.stdout.write(f"seed: {created} operation(s) created, {len(OPERATIONS) - created} already present")
