@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib.auth import authenticate
 from django.db import IntegrityError
 from django.utils import timezone
@@ -67,7 +69,7 @@ class MeView(APIView):
 
     @extend_schema(responses={200: MeOut, **_errors(401, 403, 429)}, tags=["me"])
     def get(self, request: Request) -> Response:
-        return Response(me_data(request.user))
+        return Response(me_data(cast(User, request.user)))
 
 
 class MeLedgerView(APIView):
@@ -77,4 +79,4 @@ class MeLedgerView(APIView):
         parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 429)}, tags=["me"]
     )
     def get(self, request: Request) -> Response:
-        return ledger_response(request, Account.objects.get(user=request.user))
+        return ledger_response(request, Account.objects.get(user=cast(User, request.user)))

@@ -102,7 +102,7 @@ def decode_cursor(value: str) -> int:
 
 class GrantOut(serializers.Serializer):
     id = serializers.IntegerField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # the output key; DRF pops declared fields
     remaining = serializers.IntegerField()
     expires_at = serializers.DateTimeField(allow_null=True)
 
@@ -198,7 +198,7 @@ class LedgerEntryOut(serializers.ModelSerializer):
 
 
 class LedgerPageOut(serializers.Serializer):
-    data = LedgerEntryOut(many=True)
+    data = LedgerEntryOut(many=True)  # type: ignore[assignment]  # the output key; DRF pops declared fields
     next_cursor = serializers.CharField(allow_null=True)
 
 

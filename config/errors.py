@@ -72,13 +72,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, exceptions.ValidationError):
         return Response(error_body("validation_error", _validation_message(exc.detail), fields=exc.detail), status=400)
     if isinstance(exc, exceptions.Throttled):
-        wait = int(exc.wait or 1)
+        wait = int(getattr(exc, "wait", None) or 1)
         response = Response(error_body("rate_limited", "Too many requests; retry later.", retry_after=wait), status=429)
         response["Retry-After"] = str(wait)
         return response
     for exc_type, (status, code) in _SIMPLE.items():
         if isinstance(exc, exc_type):
-            response = Response(error_body(code, str(exc.detail)), status=status)
+            response = Response(error_body(code, str(getattr(exc, "detail", ""))), status=status)
             if status == 401:
                 response["WWW-Authenticate"] = "Bearer"
             return response

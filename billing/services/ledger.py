@@ -32,7 +32,7 @@ MAX_CREDITS_PER_REQUEST = 1_000_000
 MAX_GRANT_CREDITS = 10**12
 
 # Lower numbers are spent first among lots with the same expiry.
-DEFAULT_PRIORITY = {
+DEFAULT_PRIORITY: dict[str, int] = {
     Grant.Source.FREE_MONTHLY: 10,
     Grant.Source.PROMO: 20,
     Grant.Source.PURCHASE: 50,
