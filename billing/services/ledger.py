@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from accounts.models import Account
 from billing.errors import (
     AccountSuspended,
     DebitAlreadyRefunded,
+    HoldExpired,
     HoldNotPending,
     InsufficientCredits,
     InvalidAmount,
@@ -176,10 +177,14 @@ def _mark_settled(hold: Hold, status: str, now: datetime, captured: int = 0) -> 
 
 
 def _settle(posting: _Posting) -> list[Grant]:
-    """Bring the locked account up to date with the clock; return its spendable lots in order."""
+    """Bring the locked account up to date with the clock; return its spendable lots in order.
+
+    Writes what it settled before returning, so the lots it returns match the database.
+    """
     _settle_expired_holds(posting)
     posting.save()
     spendable = _expire_lapsed(posting, _grants_in_spend_order(posting.account))
+    posting.save()
     return spendable
 
 
@@ -343,6 +348,8 @@ def _lock_pending_hold(hold: Hold, now: datetime, actor: Actor) -> tuple[Account
     locked = _lock_account(hold.account_id)
     current = Hold.objects.get(pk=hold.pk)
     posting = _Posting(locked, actor, now, current.reference)
+    if current.status == Hold.Status.EXPIRED:
+        raise HoldExpired(hold=current.public_id)
     if current.status != Hold.Status.PENDING:
         raise HoldNotPending(status=current.status)
     return locked, current, posting
@@ -404,36 +411,39 @@ def account_settle(*, account: Account, actor: Actor, now: datetime | None = Non
     return locked
 
 
-def holds_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
-    """Release every pending hold past its expiry, one account at a time. Returns holds settled."""
-    now = now or timezone.now()
-    settled = 0
-    while True:
-        account_ids = list(
-            Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now)
-            .values_list("account_id", flat=True)
-            .distinct()[:batch_size]
-        )
-        if not account_ids:
-            return settled
+def _accounts_after(queryset: QuerySet, after: int, batch_size: int) -> list[int]:
+    ids = queryset.filter(account_id__gt=after).order_by("account_id").values_list("account_id", flat=True)
+    return list(ids.distinct()[:batch_size])
+
+
+def _settle_each(queryset: QuerySet, actor: Actor, now: datetime, batch_size: int) -> int:
+    """Settle every account that has rows in `queryset`, walking account ids upwards once.
+
+    Returns how many rows were due. The id cursor makes the walk finish even if an account
+    could not be settled.
+    """
+    due = 0
+    after = 0
+    while account_ids := _accounts_after(queryset, after, batch_size):
         for account_id in account_ids:
-            before = Hold.objects.filter(account_id=account_id, status=Hold.Status.PENDING, expires_at__lte=now).count()
-            account_settle(account=Account(pk=account_id), actor=Actor.system("hold_timeouts"), now=now)
-            settled += before
+            due += queryset.filter(account_id=account_id).count()
+            account_settle(account=Account(pk=account_id), actor=actor, now=now)
+        after = account_ids[-1]
+    return due
+
+
+def holds_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
+    """Release every pending hold past its expiry. Returns how many were due."""
+    now = now or timezone.now()
+    lapsed = Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now)
+    return _settle_each(lapsed, Actor.system("hold_timeouts"), now, batch_size)
 
 
 def grants_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
     """Write `expire` entries for every lapsed lot that still holds credits. Returns lots expired."""
     now = now or timezone.now()
-    expired = 0
-    lapsed = Q(remaining__gt=0, expires_at__lte=now)
-    while True:
-        account_ids = list(Grant.objects.filter(lapsed).values_list("account_id", flat=True).distinct()[:batch_size])
-        if not account_ids:
-            return expired
-        for account_id in account_ids:
-            expired += Grant.objects.filter(lapsed, account_id=account_id).count()
-            account_settle(account=Account(pk=account_id), actor=Actor.system("grant_expiry"), now=now)
+    lapsed = Grant.objects.filter(remaining__gt=0, expires_at__lte=now)
+    return _settle_each(lapsed, Actor.system("grant_expiry"), now, batch_size)
 
 
 def _refresh_cached(target: Account, locked: Account) -> None:
