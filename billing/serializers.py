@@ -90,7 +90,7 @@ def encode_cursor(entry_id: int) -> str:
 def decode_cursor(value: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-        if not raw.startswith("e") or not raw[1:].isdigit():
+        if not raw.startswith("e") or not raw[1:].isdigit() or int(raw[1:]) >= 2**63:
             raise ValueError
         return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError):

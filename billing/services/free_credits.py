@@ -20,18 +20,21 @@ def free_grant_ensure(*, account: Account, actor: Actor, now: datetime | None = 
     (account, period_start) lets exactly one grant in.
     """
     now = now or timezone.now()
-    if account.is_suspended:
-        return None
-    period = period_at(first_period_start=account.first_period_start, anchor_day=account.period_anchor_day, now=now)
-    credits = free_credits_for(period.index)
-    if credits <= 0:
-        return None
-    if Grant.objects.filter(account=account, source=Grant.Source.FREE_MONTHLY, period_start=period.start).exists():
-        return None
     try:
         with transaction.atomic():
+            # Decide on the locked row, not the caller's copy: an operator may have suspended
+            # the account since it was loaded.
+            locked = Account.objects.select_for_update().get(pk=account.pk)
+            if locked.is_suspended:
+                return None
+            period = period_at(
+                first_period_start=locked.first_period_start, anchor_day=locked.period_anchor_day, now=now
+            )
+            credits = free_credits_for(period.index)
+            if credits <= 0 or _has_free_grant(locked, period.start):
+                return None
             return grant_create(
-                account=account,
+                account=locked,
                 source=Grant.Source.FREE_MONTHLY,
                 credits=credits,
                 expires_at=period.end,
@@ -41,5 +44,9 @@ def free_grant_ensure(*, account: Account, actor: Actor, now: datetime | None = 
                 now=now,
             )
     except IntegrityError:
-        # Another worker granted this period first; the constraint kept it to one.
+        # Another writer granted this period first; the unique constraint kept it to one.
         return None
+
+
+def _has_free_grant(account: Account, period_start: datetime) -> bool:
+    return Grant.objects.filter(account=account, source=Grant.Source.FREE_MONTHLY, period_start=period_start).exists()
