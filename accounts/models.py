@@ -55,6 +55,9 @@ class Account(models.Model):
     period_anchor_day = models.PositiveSmallIntegerField()
     # The first period starts on this date; later ones start on period_anchor_day each month.
     first_period_start = models.DateTimeField()
+    # Start of the latest period whose free credits were granted: lets every read and spend
+    # tell without a query whether the current period's grant is still due.
+    free_period_start = models.DateTimeField(null=True, blank=True)
     # Cached balance. Only billing.services.ledger changes these, under the account's row lock,
     # and check_ledger proves they equal what the grants and holds say.
     available_credits = models.BigIntegerField(default=0)

@@ -6,14 +6,21 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from billing.serializers import BalanceOut, StrictSerializer
+from billing.serializers import BalanceOut, StrictCharField, StrictSerializer
 
 from .models import User
 
 
+class StrictEmailField(serializers.EmailField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class SignupRequest(StrictSerializer):
-    email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(min_length=8, max_length=128, trim_whitespace=False)
+    email = StrictEmailField(max_length=254)
+    password = StrictCharField(min_length=8, max_length=128, trim_whitespace=False)
 
     def validate_email(self, value: str) -> str:
         email = value.strip().lower()
@@ -30,8 +37,8 @@ class SignupRequest(StrictSerializer):
 
 
 class TokenRequest(StrictSerializer):
-    email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    email = StrictEmailField(max_length=254)
+    password = StrictCharField(max_length=128, trim_whitespace=False)
 
 
 class TokenOut(serializers.Serializer):

@@ -10,9 +10,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.models import ActorType
 from billing.periods import anchor_day_for, boundary_at_or_before
-from billing.services.free_credits import free_grant_ensure
-from billing.services.ledger import Actor
+from billing.policy import policy_get
+from billing.services.ledger import Actor, account_settle
 
 from .models import Account, ServiceKey, User, UserToken
 
@@ -31,13 +32,13 @@ def user_signup(*, email: str, password: str, now: datetime | None = None) -> Us
     with transaction.atomic():
         user = User.objects.create_user(email=email, password=password, date_joined=now)
         account = account_open(user=user, now=now)
-        free_grant_ensure(account=account, actor=Actor("user", str(user.pk)), now=now)
+        account_settle(account=account, actor=Actor(ActorType.USER, str(user.pk)), now=now)
     return user
 
 
 def account_open(*, user: User, now: datetime) -> Account:
     """The user's account, its free-credit periods anchored on the signup day."""
-    anchor = anchor_day_for(now)
+    anchor = anchor_day_for(now, policy_get().latest_anchor_day)
     return Account.objects.create(
         user=user, created_at=now, period_anchor_day=anchor, first_period_start=boundary_at_or_before(now, anchor)
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Operation
+from .models import BillingPolicy, Debit, Grant, Hold, IdempotencyKey, JobChunk, JobRun, LedgerEntry, Operation
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -79,3 +79,62 @@ class HoldAdmin(ReadOnlyAdmin):
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
     list_display = ["scope", "key", "status_code", "created_at"]
     search_fields = ["key"]
+
+
+@admin.register(BillingPolicy)
+class BillingPolicyAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "latest_anchor_day", "updated_at"]
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return not BillingPolicy.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+class JobChunkInline(admin.TabularInline):
+    model = JobChunk
+    fields = readonly_fields = (
+        "first_account_id",
+        "last_account_id",
+        "status",
+        "rows_done",
+        "credits_moved",
+        "finished_at",
+    )
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "job",
+        "status",
+        "as_of",
+        "started_at",
+        "duration",
+        "chunks_done",
+        "chunks_total",
+        "rows_done",
+        "credits_moved",
+    ]
+    list_filter = ["job", "status"]
+    inlines = [JobChunkInline]
+
+
+@admin.register(JobChunk)
+class JobChunkAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "run",
+        "first_account_id",
+        "last_account_id",
+        "status",
+        "rows_done",
+        "credits_moved",
+        "finished_at",
+    ]
+    list_filter = ["status"]

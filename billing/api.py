@@ -17,7 +17,7 @@ from accounts.permissions import IsService
 from billing.errors import HoldExpired, UnknownOperation
 from billing.idempotency import idempotent
 from billing.models import ActorType, Debit, Hold
-from billing.selectors import balance_get, has_lapsed_holds, ledger_page, operation_price
+from billing.selectors import balance_get, ledger_page, operation_price
 from billing.serializers import (
     BalanceOut,
     CaptureRequest,
@@ -40,6 +40,7 @@ from billing.services.ledger import (
     hold_capture,
     hold_create,
     hold_release,
+    needs_settle,
 )
 from config.errors import ApiError, billing_error_response
 
@@ -111,7 +112,7 @@ class BalanceView(ServiceView):
     def get(self, request: Request, account_id: str) -> Response:
         account = account_or_404(account_id)
         now = timezone.now()
-        if has_lapsed_holds(account, now):
+        if needs_settle(account, now):
             account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
         return Response(balance_data(balance_get(account=account, now=now)))
 

@@ -66,7 +66,8 @@ def _replay(scope: str, key: str, fingerprint: str) -> Response:
 def idempotent(request: Request, handler: Callable[[], Response]) -> Response:
     """Run `handler` once per (caller, key); replay its stored response for retries.
 
-    Validation errors and unknown objects raise out of the transaction and store nothing, so a
+    Validation errors (including those a service finds, such as an unknown operation) and
+    unknown objects raise out of the transaction and store nothing, so a
     corrected retry with the same key is still possible; business refusals (402, 403, 409) are
     stored and replayed, as the credits they did not move are part of the answer.
     """
@@ -81,6 +82,8 @@ def idempotent(request: Request, handler: Callable[[], Response]) -> Response:
             with transaction.atomic():
                 response = handler()
         except BillingError as exc:
+            if exc.status_code == 400:
+                raise  # bad input: store nothing, so a corrected retry can use the key
             response = billing_error_response(exc)
         IdempotencyKey.objects.filter(pk=row_id).update(status_code=response.status_code, response_body=response.data)
     return response

@@ -180,15 +180,24 @@ class LedgerEntry(models.Model):
         CLAWBACK = "clawback"
         ADJUST = "adjust"
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries")
+    # Indexed by ledger_account_newest_idx, whose leading column is the account.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     credits = models.BigIntegerField()
     held_credits = models.BigIntegerField(default=0)
     balance_after = models.BigIntegerField()
     held_after = models.BigIntegerField()
-    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
-    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
-    debit = models.ForeignKey(Debit, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
+    # Partial indexes below: most entries name only some of these, and bulk writers (the
+    # monthly refill) should not pay for indexing NULLs.
+    grant = models.ForeignKey(
+        Grant, on_delete=models.PROTECT, null=True, blank=True, related_name="entries", db_index=False
+    )
+    hold = models.ForeignKey(
+        Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries", db_index=False
+    )
+    debit = models.ForeignKey(
+        Debit, on_delete=models.PROTECT, null=True, blank=True, related_name="entries", db_index=False
+    )
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
     actor_id = models.CharField(max_length=64, blank=True, default="")
     reference = models.CharField(max_length=255, blank=True, default="")
@@ -204,6 +213,9 @@ class LedgerEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["account", "-id"], name="ledger_account_newest_idx"),
+            models.Index(fields=["grant"], condition=Q(grant__isnull=False), name="ledger_grant_idx"),
+            models.Index(fields=["hold"], condition=Q(hold__isnull=False), name="ledger_hold_idx"),
+            models.Index(fields=["debit"], condition=Q(debit__isnull=False), name="ledger_debit_idx"),
         ]
         triggers = [
             # The ledger is append-only: a correction is a new entry. Enforced in PostgreSQL so
@@ -231,3 +243,94 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key}"
+
+
+class BillingPolicy(models.Model):
+    """The free-credit policy operators change in admin without a deploy (a single row).
+
+    Changes apply from the next grant on; grants already made keep their amount and expiry,
+    and accounts keep the anchor day they were given at signup.
+    """
+
+    free_credits_first_period = models.BigIntegerField()
+    free_credits_per_period = models.BigIntegerField()
+    latest_anchor_day = models.PositiveSmallIntegerField(
+        help_text="Signups after this day of the month anchor their periods on it (1-28)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "billing policy"
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="policy_single_row"),
+            models.CheckConstraint(
+                condition=Q(free_credits_first_period__gte=0)
+                & Q(free_credits_first_period__lte=1_000_000)
+                & Q(free_credits_per_period__gte=0)
+                & Q(free_credits_per_period__lte=1_000_000),
+                name="policy_credits_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(latest_anchor_day__gte=1) & Q(latest_anchor_day__lte=28), name="policy_anchor_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.free_credits_first_period} then {self.free_credits_per_period} free credits"
+
+
+class JobRun(models.Model):
+    """One run of a chunked, fanned-out job (monthly refill, grant expiry, hold timeouts)."""
+
+    class Job(models.TextChoices):
+        REFILL = "refill"
+        EXPIRE_GRANTS = "expire_grants"
+        RELEASE_HOLDS = "release_holds"
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETED = "completed"
+        ABANDONED = "abandoned"
+
+    job = models.CharField(max_length=20, choices=Job.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    # The business time the run works at: every chunk uses it, whenever it executes.
+    as_of = models.DateTimeField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    chunks_total = models.IntegerField(default=0)
+    chunks_done = models.IntegerField(default=0)
+    rows_done = models.BigIntegerField(default=0, help_text="Grants made, lots expired or holds released.")
+    credits_moved = models.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "-started_at"], name="jobrun_job_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job} run {self.pk} ({self.status})"
+
+    @property
+    def duration(self):  # type: ignore[no-untyped-def]
+        return (self.finished_at - self.started_at) if self.finished_at else None
+
+
+class JobChunk(models.Model):
+    """An account-id range [first_account_id, last_account_id] of a run, done in one transaction."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+
+    run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="chunks")
+    first_account_id = models.BigIntegerField()
+    last_account_id = models.BigIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    rows_done = models.BigIntegerField(default=0)
+    credits_moved = models.BigIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "status"], name="jobchunk_run_status_idx")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.first_account_id}-{self.last_account_id} of run {self.run_id}"

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.conf import settings
-
 
 @dataclass(frozen=True)
 class Period:
@@ -19,8 +17,8 @@ class Period:
     end: datetime
 
 
-def anchor_day_for(signup_at: datetime) -> int:
-    return min(signup_at.astimezone(UTC).day, settings.FREE_PERIOD_LATEST_ANCHOR_DAY)
+def anchor_day_for(signup_at: datetime, latest_anchor_day: int) -> int:
+    return min(signup_at.astimezone(UTC).day, latest_anchor_day)
 
 
 def _boundary(year: int, month: int, anchor_day: int) -> datetime:
@@ -45,7 +43,3 @@ def period_at(*, first_period_start: datetime, anchor_day: int, now: datetime) -
     if index < 0:  # a clock moved back before signup: treat as the first period
         start, index = first, 0
     return Period(index=index, start=start, end=add_months(start, 1, anchor_day))
-
-
-def free_credits_for(index: int) -> int:
-    return settings.FREE_CREDITS_FIRST_PERIOD if index == 0 else settings.FREE_CREDITS_PER_PERIOD

@@ -32,9 +32,9 @@ def spendable_grants(account: Account, now: datetime) -> QuerySet[Grant]:
 
 
 def has_lapsed_holds(account: Account, now: datetime) -> bool:
-    return (
-        account.held_credits > 0
-        and Hold.objects.filter(account=account, status=Hold.Status.PENDING, expires_at__lte=now).exists()
+    """Whether the account has pending holds past expiry that no sweep has released yet."""
+    return account.held_credits > 0 and (
+        Hold.objects.filter(account=account, status=Hold.Status.PENDING, expires_at__lte=now).exists()
     )
 
 

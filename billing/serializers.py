@@ -41,10 +41,26 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A string in JSON: refuses numbers and booleans that DRF would turn into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class SpendRequest(StrictSerializer):
-    operation = serializers.SlugField(max_length=50, required=False)
+    operation = StrictSlugField(max_length=50, required=False)
     credits = StrictIntegerField(min_value=1, max_value=MAX_CREDITS_PER_REQUEST, required=False)
-    reference = serializers.CharField(max_length=255)
+    reference = StrictCharField(max_length=255)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("operation" in attrs) == ("credits" in attrs):
@@ -56,9 +72,26 @@ class DebitRequest(SpendRequest):
     metadata = serializers.DictField(required=False)
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value)) > MAX_METADATA_BYTES:
+        try:
+            # Strict: no NaN or Infinity, no lone surrogates, no NUL (PostgreSQL's jsonb refuses them).
+            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            raise serializers.ValidationError("metadata must be plain JSON text and finite numbers.") from None
+        if _has_nul(value):
+            raise serializers.ValidationError("metadata must not contain NUL characters.")
+        if len(encoded) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON.")
         return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 class HoldRequest(SpendRequest):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
@@ -9,19 +9,34 @@ from billing import api as billing_api
 
 from . import health
 
+
+class PublicIdConverter:
+    """Public ids (acct_..., deb_..., hold_...): anything else is a 404 before any query."""
+
+    regex = "[A-Za-z0-9_]{1,64}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(PublicIdConverter, "pubid")
+
 api_v1 = [
     path("auth/signup", accounts_api.SignupView.as_view(), name="signup"),
     path("auth/token", accounts_api.TokenView.as_view(), name="token"),
     path("me", accounts_api.MeView.as_view(), name="me"),
     path("me/ledger", accounts_api.MeLedgerView.as_view(), name="me-ledger"),
-    path("accounts/<str:account_id>/balance", billing_api.BalanceView.as_view(), name="balance"),
-    path("accounts/<str:account_id>/debits", billing_api.DebitCreateView.as_view(), name="debit-create"),
-    path("accounts/<str:account_id>/holds", billing_api.HoldCreateView.as_view(), name="hold-create"),
-    path("accounts/<str:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
-    path("debits/<str:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
-    path("holds/<str:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
-    path("holds/<str:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),
-    path("holds/<str:hold_id>/release", billing_api.HoldReleaseView.as_view(), name="hold-release"),
+    path("accounts/<pubid:account_id>/balance", billing_api.BalanceView.as_view(), name="balance"),
+    path("accounts/<pubid:account_id>/debits", billing_api.DebitCreateView.as_view(), name="debit-create"),
+    path("accounts/<pubid:account_id>/holds", billing_api.HoldCreateView.as_view(), name="hold-create"),
+    path("accounts/<pubid:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
+    path("debits/<pubid:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
+    path("holds/<pubid:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
+    path("holds/<pubid:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),
+    path("holds/<pubid:hold_id>/release", billing_api.HoldReleaseView.as_view(), name="hold-release"),
 ]
 
 urlpatterns = [

@@ -27,6 +27,9 @@ from billing.errors import (
     InvalidAmount,
 )
 from billing.models import ActorType, Debit, Grant, Hold, LedgerEntry
+from billing.periods import Period, period_at
+from billing.policy import free_credits_for, policy_get
+from billing.selectors import has_lapsed_holds
 
 # A single request never moves more than this; it keeps sums far from BIGINT overflow.
 MAX_CREDITS_PER_REQUEST = 1_000_000
@@ -176,12 +179,55 @@ def _mark_settled(hold: Hold, status: str, now: datetime, captured: int = 0) -> 
     hold.save(update_fields=["status", "captured_credits", "settled_at"])
 
 
+def free_period_due(account: Account, now: datetime) -> Period | None:
+    """The current free-credit period if its grant is still to be made (no query needed)."""
+    if account.is_suspended:
+        return None
+    period = period_at(first_period_start=account.first_period_start, anchor_day=account.period_anchor_day, now=now)
+    if account.free_period_start is not None and account.free_period_start >= period.start:
+        return None
+    return period
+
+
+def _grant_free_if_due(posting: _Posting) -> Grant | None:
+    """The lazy refill: grant the current period's free credits if the account lacks them.
+
+    Runs under the account lock. The refill job makes the same grant set-based; whichever
+    comes first records the period on the account, and the unique constraint on
+    (account, period_start) backs that up.
+    """
+    account = posting.account
+    period = free_period_due(account, posting.now)
+    if period is None:
+        return None
+    credits = free_credits_for(policy_get(), period.index)
+    Account.objects.filter(pk=account.pk).update(free_period_start=period.start)
+    account.free_period_start = period.start
+    if credits <= 0:
+        return None
+    grant = Grant.objects.create(
+        account=account,
+        source=Grant.Source.FREE_MONTHLY,
+        amount=credits,
+        remaining=0,
+        expires_at=period.end,
+        priority=DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
+        period_start=period.start,
+        reason=f"free credits, period {period.index}",
+        created_at=posting.now,
+    )
+    posting.add(Kind.GRANT, credits=credits, grant=grant)
+    return grant
+
+
 def _settle(posting: _Posting) -> list[Grant]:
     """Bring the locked account up to date with the clock; return its spendable lots in order.
 
-    Writes what it settled before returning, so the lots it returns match the database.
+    Releases lapsed holds, grants the current period's free credits if due, and expires lapsed
+    lots. Writes what it settled before returning, so the lots it returns match the database.
     """
     _settle_expired_holds(posting)
+    _grant_free_if_due(posting)
     posting.save()
     spendable = _expire_lapsed(posting, _grants_in_spend_order(posting.account))
     posting.save()
@@ -401,14 +447,29 @@ def hold_release(*, hold: Hold, actor: Actor, now: datetime | None = None) -> Ho
 
 
 def account_settle(*, account: Account, actor: Actor, now: datetime | None = None) -> Account:
-    """Release lapsed holds and expire lapsed lots of one account (used by sweeps and reads)."""
+    """Release lapsed holds, grant due free credits and expire lapsed lots of one account."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock_account(account.pk)
+        _settle(_Posting(locked, actor, now))
+    return locked
+
+
+def needs_settle(account: Account, now: datetime) -> bool:
+    """Whether a read should settle the account first (cheap: at most one indexed query)."""
+    return free_period_due(account, now) is not None or has_lapsed_holds(account, now)
+
+
+def free_grant_ensure(*, account: Account, actor: Actor, now: datetime | None = None) -> Grant | None:
+    """Grant the current period's free credits unless the account has them; the new grant or None."""
     now = now or timezone.now()
     with transaction.atomic():
         locked = _lock_account(account.pk)
         posting = _Posting(locked, actor, now)
-        _settle(posting)
+        grant = _grant_free_if_due(posting)
         posting.save()
-    return locked
+    _refresh_cached(account, locked)
+    return grant
 
 
 def _accounts_after(queryset: QuerySet, after: int, batch_size: int) -> list[int]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.utils import timezone
 
@@ -14,15 +14,25 @@ STAFF = Actor("staff", "test")
 _emails = itertools.count()
 
 
-def make_account(*, now: datetime | None = None, status: str = Account.Status.ACTIVE) -> Account:
-    """An account with no credits at all (signup's free grant is tested on its own)."""
+# Recorded as the latest free period granted, it keeps an account out of the free-credit
+# machinery: tests of spending start from exactly the credits they give.
+NO_FREE_CREDITS = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def make_account(*, now: datetime | None = None, status: str = Account.Status.ACTIVE, free: bool = False) -> Account:
+    """An account with no credits at all, and none to come unless `free` (signup's and the
+    refill's free grants are tested on their own)."""
     user = User.objects.create_user(
         email=f"holder{next(_emails)}-{timezone.now().timestamp()}@example.com", password="x" * 12
     )
     account = account_open(user=user, now=now or timezone.now())
+    changes = {} if free else {"free_period_start": NO_FREE_CREDITS}
     if status != Account.Status.ACTIVE:
-        Account.objects.filter(pk=account.pk).update(status=status)
-        account.status = status
+        changes["status"] = status
+    if changes:
+        Account.objects.filter(pk=account.pk).update(**changes)
+        for field, value in changes.items():
+            setattr(account, field, value)
     return account
 
 

@@ -124,7 +124,9 @@ def test_every_breach_is_reported_not_just_the_first(busy_account, run_check_led
 
     assert code == 1, out
     for expected in (
-        f"account_available: {account.public_id}", f"hold: {pending.public_id}", f"debit: {debit.public_id}",
+        f"account_available: {account.public_id}",
+        f"hold: {pending.public_id}",
+        f"debit: {debit.public_id}",
     ):
         assert expected in out
 

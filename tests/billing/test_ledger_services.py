@@ -93,8 +93,9 @@ def test_spend_order_is_earliest_expiry_then_priority_then_never_expiring_last(a
     # A promo expiring with the free credits: same expiry, so priority decides (free 10 < promo 20).
     promo_same = give(account, 5, source=Grant.Source.PROMO, expires_at=free.expires_at, now=T0)
     # A promo expiring a day before the free credits goes first, whatever its priority.
-    promo_early = give(account, 7, source=Grant.Source.PROMO, expires_at=free.expires_at - timedelta(days=1),
-                       priority=999, now=T0)
+    promo_early = give(
+        account, 7, source=Grant.Source.PROMO, expires_at=free.expires_at - timedelta(days=1), priority=999, now=T0
+    )
     paid = give(account, 115, source=Grant.Source.PURCHASE, expires_at=T0 + timedelta(days=365), now=T0)
     # Never-expiring goes last even with the lowest priority number of all.
     forever = give(account, 10, priority=0, now=T0)
@@ -102,7 +103,11 @@ def test_spend_order_is_earliest_expiry_then_priority_then_never_expiring_last(a
     debit = debit_create(account=account, credits=7 + 50 + 5 + 115 + 3, actor=SVC, now=at(60))
 
     assert debit_parts(debit) == [
-        (promo_early.pk, 7), (free.pk, 50), (promo_same.pk, 5), (paid.pk, 115), (forever.pk, 3),
+        (promo_early.pk, 7),
+        (free.pk, 50),
+        (promo_same.pk, 5),
+        (paid.pk, 115),
+        (forever.pk, 3),
     ]
     assert [remaining(g) for g in (promo_early, free, promo_same, paid, forever)] == [0, 0, 0, 0, 7]
     assert_running_balances(account)
@@ -292,7 +297,8 @@ def test_capturing_a_whole_hold_charges_it_all(acct, assert_ledger_clean):
     assert cached(acct) == (7, 0)
     assert remaining(grant) == 7
     assert [(e.kind, e.credits, e.held_credits) for e in entries(acct, hold=hold)] == [
-        ("hold", -3, 3), ("capture", 0, -3),
+        ("hold", -3, 3),
+        ("capture", 0, -3),
     ]
     with pytest.raises(HoldNotPending):
         hold_capture(hold=hold, actor=SVC, now=at(3))
@@ -315,7 +321,8 @@ def test_capturing_part_of_a_hold_charges_lots_in_the_order_held_and_returns_the
     assert (remaining(first), remaining(second)) == (0, 9)
     settled = entries(acct, hold=hold, kind__in=["capture", "release"])
     assert [(e.kind, e.grant_id, e.credits, e.held_credits) for e in settled] == [
-        ("capture", None, 0, -3), ("release", second.pk, 2, -2),
+        ("capture", None, 0, -3),
+        ("release", second.pk, 2, -2),
     ]
     assert cached(acct) == (9, 0)
     assert_running_balances(acct)
@@ -343,7 +350,8 @@ def test_releasing_a_hold_returns_all_credits_to_their_lots(acct, assert_ledger_
     assert (released.status, released.captured_credits, released.settled_at) == (Hold.Status.RELEASED, 0, at(2))
     assert (remaining(first), remaining(second)) == (2, 10)
     assert [(e.grant_id, e.credits, e.held_credits) for e in entries(acct, hold=hold, kind="release")] == [
-        (first.pk, 2, -2), (second.pk, 3, -3),
+        (first.pk, 2, -2),
+        (second.pk, 3, -3),
     ]
     assert cached(acct) == (12, 0)
     with pytest.raises(HoldNotPending):
@@ -416,7 +424,9 @@ def test_credits_released_to_a_lot_that_expired_meanwhile_expire_at_once(acct, a
     hold_release(hold=hold, actor=SVC, now=at(200))
 
     assert [(e.kind, e.grant_id, e.credits, e.held_credits) for e in entries(acct, kind__in=["release", "expire"])] == [
-        ("release", short.pk, 3, -3), ("expire", short.pk, -3, 0), ("release", forever.pk, 2, -2),
+        ("release", short.pk, 3, -3),
+        ("expire", short.pk, -3, 0),
+        ("release", forever.pk, 2, -2),
     ]
     assert (remaining(short), remaining(forever)) == (0, 10)
     assert cached(acct) == (10, 0)
@@ -433,7 +443,9 @@ def test_partial_capture_rest_returned_to_a_lapsed_lot_expires_at_once(acct, ass
 
     # 1 charged from `short`; its other 2 come back and expire; `forever` gets its 2 back.
     assert [(e.kind, e.grant_id, e.credits) for e in entries(acct, kind__in=["release", "expire"])] == [
-        ("release", short.pk, 2), ("expire", short.pk, -2), ("release", forever.pk, 2),
+        ("release", short.pk, 2),
+        ("expire", short.pk, -2),
+        ("release", forever.pk, 2),
     ]
     assert (remaining(short), remaining(forever)) == (0, 10)
     assert cached(acct) == (10, 0)
@@ -462,7 +474,8 @@ def test_holds_expire_due_releases_lapsed_holds_once(acct, assert_ledger_clean):
     assert lasting.status == Hold.Status.PENDING
     released = entries(acct, hold=lapsing, kind="release")
     assert [(e.grant_id, e.credits, e.actor_type, e.actor_id) for e in released] == [
-        (short.pk, 3, "system", "hold_timeouts"), (forever.pk, 2, "system", "hold_timeouts"),
+        (short.pk, 3, "system", "hold_timeouts"),
+        (forever.pk, 2, "system", "hold_timeouts"),
     ]
     # `short` lapsed at 100, so what came back to it expired with it.
     assert [(e.grant_id, e.credits) for e in entries(acct, kind="expire")] == [(short.pk, -3)]
@@ -529,7 +542,9 @@ def test_refunded_credits_of_a_lot_that_expired_meanwhile_expire_at_once(acct, a
     debit_refund(debit=debit, actor=SVC, now=at(200))
 
     assert [(e.kind, e.grant_id, e.credits) for e in entries(acct, kind__in=["refund", "expire"])] == [
-        ("refund", short.pk, 5), ("expire", short.pk, -5), ("refund", forever.pk, 2),
+        ("refund", short.pk, 5),
+        ("expire", short.pk, -5),
+        ("refund", forever.pk, 2),
     ]
     assert (remaining(short), remaining(forever)) == (0, 10)
     assert cached(acct) == (10, 0)

@@ -8,11 +8,11 @@ import pytest
 import time_machine
 
 from accounts.models import Account
-from billing.models import Grant, LedgerEntry
-from billing.periods import anchor_day_for, boundary_at_or_before, free_credits_for, period_at
+from billing.models import BillingPolicy, Grant, LedgerEntry
+from billing.periods import anchor_day_for, boundary_at_or_before, period_at
+from billing.policy import free_credits_for, policy_get
 from billing.selectors import balance_get
-from billing.services.free_credits import free_grant_ensure
-from billing.services.ledger import Actor
+from billing.services.ledger import Actor, free_grant_ensure
 from tests.billing.factories import make_account
 
 SYSTEM = Actor.system("free_credits")
@@ -23,7 +23,7 @@ def utc(*args: int) -> datetime:
 
 
 def period_of(signup: datetime, now: datetime):  # type: ignore[no-untyped-def]
-    anchor = anchor_day_for(signup)
+    anchor = anchor_day_for(signup, 28)
     return period_at(first_period_start=boundary_at_or_before(signup, anchor), anchor_day=anchor, now=now)
 
 
@@ -44,16 +44,16 @@ def period_of(signup: datetime, now: datetime):  # type: ignore[no-untyped-def]
     ],
 )
 def test_anchor_day_is_the_signup_day_capped_at_the_28th(signup, anchor):
-    assert anchor_day_for(signup) == anchor
+    assert anchor_day_for(signup, 28) == anchor
 
 
 def test_anchor_day_is_taken_in_utc():
     from zoneinfo import ZoneInfo
 
     # 1 Feb 00:30 in Paris is still 31 Jan in UTC.
-    assert anchor_day_for(datetime(2027, 2, 1, 0, 30, tzinfo=ZoneInfo("Europe/Paris"))) == 28
+    assert anchor_day_for(datetime(2027, 2, 1, 0, 30, tzinfo=ZoneInfo("Europe/Paris")), 28) == 28
     # 28 Feb 23:00 in New York is 1 Mar in UTC.
-    assert anchor_day_for(datetime(2027, 2, 28, 23, 0, tzinfo=ZoneInfo("America/New_York"))) == 1
+    assert anchor_day_for(datetime(2027, 2, 28, 23, 0, tzinfo=ZoneInfo("America/New_York")), 28) == 1
 
 
 @pytest.mark.parametrize("year", [2028, 2027], ids=["leap-2028", "common-2027"])
@@ -126,16 +126,47 @@ def test_a_clock_before_signup_counts_as_the_first_period():
     assert period_of(signup, utc(2027, 4, 1)).index == 0
 
 
+@pytest.mark.django_db
 def test_free_credits_are_50_in_the_first_period_and_15_after():
-    assert free_credits_for(0) == 50
-    assert [free_credits_for(i) for i in (1, 2, 11, 120)] == [15, 15, 15, 15]
+    policy = policy_get()
+    assert free_credits_for(policy, 0) == 50
+    assert [free_credits_for(policy, i) for i in (1, 2, 11, 120)] == [15, 15, 15, 15]
 
 
-def test_free_credit_amounts_follow_the_settings(settings):
+@pytest.mark.django_db
+def test_the_policy_is_seeded_from_the_settings(settings):
     settings.FREE_CREDITS_FIRST_PERIOD = 70
     settings.FREE_CREDITS_PER_PERIOD = 5
+    settings.FREE_PERIOD_LATEST_ANCHOR_DAY = 20
 
-    assert (free_credits_for(0), free_credits_for(1)) == (70, 5)
+    policy = policy_get()
+
+    assert (free_credits_for(policy, 0), free_credits_for(policy, 1), policy.latest_anchor_day) == (70, 5, 20)
+
+
+@pytest.mark.django_db
+def test_an_operator_change_to_the_policy_applies_to_the_next_grant(assert_ledger_clean):
+    signup = utc(2027, 3, 5, 14, 30)
+    account = make_account(now=signup, free=True)
+    free_grant_ensure(account=account, actor=SYSTEM, now=signup)
+    BillingPolicy.objects.filter(pk=policy_get().pk).update(free_credits_per_period=7)
+
+    later = free_grant_ensure(account=account, actor=SYSTEM, now=utc(2027, 4, 5))
+
+    assert later is not None and later.amount == 7
+    assert Grant.objects.get(account=account, period_start=signup.replace(hour=0, minute=0)).amount == 50
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_the_anchor_rule_comes_from_the_policy(anon):
+    BillingPolicy.objects.filter(pk=policy_get().pk).update(latest_anchor_day=10)
+
+    with time_machine.travel(utc(2027, 3, 15, 9, 0), tick=False):
+        response = anon.post("/auth/signup", {"email": "late@example.com", "password": "correct-horse-battery"})
+
+    account = Account.objects.get(public_id=response.json()["account"])
+    assert (account.period_anchor_day, account.first_period_start) == (10, utc(2027, 3, 10))
 
 
 # --- Signup and the free grant -------------------------------------------------------------------
@@ -179,7 +210,7 @@ def test_signup_grants_50_free_credits_expiring_at_the_next_period(
 @pytest.mark.django_db
 def test_free_grant_ensure_grants_once_per_period(assert_ledger_clean):
     signup = utc(2027, 3, 5, 14, 30)
-    account = make_account(now=signup)
+    account = make_account(now=signup, free=True)
 
     first = free_grant_ensure(account=account, actor=SYSTEM, now=signup)
     again = free_grant_ensure(account=account, actor=SYSTEM, now=signup + timedelta(days=10))
@@ -196,7 +227,7 @@ def test_free_grant_ensure_grants_once_per_period(assert_ledger_clean):
 @pytest.mark.django_db
 def test_free_grant_ensure_gives_15_in_a_later_period(assert_ledger_clean):
     signup = utc(2027, 3, 5, 14, 30)
-    account = make_account(now=signup)
+    account = make_account(now=signup, free=True)
     free_grant_ensure(account=account, actor=SYSTEM, now=signup)
 
     later = free_grant_ensure(account=account, actor=SYSTEM, now=utc(2027, 5, 5))
@@ -214,7 +245,7 @@ def test_free_grant_ensure_gives_15_in_a_later_period(assert_ledger_clean):
 @pytest.mark.django_db
 def test_a_suspended_account_gets_no_free_credits(assert_ledger_clean):
     signup = utc(2027, 3, 5, 14, 30)
-    account = make_account(now=signup, status=Account.Status.SUSPENDED)
+    account = make_account(now=signup, status=Account.Status.SUSPENDED, free=True)
 
     assert free_grant_ensure(account=account, actor=SYSTEM, now=signup) is None
     assert free_grant_ensure(account=account, actor=SYSTEM, now=utc(2027, 5, 5)) is None
@@ -227,7 +258,7 @@ def test_a_suspended_account_gets_no_free_credits(assert_ledger_clean):
 @pytest.mark.django_db
 def test_free_grant_ensure_checks_suspension_on_the_stored_account_not_the_callers_copy(assert_ledger_clean):
     signup = utc(2027, 3, 5, 14, 30)
-    account = make_account(now=signup)
+    account = make_account(now=signup, free=True)
     Account.objects.filter(pk=account.pk).update(status=Account.Status.SUSPENDED)
 
     free_grant_ensure(account=account, actor=SYSTEM, now=utc(2027, 5, 5))
