@@ -298,6 +298,8 @@ class JobRun(models.Model):
     as_of = models.DateTimeField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Wall-clock time of the last chunk done (or of the start): a run that stops moving is stale.
+    progressed_at = models.DateTimeField()
     chunks_total = models.IntegerField(default=0)
     chunks_done = models.IntegerField(default=0)
     rows_done = models.BigIntegerField(default=0, help_text="Grants made, lots expired or holds released.")
@@ -320,6 +322,7 @@ class JobChunk(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
         DONE = "done"
+        FAILED = "failed"  # retries ran out; the next run of the job covers these accounts again
 
     run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="chunks")
     first_account_id = models.BigIntegerField()
@@ -328,6 +331,8 @@ class JobChunk(models.Model):
     rows_done = models.BigIntegerField(default=0)
     credits_moved = models.BigIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
+    failures = models.IntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["run", "status"], name="jobchunk_run_status_idx")]

@@ -1,7 +1,7 @@
 """Periodic schedules, declared here and installed for django-celery-beat after every migrate.
 
-Operators may change intervals or disable a schedule in admin; installing again keeps their
-changes and only adds schedules that are missing.
+Operators may change times or disable a schedule in admin; installing again keeps their
+changes and only adds schedules that are missing. All times are UTC.
 """
 
 from __future__ import annotations
@@ -13,28 +13,52 @@ from dataclasses import dataclass
 class Schedule:
     name: str
     task: str
-    every_seconds: int
+    every_seconds: int | None = None
+    crontab: str | None = None  # "minute hour day_of_month month_of_year day_of_week"
 
 
 SCHEDULES = [
-    # Every minute: holds default to 15 minutes, so a missed capture is undone within a minute
-    # of its expiry and the credits are spendable again (reads and spends also settle lazily).
-    Schedule("release expired holds", "billing.release_expired_holds", 60),
-    # Every 5 minutes: balances already ignore lapsed grants; this writes their `expire` entries
-    # so the ledger and the cached balance say so too.
-    Schedule("expire lapsed grants", "billing.expire_grants", 300),
+    # Free periods start at midnight UTC on each account's anchor day: five minutes past
+    # midnight every day, the refill grants the new period to every account that starts one.
+    # It is a no-op for everyone else, and the lazy refill covers anyone who comes earlier.
+    Schedule("refill free credits", "billing.refill_free_credits", crontab="5 0 * * *"),
+    # Hourly at :15: balances already ignore lapsed lots; this writes their `expire` entries
+    # so the ledger and cached balances say so (free lots lapse at midnight, paid ones at
+    # their purchase time of day).
+    Schedule("expire lapsed grants", "billing.expire_grants", crontab="15 * * * *"),
+    # Every minute: holds default to 15 minutes, so a capture that never came is undone
+    # within a minute of expiry (spends and reads also release them on the spot).
+    Schedule("release expired holds", "billing.release_expired_holds", every_seconds=60),
     # Hourly: idempotency keys are promised for 24 hours and kept for the configured retention.
-    Schedule("purge idempotency keys", "billing.purge_idempotency_keys", 3600),
+    Schedule("purge idempotency keys", "billing.purge_idempotency_keys", every_seconds=3600),
 ]
 
 
-def install_schedules(**kwargs: object) -> None:
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+def install_schedules(**kwargs: object) -> int:
+    """Create missing schedules. Returns how many were created."""
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+    created = 0
     for schedule in SCHEDULES:
         if PeriodicTask.objects.filter(name=schedule.name).exists():
             continue
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=schedule.every_seconds, period=IntervalSchedule.SECONDS
-        )
-        PeriodicTask.objects.get_or_create(name=schedule.name, defaults={"task": schedule.task, "interval": interval})
+        when: dict[str, object]
+        if schedule.crontab:
+            minute, hour, day_of_month, month_of_year, day_of_week = schedule.crontab.split()
+            crontab, _ = CrontabSchedule.objects.get_or_create(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month_of_year,
+                day_of_week=day_of_week,
+                timezone="UTC",
+            )
+            when = {"crontab": crontab}
+        else:
+            interval, _ = IntervalSchedule.objects.get_or_create(
+                every=schedule.every_seconds, period=IntervalSchedule.SECONDS
+            )
+            when = {"interval": interval}
+        PeriodicTask.objects.create(name=schedule.name, task=schedule.task, **when)
+        created += 1
+    return created

@@ -5,30 +5,58 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import DatabaseError, transaction
 
 from billing.idempotency import idempotency_keys_purge
-from billing.services.ledger import grants_expire_due, holds_expire_due
+from billing.models import JobRun
+from billing.services.jobs import job_chunk_failed, job_chunk_run, job_start, pending_chunk_ids
 
 logger = logging.getLogger(__name__)
 
-RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": True, "max_retries": 5}
+CHUNK_MAX_RETRIES = 5
 
 
-@shared_task(name="billing.release_expired_holds", **RETRY)
-def release_expired_holds() -> int:
-    settled = holds_expire_due()
-    logger.info("released %d expired holds", settled)
-    return settled
+def _fan_out(job: str) -> int | None:
+    """Open a run of `job` and queue one task per chunk once the run is committed."""
+    run = job_start(job=job)
+    if run is None:
+        logger.info("%s: a run is already under way", job)
+        return None
+    chunk_ids = pending_chunk_ids(run)
+    transaction.on_commit(lambda: [run_job_chunk.delay(chunk_id) for chunk_id in chunk_ids])
+    logger.info("%s: run %s queued %d chunks", job, run.pk, len(chunk_ids))
+    return run.pk
 
 
-@shared_task(name="billing.expire_grants", **RETRY)
-def expire_grants() -> int:
-    expired = grants_expire_due()
-    logger.info("expired %d lapsed grants", expired)
-    return expired
+@shared_task(name="billing.refill_free_credits")
+def refill_free_credits() -> int | None:
+    return _fan_out(JobRun.Job.REFILL)
 
 
-@shared_task(name="billing.purge_idempotency_keys", **RETRY)
+@shared_task(name="billing.expire_grants")
+def expire_grants() -> int | None:
+    return _fan_out(JobRun.Job.EXPIRE_GRANTS)
+
+
+@shared_task(name="billing.release_expired_holds")
+def release_expired_holds() -> int | None:
+    return _fan_out(JobRun.Job.RELEASE_HOLDS)
+
+
+@shared_task(
+    name="billing.run_job_chunk", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=CHUNK_MAX_RETRIES
+)
+def run_job_chunk(self, chunk_id: int) -> int | None:  # type: ignore[no-untyped-def]
+    """One chunk, in one transaction. Database errors (a deadlock, a lost connection) are
+    retried with backoff; the last failure is recorded on the chunk for operators."""
+    try:
+        result = job_chunk_run(chunk_id=chunk_id)
+    except DatabaseError as exc:
+        job_chunk_failed(chunk_id=chunk_id, error=repr(exc), final=self.request.retries >= CHUNK_MAX_RETRIES)
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+    return None if result is None else result.rows
+
+
+@shared_task(name="billing.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     return idempotency_keys_purge()

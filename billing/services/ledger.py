@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Account
@@ -470,41 +470,6 @@ def free_grant_ensure(*, account: Account, actor: Actor, now: datetime | None = 
         posting.save()
     _refresh_cached(account, locked)
     return grant
-
-
-def _accounts_after(queryset: QuerySet, after: int, batch_size: int) -> list[int]:
-    ids = queryset.filter(account_id__gt=after).order_by("account_id").values_list("account_id", flat=True)
-    return list(ids.distinct()[:batch_size])
-
-
-def _settle_each(queryset: QuerySet, actor: Actor, now: datetime, batch_size: int) -> int:
-    """Settle every account that has rows in `queryset`, walking account ids upwards once.
-
-    Returns how many rows were due. The id cursor makes the walk finish even if an account
-    could not be settled.
-    """
-    due = 0
-    after = 0
-    while account_ids := _accounts_after(queryset, after, batch_size):
-        for account_id in account_ids:
-            due += queryset.filter(account_id=account_id).count()
-            account_settle(account=Account(pk=account_id), actor=actor, now=now)
-        after = account_ids[-1]
-    return due
-
-
-def holds_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
-    """Release every pending hold past its expiry. Returns how many were due."""
-    now = now or timezone.now()
-    lapsed = Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now)
-    return _settle_each(lapsed, Actor.system("hold_timeouts"), now, batch_size)
-
-
-def grants_expire_due(*, now: datetime | None = None, batch_size: int = 500) -> int:
-    """Write `expire` entries for every lapsed lot that still holds credits. Returns lots expired."""
-    now = now or timezone.now()
-    lapsed = Grant.objects.filter(remaining__gt=0, expires_at__lte=now)
-    return _settle_each(lapsed, Actor.system("grant_expiry"), now, batch_size)
 
 
 def _refresh_cached(target: Account, locked: Account) -> None:

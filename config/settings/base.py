@@ -188,6 +188,9 @@ FREE_CREDITS_PER_PERIOD = env_int("FREE_CREDITS_PER_PERIOD", 15, minimum=0, maxi
 FREE_PERIOD_LATEST_ANCHOR_DAY = env_int("FREE_PERIOD_LATEST_ANCHOR_DAY", 28, minimum=1, maximum=28)
 HOLD_DEFAULT_EXPIRES_IN_SECONDS = 900
 HOLD_MAX_EXPIRES_IN_SECONDS = 86400
+# A job run (refill, expiry, hold timeouts) with no chunk done for this long counts as cut
+# short; the next start abandons it and redoes what it left.
+JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 600, minimum=0, maximum=7 * 86400)
 IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 48, minimum=24, maximum=24 * 90)
 
 LOGGING = {

@@ -16,15 +16,14 @@ from accounts.services import user_signup
 from billing.errors import AccountSuspended, DebitAlreadyRefunded, HoldNotPending, InsufficientCredits
 from billing.models import Grant, Hold, LedgerEntry
 from billing.selectors import balance_get
+from billing.services.jobs import grants_expire_due, holds_expire_due
 from billing.services.ledger import (
     Actor,
     debit_create,
     debit_refund,
-    grants_expire_due,
     hold_capture,
     hold_create,
     hold_release,
-    holds_expire_due,
 )
 from tests.billing.factories import give, make_account
 

@@ -1,0 +1,232 @@
+"""Set-based PostgreSQL statements for the chunked jobs (see billing/services/jobs.py).
+
+Each function works on one account-id range inside the caller's transaction. It first locks
+the accounts that have work, in id order (the same first-and-only lock every ledger writer
+takes), and only then reads the lots and holds to change, in a fresh statement that sees every
+write committed before the locks were granted. It writes exactly the rows the ledger service
+would write for the same accounts: lots, ledger entries with running balances, cached balances.
+
+Business time comes in as a parameter (`now`), never from the database clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.db import connection
+
+# The free period of each account at `now_utc`, computed as billing.periods.period_at does:
+# the latest anchor-day midnight (UTC) at or before now; before the first period (a clock set
+# back) it is the first period. Timestamps here are UTC wall-clock `timestamp` values so that
+# month arithmetic does not depend on the session time zone.
+_REFILL = """
+WITH due AS (
+    SELECT a.id AS account_id,
+           CASE WHEN p.idx < 0 THEN p.fps ELSE p.pstart END AS pstart,
+           GREATEST(p.idx, 0) AS idx
+    FROM accounts_account a
+    CROSS JOIN LATERAL (
+        SELECT r.pstart, r.fps,
+               ((extract(year FROM r.pstart) - extract(year FROM r.fps)) * 12
+                + extract(month FROM r.pstart) - extract(month FROM r.fps))::int AS idx
+        FROM (
+            SELECT CASE WHEN b.boundary <= %(now_utc)s THEN b.boundary
+                        ELSE b.boundary - interval '1 month' END AS pstart,
+                   a.first_period_start AT TIME ZONE 'UTC' AS fps
+            FROM (SELECT date_trunc('month', %(now_utc)s::timestamp)
+                         + make_interval(days => a.period_anchor_day - 1) AS boundary) b
+        ) r
+    ) p
+    WHERE a.id BETWEEN %(low)s AND %(high)s
+      AND a.status = 'active'
+      AND (a.free_period_start IS NULL
+           OR a.free_period_start < ((CASE WHEN p.idx < 0 THEN p.fps ELSE p.pstart END) AT TIME ZONE 'UTC'))
+    ORDER BY a.id
+    FOR UPDATE OF a
+),
+granted AS (
+    INSERT INTO billing_grant
+        (account_id, source, amount, remaining, expires_at, priority, period_start, reason, created_at)
+    SELECT d.account_id, 'free_monthly', c.credits, c.credits,
+           (d.pstart + interval '1 month') AT TIME ZONE 'UTC', %(priority)s,
+           d.pstart AT TIME ZONE 'UTC', 'free credits, period ' || d.idx, %(now)s
+    FROM due d
+    CROSS JOIN LATERAL (
+        SELECT (CASE WHEN d.idx = 0 THEN %(first_credits)s ELSE %(later_credits)s END)::bigint AS credits
+    ) c
+    WHERE c.credits > 0
+    ORDER BY d.account_id
+    ON CONFLICT (account_id, period_start) WHERE source = 'free_monthly' DO NOTHING
+    RETURNING id, account_id, amount
+),
+moved AS (
+    UPDATE accounts_account a
+    SET free_period_start = d.pstart AT TIME ZONE 'UTC',
+        available_credits = a.available_credits + COALESCE(g.amount, 0)
+    FROM due d LEFT JOIN granted g ON g.account_id = d.account_id
+    WHERE a.id = d.account_id
+    RETURNING a.id AS account_id, a.available_credits, a.held_credits, g.id AS grant_id, g.amount
+),
+entries AS (
+    INSERT INTO billing_ledgerentry
+        (account_id, kind, credits, held_credits, balance_after, held_after, grant_id,
+         actor_type, actor_id, reference, created_at)
+    SELECT account_id, 'grant', amount, 0, available_credits, held_credits, grant_id,
+           'system', %(actor_id)s, '', %(now)s
+    FROM moved
+    WHERE grant_id IS NOT NULL
+    ORDER BY account_id
+    RETURNING credits
+)
+SELECT count(*), COALESCE(sum(credits), 0) FROM entries
+"""
+
+_LOCK_WITH_LAPSED_LOTS = """
+SELECT a.id FROM accounts_account a
+WHERE a.id BETWEEN %(low)s AND %(high)s
+  AND EXISTS (SELECT 1 FROM billing_grant g
+              WHERE g.account_id = a.id AND g.remaining > 0 AND g.expires_at <= %(now)s)
+ORDER BY a.id
+FOR UPDATE
+"""
+
+# Entry k of an account gets balance_after = (balance after all of them) - (what the entries
+# after k moved), which is the running balance in insertion order.
+_EXPIRE = """
+WITH lapsed AS (
+    SELECT id, account_id, remaining FROM billing_grant
+    WHERE account_id = ANY(%(ids)s) AND remaining > 0 AND expires_at <= %(now)s
+),
+zeroed AS (
+    UPDATE billing_grant g SET remaining = 0
+    FROM lapsed l WHERE g.id = l.id
+    RETURNING g.id, g.account_id, l.remaining AS credits
+),
+totals AS (SELECT account_id, sum(credits) AS total FROM zeroed GROUP BY account_id),
+moved AS (
+    UPDATE accounts_account a SET available_credits = a.available_credits - t.total
+    FROM totals t WHERE a.id = t.account_id
+    RETURNING a.id AS account_id, a.available_credits AS after, a.held_credits
+),
+entries AS (
+    INSERT INTO billing_ledgerentry
+        (account_id, kind, credits, held_credits, balance_after, held_after, grant_id,
+         actor_type, actor_id, reference, created_at)
+    SELECT z.account_id, 'expire', -z.credits, 0,
+           m.after + COALESCE(sum(z.credits) OVER later, 0), m.held_credits, z.id,
+           'system', %(actor_id)s, '', %(now)s
+    FROM zeroed z JOIN moved m ON m.account_id = z.account_id
+    WINDOW later AS (PARTITION BY z.account_id ORDER BY z.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+    ORDER BY z.account_id, z.id
+    RETURNING credits
+)
+SELECT count(*), COALESCE(-sum(credits), 0) FROM entries
+"""
+
+_LOCK_WITH_LAPSED_HOLDS = """
+SELECT a.id FROM accounts_account a
+WHERE a.id BETWEEN %(low)s AND %(high)s
+  AND a.held_credits > 0
+  AND EXISTS (SELECT 1 FROM billing_hold h
+              WHERE h.account_id = a.id AND h.status = 'pending' AND h.expires_at <= %(now)s)
+ORDER BY a.id
+FOR UPDATE
+"""
+
+# A lapsed hold gives each lot back what it took (a `release` entry); a lot that has expired
+# meanwhile expires those credits again at once (an `expire` entry), as the ledger service does.
+_RELEASE_HOLDS = """
+WITH lapsed AS (
+    UPDATE billing_hold h SET status = 'expired', settled_at = %(now)s
+    WHERE h.account_id = ANY(%(ids)s) AND h.status = 'pending' AND h.expires_at <= %(now)s
+    RETURNING h.id, h.account_id
+),
+alloc AS (
+    SELECT e.id AS entry_id, e.hold_id, e.grant_id, l.account_id, -e.credits AS n
+    FROM billing_ledgerentry e JOIN lapsed l ON e.hold_id = l.id
+    WHERE e.kind = 'hold'
+),
+moves AS (
+    SELECT a.account_id, a.entry_id, 1 AS step, 'release' AS kind, a.n AS credits, -a.n AS held,
+           a.grant_id, a.hold_id
+    FROM alloc a
+    UNION ALL
+    SELECT a.account_id, a.entry_id, 2, 'expire', -a.n, 0, a.grant_id, NULL
+    FROM alloc a JOIN billing_grant g ON g.id = a.grant_id
+    WHERE g.expires_at <= %(now)s
+),
+lots AS (
+    UPDATE billing_grant g SET remaining = g.remaining + x.net
+    FROM (SELECT grant_id, sum(credits) AS net FROM moves GROUP BY grant_id) x
+    WHERE g.id = x.grant_id AND x.net <> 0
+    RETURNING g.id
+),
+totals AS (SELECT account_id, sum(credits) AS c, sum(held) AS h FROM moves GROUP BY account_id),
+moved AS (
+    UPDATE accounts_account a
+    SET available_credits = a.available_credits + t.c, held_credits = a.held_credits + t.h
+    FROM totals t WHERE a.id = t.account_id
+    RETURNING a.id AS account_id, a.available_credits AS after, a.held_credits AS held_after
+),
+entries AS (
+    INSERT INTO billing_ledgerentry
+        (account_id, kind, credits, held_credits, balance_after, held_after, grant_id, hold_id,
+         actor_type, actor_id, reference, created_at)
+    SELECT m.account_id, m.kind, m.credits, m.held,
+           t.after - COALESCE(sum(m.credits) OVER later, 0),
+           t.held_after - COALESCE(sum(m.held) OVER later, 0),
+           m.grant_id, m.hold_id, 'system', %(actor_id)s, '', %(now)s
+    FROM moves m JOIN moved t ON t.account_id = m.account_id
+    WINDOW later AS (PARTITION BY m.account_id ORDER BY m.entry_id, m.step
+                     ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+    ORDER BY m.account_id, m.entry_id, m.step
+    RETURNING kind
+)
+SELECT (SELECT count(*) FROM lapsed), (SELECT COALESCE(sum(credits), 0) FROM moves WHERE kind = 'release')
+"""
+
+
+def _one(sql: str, params: dict) -> tuple[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        count, credits = cursor.fetchone()
+    return int(count), int(credits)
+
+
+def _lock(sql: str, params: dict) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def refill_range(
+    *, low: int, high: int, now: datetime, first_credits: int, later_credits: int, priority: int, actor_id: str
+) -> tuple[int, int]:
+    """Grant the current period's free credits to every active account in [low, high] lacking them."""
+    params = {
+        "low": low,
+        "high": high,
+        "now": now,
+        "now_utc": now.astimezone(UTC).replace(tzinfo=None),
+        "first_credits": first_credits,
+        "later_credits": later_credits,
+        "priority": priority,
+        "actor_id": actor_id,
+    }
+    return _one(_REFILL, params)
+
+
+def expire_range(*, low: int, high: int, now: datetime, actor_id: str) -> tuple[int, int]:
+    """Write `expire` entries for every lapsed lot with credits left in [low, high]."""
+    ids = _lock(_LOCK_WITH_LAPSED_LOTS, {"low": low, "high": high, "now": now})
+    if not ids:
+        return 0, 0
+    return _one(_EXPIRE, {"ids": ids, "now": now, "actor_id": actor_id})
+
+
+def release_holds_range(*, low: int, high: int, now: datetime, actor_id: str) -> tuple[int, int]:
+    """Release every pending hold past its expiry in [low, high]."""
+    ids = _lock(_LOCK_WITH_LAPSED_HOLDS, {"low": low, "high": high, "now": now})
+    if not ids:
+        return 0, 0
+    return _one(_RELEASE_HOLDS, {"ids": ids, "now": now, "actor_id": actor_id})

@@ -1,0 +1,243 @@
+"""Chunked, fanned-out jobs over all accounts: the monthly refill, grant expiry, hold timeouts.
+
+A run splits the account-id space into ranges (chunks). Each chunk is one transaction that
+takes the account locks first (in id order, as every writer does), then moves credits for the
+whole range in a couple of set-based SQL statements. A chunk is all or nothing: a worker killed
+mid-chunk leaves nothing of it, and the next run, which rescans every account, finishes it
+exactly once. The work itself is idempotent (the account records its latest free period, and a
+unique constraint on (account, period_start) backs that up), so a duplicated chunk is a no-op.
+
+On SQLite (the embedded `make run` default) the same chunks settle one account at a time
+through the ledger service, which is simpler and fast enough for a development database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import Account
+from billing.models import ActorType, Grant, Hold, JobChunk, JobRun, LedgerEntry
+from billing.policy import policy_get
+from billing.services import job_sql
+from billing.services.ledger import DEFAULT_PRIORITY, Actor, account_settle
+
+logger = logging.getLogger(__name__)
+
+CHUNK_ACCOUNTS = 10_000
+
+ACTORS: dict[str, str] = {
+    JobRun.Job.REFILL: "free_refill",
+    JobRun.Job.EXPIRE_GRANTS: "grant_expiry",
+    JobRun.Job.RELEASE_HOLDS: "hold_timeouts",
+}
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    rows: int
+    credits: int
+
+
+def job_start(*, job: str, now: datetime | None = None, chunk_accounts: int = CHUNK_ACCOUNTS) -> JobRun | None:
+    """Open a run and its chunks; None when a run of this job is already under way."""
+    now = now or timezone.now()
+    started = timezone.now()
+    with transaction.atomic():
+        # Serialise starts of the same job: two beats or a manual start cannot both fan out.
+        _lock_job(job)
+        running = JobRun.objects.filter(job=job, status=JobRun.Status.RUNNING)
+        # A run whose chunks stopped completing was cut short (its workers died or its tasks
+        # were lost): it is abandoned, and this run redoes whatever it left undone.
+        stale_before = started - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
+        running.filter(progressed_at__lt=stale_before).update(status=JobRun.Status.ABANDONED)
+        if running.exists():
+            return None
+        run = JobRun.objects.create(job=job, as_of=now, started_at=started, progressed_at=started)
+        chunks = _chunks(run, chunk_accounts)
+        JobChunk.objects.bulk_create(chunks)
+        run.chunks_total = len(chunks)
+        if not chunks:
+            run.status, run.finished_at = JobRun.Status.COMPLETED, timezone.now()
+        run.save(update_fields=["chunks_total", "status", "finished_at"])
+    return run
+
+
+def _lock_job(job: str) -> None:
+    if _postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"billing.job.{job}"])
+    # SQLite's IMMEDIATE transactions already serialise writers.
+
+
+def _chunks(run: JobRun, size: int) -> list[JobChunk]:
+    return [
+        JobChunk(run=run, first_account_id=low, last_account_id=high)
+        for low, high in account_ranges(job=run.job, now=run.as_of, size=size)
+    ]
+
+
+def account_ranges(*, job: str, now: datetime, size: int) -> Iterator[tuple[int, int]]:
+    """Inclusive account-id ranges covering every account the job may have work for.
+
+    The refill covers all accounts in ranges of `size` ids. Expiry and hold timeouts read
+    the few accounts that are due from their partial indexes and group those, `size` accounts
+    to a range; ids stream from the database, so memory stays flat however many there are.
+    """
+    if job == JobRun.Job.REFILL:
+        bounds = Account.objects.aggregate(low=Min("id"), high=Max("id"))
+        if bounds["low"] is not None:
+            for low in range(bounds["low"], bounds["high"] + 1, size):
+                yield low, min(low + size - 1, bounds["high"])
+        return
+    ids = _due(job, now).order_by("account_id").values_list("account_id", flat=True).distinct()
+    group: list[int] = []
+    for account_id in ids.iterator(chunk_size=size):
+        group.append(account_id)
+        if len(group) == size:
+            yield group[0], group[-1]
+            group = []
+    if group:
+        yield group[0], group[-1]
+
+
+def _due(job: str, now: datetime) -> QuerySet:
+    if job == JobRun.Job.EXPIRE_GRANTS:
+        return Grant.objects.filter(remaining__gt=0, expires_at__lte=now)
+    return Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now)
+
+
+def pending_chunk_ids(run: JobRun) -> list[int]:
+    return list(run.chunks.filter(status=JobChunk.Status.PENDING).order_by("id").values_list("id", flat=True))
+
+
+def job_chunk_run(*, chunk_id: int) -> ChunkResult | None:
+    """Do one chunk, once. None when it was done already (a duplicate or redelivered task)."""
+    with transaction.atomic():
+        chunk = JobChunk.objects.select_for_update().select_related("run").filter(pk=chunk_id).first()
+        if chunk is None or chunk.status == JobChunk.Status.DONE:
+            return None
+        run = chunk.run
+        result = _WORK[run.job](chunk.first_account_id, chunk.last_account_id, run.as_of)
+        finished = timezone.now()
+        JobChunk.objects.filter(pk=chunk.pk).update(
+            status=JobChunk.Status.DONE, rows_done=result.rows, credits_moved=result.credits, finished_at=finished
+        )
+        JobRun.objects.filter(pk=run.pk).update(
+            chunks_done=F("chunks_done") + 1,
+            progressed_at=finished,
+            rows_done=F("rows_done") + result.rows,
+            credits_moved=F("credits_moved") + result.credits,
+        )
+        # Compare-and-set: only the chunk that completes the run closes it.
+        JobRun.objects.filter(pk=run.pk, status=JobRun.Status.RUNNING, chunks_done=F("chunks_total")).update(
+            status=JobRun.Status.COMPLETED, finished_at=finished
+        )
+    return result
+
+
+def job_run_inline(*, job: str, now: datetime | None = None, size: int = CHUNK_ACCOUNTS) -> ChunkResult:
+    """Do a whole job in this process, chunk by chunk, without a run record (tests, commands)."""
+    now = now or timezone.now()
+    rows = credits = 0
+    for low, high in list(account_ranges(job=job, now=now, size=size)):
+        with transaction.atomic():
+            result = _WORK[job](low, high, now)
+        rows, credits = rows + result.rows, credits + result.credits
+    return ChunkResult(rows, credits)
+
+
+def holds_expire_due(*, now: datetime | None = None) -> int:
+    """Release every pending hold past its expiry. Returns how many were released."""
+    return job_run_inline(job=JobRun.Job.RELEASE_HOLDS, now=now).rows
+
+
+def grants_expire_due(*, now: datetime | None = None) -> int:
+    """Write `expire` entries for every lapsed lot that still holds credits. Returns lots expired."""
+    return job_run_inline(job=JobRun.Job.EXPIRE_GRANTS, now=now).rows
+
+
+def job_chunk_failed(*, chunk_id: int, error: str, final: bool) -> None:
+    """Record a failed attempt (in its own transaction, after the chunk's rolled back)."""
+    changes: dict = {"failures": F("failures") + 1, "last_error": error[:2000]}
+    if final:
+        changes["status"] = JobChunk.Status.FAILED
+    JobChunk.objects.filter(pk=chunk_id, status=JobChunk.Status.PENDING).update(**changes)
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _refill(low: int, high: int, now: datetime) -> ChunkResult:
+    if not _postgres():
+        accounts = Account.objects.filter(id__range=(low, high), status=Account.Status.ACTIVE)
+        return _settle_each(accounts, low, high, now, JobRun.Job.REFILL)
+    policy = policy_get()
+    rows, credits = job_sql.refill_range(
+        low=low,
+        high=high,
+        now=now,
+        first_credits=policy.free_credits_first_period,
+        later_credits=policy.free_credits_per_period,
+        priority=DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
+        actor_id=ACTORS[JobRun.Job.REFILL],
+    )
+    return ChunkResult(rows, credits)
+
+
+def _expire_grants(low: int, high: int, now: datetime) -> ChunkResult:
+    if not _postgres():
+        due = _due(JobRun.Job.EXPIRE_GRANTS, now).filter(account_id__range=(low, high))
+        accounts = Account.objects.filter(id__in=due.values("account_id"))
+        return _settle_each(accounts, low, high, now, JobRun.Job.EXPIRE_GRANTS)
+    rows, credits = job_sql.expire_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.EXPIRE_GRANTS])
+    return ChunkResult(rows, credits)
+
+
+def _release_holds(low: int, high: int, now: datetime) -> ChunkResult:
+    if not _postgres():
+        due = _due(JobRun.Job.RELEASE_HOLDS, now).filter(account_id__range=(low, high))
+        accounts = Account.objects.filter(id__in=due.values("account_id"))
+        return _settle_each(accounts, low, high, now, JobRun.Job.RELEASE_HOLDS)
+    rows, credits = job_sql.release_holds_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.RELEASE_HOLDS])
+    return ChunkResult(rows, credits)
+
+
+# What each job's work shows up as in the ledger, to count it on the portable path.
+_COUNTED_KIND: dict[str, str] = {
+    JobRun.Job.REFILL: LedgerEntry.Kind.GRANT,
+    JobRun.Job.EXPIRE_GRANTS: LedgerEntry.Kind.EXPIRE,
+    JobRun.Job.RELEASE_HOLDS: LedgerEntry.Kind.RELEASE,
+}
+
+
+def _settle_each(accounts: QuerySet, low: int, high: int, now: datetime, job: str) -> ChunkResult:
+    """The portable path: settle each account through the ledger service, then count the
+    entries it wrote for this job (holds released, lots expired or grants made)."""
+    actor = Actor(ActorType.SYSTEM, ACTORS[job])
+    mark = LedgerEntry.objects.aggregate(last=Max("id"))["last"] or 0
+    for account_id in accounts.order_by("id").values_list("id", flat=True):
+        account_settle(account=Account(pk=account_id), actor=actor, now=now)
+    written = LedgerEntry.objects.filter(
+        id__gt=mark, account_id__range=(low, high), actor_id=actor.id, kind=_COUNTED_KIND[job]
+    )
+    totals = written.aggregate(
+        lots=Count("grant_id", distinct=True), holds=Count("hold_id", distinct=True), credits=Sum("credits")
+    )
+    rows = totals["holds"] if job == JobRun.Job.RELEASE_HOLDS else totals["lots"]
+    return ChunkResult(rows, abs(totals["credits"] or 0))
+
+
+_WORK: dict[str, Callable[[int, int, datetime], ChunkResult]] = {
+    JobRun.Job.REFILL: _refill,
+    JobRun.Job.EXPIRE_GRANTS: _expire_grants,
+    JobRun.Job.RELEASE_HOLDS: _release_holds,
+}
