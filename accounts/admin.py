@@ -33,6 +33,7 @@ class AccountAdmin(admin.ModelAdmin):
         "created_at",
         "period_anchor_day",
         "first_period_start",
+        "free_period_start",
         "available_credits",
         "held_credits",
     ]

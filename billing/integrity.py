@@ -95,6 +95,24 @@ def _account_held(scope: Q) -> Iterator[Breach]:
         )
 
 
+def _free_periods(scope: Q) -> Iterator[Breach]:
+    """The period recorded on the account is at least the newest free grant's: otherwise the
+    lazy refill would try to grant a period twice."""
+    newest = (
+        Grant.objects.filter(account=OuterRef("pk"), source=Grant.Source.FREE_MONTHLY)
+        .order_by("-period_start")
+        .values("period_start")[:1]
+    )
+    rows = Account.objects.filter(scope).annotate(newest=Subquery(newest)).filter(newest__isnull=False)
+    stale = rows.filter(Q(free_period_start__isnull=True) | Q(free_period_start__lt=F("newest")))
+    for a in stale.values("public_id", "free_period_start", "newest"):
+        yield Breach(
+            "free_period",
+            a["public_id"],
+            f"records free period {a['free_period_start']} but has a free grant for {a['newest']}",
+        )
+
+
 def _holds(scope: Q) -> Iterator[Breach]:
     held = _entries_sum("held_credits", hold=OuterRef("pk"))
     captured = _entries_sum("held_credits", hold=OuterRef("pk"), kind="capture")
@@ -134,6 +152,7 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_entry, "grant"),
     (_account_available, "account"),
     (_account_held, "account"),
+    (_free_periods, "account"),
     (_holds, "hold"),
     (_debits, "debit"),
 ]

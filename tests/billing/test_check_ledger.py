@@ -13,8 +13,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from accounts.models import Account
 from billing.models import Debit, Grant, Hold
-from billing.services.ledger import Actor, debit_create, hold_capture, hold_create
+from billing.services.ledger import Actor, debit_create, free_grant_ensure, hold_capture, hold_create
 from tests.billing.factories import give, make_account
 
 pytestmark = pytest.mark.django_db
@@ -151,3 +152,15 @@ def test_account_option_checks_only_the_named_account(busy_account):
 def test_an_unknown_account_is_a_command_error(db):
     with pytest.raises(CommandError, match="acct_unknown"):
         call_command("check_ledger", "--account", "acct_unknown", stdout=StringIO())
+
+
+def test_check_ledger_names_an_account_whose_free_period_lags_its_grants(run_check_ledger):
+    account = make_account(now=datetime(2027, 3, 5, tzinfo=UTC), free=True)
+    free_grant_ensure(account=account, actor=Actor.system("test"), now=datetime(2027, 3, 6, tzinfo=UTC))
+    assert run_check_ledger()[0] == 0
+    Account.objects.filter(pk=account.pk).update(free_period_start=None)
+
+    code, out = run_check_ledger()
+
+    assert code == 1
+    assert f"free_period: {account.public_id}" in out
