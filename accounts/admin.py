@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from .models import Account, ServiceKey, User, UserToken
+from .services import service_key_revoke
 
 
 @admin.register(User)
@@ -49,8 +50,19 @@ class AccountAdmin(admin.ModelAdmin):
 @admin.register(ServiceKey)
 class ServiceKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at", "revoked_at"]
     fields = ["name", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        # Through the service, so that the authentication cache forgets the keys at once.
+        for key in queryset.filter(revoked_at__isnull=True):
+            service_key_revoke(key=key)
+        self.message_user(request, "Revoked.")
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # revoke instead: debits and ledger entries name the key
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False  # keys are made by `manage.py create_service_key`, which shows the key once

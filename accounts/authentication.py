@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from .models import ServiceKey, User, UserToken
-from .services import hash_key, touch_last_used
+from .services import (
+    LAST_USED_RESOLUTION,
+    SERVICE_KEY_CACHE_SECONDS,
+    hash_key,
+    service_key_cache_key,
+    touch_last_used,
+)
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,23 @@ class BearerAuthentication(authentication.BaseAuthentication):
         return self._user_token(raw, now)
 
     def _service(self, raw: str, now):  # type: ignore[no-untyped-def]
-        key = ServiceKey.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).only("id", "name").first()
-        if key is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        touch_last_used(ServiceKey, key.pk, now)
-        return ServicePrincipal(key_id=key.pk, name=key.name), key
+        # The generation service calls on every request: a valid key is remembered in the
+        # shared cache, and revoking it deletes that entry (accounts.services.service_key_revoke).
+        digest = hash_key(raw)
+        cache_key = service_key_cache_key(digest)
+        cached = cache.get(cache_key)
+        if cached is None:
+            key = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True).only("id", "name").first()
+            if key is None:
+                raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            cached = (key.pk, key.name, None)
+        key_id, name, touched = cached
+        # The entry also remembers when this key's last_used_at was last written (on the
+        # application clock), so a busy key writes it about once a minute, not per request.
+        if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
+            touch_last_used(ServiceKey, key_id, now)
+            cache.set(cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
+        return ServicePrincipal(key_id=key_id, name=name), None
 
     def _user_token(self, raw: str, now):  # type: ignore[no-untyped-def]
         token = UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).select_related("user").first()
