@@ -25,6 +25,7 @@ run: install
 	@echo "Admin:     http://127.0.0.1:$(PORT)/admin/  (make an operator: $(BIN)/python manage.py createsuperuser)"
 	@echo "Health:    http://127.0.0.1:$(PORT)/healthz  http://127.0.0.1:$(PORT)/readyz"
 	@echo "Service key for the generation service: $(BIN)/python manage.py create_service_key generation"
+	@echo "Payments:  set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET (and STRIPE_API_BASE for localstripe) to enable buying"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" DJANGO_SETTINGS_MODULE=config.settings.local PORT=$(PORT) $(BIN)/honcho start
 

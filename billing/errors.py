@@ -59,3 +59,43 @@ class InvalidAmount(BillingError):
     status_code = 400
     code = "validation_error"
     default_message = "The amount is not valid."
+
+
+class PaymentsUnavailable(BillingError):
+    status_code = 503
+    code = "payments_unavailable"
+    default_message = "Buying credits is not available right now: payments are not configured."
+
+
+class PaymentProviderError(BillingError):
+    status_code = 502
+    code = "payment_provider_error"
+    default_message = "The payment provider could not be reached or refused the request; nothing was charged."
+
+
+class UnknownPack(BillingError):
+    status_code = 400
+    code = "validation_error"
+    default_message = "Unknown or inactive pack."
+
+
+class WebhookSignatureInvalid(BillingError):
+    """A webhook request not provably from Stripe (bad, missing or stale signature): nothing is stored."""
+
+    status_code = 400
+    code = "invalid_signature"
+    default_message = "The Stripe-Signature header is missing, wrong or too old."
+
+
+class WebhookPayloadInvalid(BillingError):
+    """A correctly signed body that is not a Stripe event we can store: nothing is stored."""
+
+    status_code = 400
+    code = "validation_error"
+    default_message = "The body is not a Stripe event."
+
+
+class RefundRefused(BillingError):
+    status_code = 409
+    code = "refund_not_possible"
+    default_message = "This purchase cannot be refunded."

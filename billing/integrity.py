@@ -12,7 +12,7 @@ from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subq
 from django.db.models.functions import Coalesce
 
 from accounts.models import Account
-from billing.models import Debit, Grant, Hold, LedgerEntry
+from billing.models import Debit, Grant, Hold, LedgerEntry, Purchase
 
 ZERO = Value(0, output_field=IntegerField())
 
@@ -147,6 +147,28 @@ def _debits(scope: Q) -> Iterator[Breach]:
         )
 
 
+def _purchases(scope: Q) -> Iterator[Breach]:
+    """A paid purchase has exactly one purchase grant of its credits, on its account; its
+    clawbacks are its grant's clawback entries and never exceed what it granted."""
+    clawed = _entries_sum("credits", grant=OuterRef("grant_id"), kind="clawback")
+    rows = Purchase.objects.filter(scope).exclude(status__in=["pending", "canceled"]).annotate(clawed=clawed)
+    ok = (
+        Q(grant__isnull=False, grant__source="purchase", grant__amount=F("credits"), grant__account=F("account"))
+        & Q(clawed=-F("clawed_back_credits"))
+        & Q(clawed_back_credits__lte=F("credits"))
+    )
+    for p in rows.exclude(ok).values("public_id", "status", "credits", "grant_id", "clawed", "clawed_back_credits"):
+        yield Breach(
+            "purchase",
+            p["public_id"],
+            f"{p['status']} purchase of {p['credits']} credits has grant {p['grant_id']}, "
+            f"clawback entries {-p['clawed']} against {p['clawed_back_credits']} recorded",
+        )
+    unpaid = Purchase.objects.filter(scope, status__in=["pending", "canceled"], grant__isnull=False)
+    for public_id in unpaid.values_list("public_id", flat=True):
+        yield Breach("purchase", public_id, "an unpaid purchase has a grant")
+
+
 CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_movements, "grant"),
     (_grant_entry, "grant"),
@@ -155,6 +177,7 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_free_periods, "account"),
     (_holds, "hold"),
     (_debits, "debit"),
+    (_purchases, "purchase"),
 ]
 
 

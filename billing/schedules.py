@@ -31,6 +31,10 @@ SCHEDULES = [
     Schedule("release expired holds", "billing.release_expired_holds", every_seconds=60),
     # Hourly: idempotency keys are promised for 24 hours and kept for the configured retention.
     Schedule("purge idempotency keys", "billing.purge_idempotency_keys", every_seconds=3600),
+    # Every 15 minutes: webhooks normally fulfil a purchase within seconds; this asks Stripe
+    # for the last three days' paid sessions and intents, so a purchase whose webhook was lost
+    # (endpoint down, secret rotated) gets its credits within a quarter of an hour.
+    Schedule("reconcile stripe payments", "billing.reconcile_stripe", every_seconds=900),
 ]
 
 

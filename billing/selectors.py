@@ -9,7 +9,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Account
-from billing.models import Grant, Hold, LedgerEntry, Operation
+from billing.models import CreditPack, Grant, Hold, LedgerEntry, Operation, Purchase
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,12 @@ def ledger_page(*, account: Account, before_id: int | None, limit: int) -> tuple
     more = len(page) > limit
     page = page[:limit]
     return page, (page[-1].id if more and page else None)
+
+
+def packs_active() -> QuerySet[CreditPack]:
+    return CreditPack.objects.filter(active=True).order_by("price_cents", "id")
+
+
+def purchases_of(*, account: Account, limit: int = 100) -> list[Purchase]:
+    """The account's purchases, newest first."""
+    return list(Purchase.objects.filter(account=account).select_related("pack").order_by("-created_at", "-id")[:limit])

@@ -10,6 +10,7 @@ from django.db import DatabaseError, transaction
 from billing.idempotency import idempotency_keys_purge
 from billing.models import JobRun
 from billing.services.jobs import job_chunk_failed, job_chunk_run, job_start, pending_chunk_ids
+from billing.services.reconciliation import stripe_reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +61,13 @@ def run_job_chunk(self, chunk_id: int) -> int | None:  # type: ignore[no-untyped
 @shared_task(name="billing.purge_idempotency_keys")
 def purge_idempotency_keys() -> int:
     return idempotency_keys_purge()
+
+
+@shared_task(name="billing.reconcile_stripe")
+def reconcile_stripe() -> dict:
+    """Fulfil purchases whose webhook never arrived. The next run is the retry: a failed
+    listing is logged and reported, and nothing it did is lost (each fulfilment commits)."""
+    report = stripe_reconcile()
+    for line in report.lines():
+        (logger.warning if line.startswith("error") else logger.info)("reconcile_stripe: %s", line)
+    return {"fulfilled": report.fulfilled, "errors": report.errors}

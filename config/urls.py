@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
 from billing import api as billing_api
+from billing import purchase_api
 
 from . import health
 
@@ -37,10 +38,15 @@ api_v1 = [
     path("holds/<pubid:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
     path("holds/<pubid:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),
     path("holds/<pubid:hold_id>/release", billing_api.HoldReleaseView.as_view(), name="hold-release"),
+    path("packs", purchase_api.PackListView.as_view(), name="packs"),
+    path("me/checkout", purchase_api.CheckoutView.as_view(), name="me-checkout"),
+    path("me/payment-intents", purchase_api.PaymentIntentView.as_view(), name="me-payment-intents"),
+    path("me/purchases", purchase_api.MePurchasesView.as_view(), name="me-purchases"),
 ]
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    path("stripe/webhook", purchase_api.stripe_webhook, name="stripe-webhook"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.healthz, name="healthz"),

@@ -475,3 +475,41 @@ def free_grant_ensure(*, account: Account, actor: Actor, now: datetime | None = 
 def _refresh_cached(target: Account, locked: Account) -> None:
     target.available_credits = locked.available_credits
     target.held_credits = locked.held_credits
+
+
+# --- Purchases (issue 4): credits that move together with a purchase row ----------------------
+
+
+def account_lock(*, account_id: int) -> Account:
+    """Take the account's row lock inside the caller's transaction: the protocol's first step.
+
+    For services that change their own rows together with credits (a purchase and its grant),
+    so that they, too, take the account lock before anything else.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("account_lock needs a transaction: the lock lasts until it ends")
+    return _lock_account(account_id)
+
+
+def grant_clawback(
+    *, grant: Grant, credits: int, actor: Actor, reference: str = "", now: datetime | None = None
+) -> int:
+    """Take back up to `credits` of what is still unspent on one grant; returns how many.
+
+    Credits already spent, held, or expired are not there to take: the caller records the
+    shortfall (for a purchase, as unrecoverable credits).
+    """
+    if isinstance(credits, bool) or not isinstance(credits, int) or credits < 0:
+        raise InvalidAmount("credits must be a non-negative integer")
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock_account(grant.account_id)
+        posting = _Posting(locked, actor, now, reference)
+        # Settle first: a lot that lapsed is expired, not clawed back.
+        _settle(posting)
+        grant.refresh_from_db(fields=["remaining"])
+        taken = min(credits, grant.remaining)
+        if taken:
+            posting.add(Kind.CLAWBACK, credits=-taken, grant=grant)
+        posting.save()
+    return taken

@@ -193,6 +193,39 @@ HOLD_MAX_EXPIRES_IN_SECONDS = 86400
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 600, minimum=0, maximum=7 * 86400)
 IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 48, minimum=24, maximum=24 * 90)
 
+# --- Stripe ---------------------------------------------------------------------------------
+# Without STRIPE_SECRET_KEY the app runs and buying answers 503 payments_unavailable; a key
+# that is set but malformed stops start-up, naming the variable.
+
+
+def env_secret(name: str, prefixes: tuple[str, ...]) -> str:
+    raw = env.str(name, default="").strip()
+    if raw and (not raw.startswith(prefixes) or len(raw) < 12 or not raw.isascii() or any(c.isspace() for c in raw)):
+        raise ImproperlyConfigured(f"{name} must start with {' or '.join(prefixes)} (got a value that does not)")
+    return raw
+
+
+def env_url(name: str, default: str) -> str:
+    raw = env.str(name, default=default).strip()
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+STRIPE_SECRET_KEY = env_secret("STRIPE_SECRET_KEY", ("sk_", "rk_"))
+STRIPE_WEBHOOK_SECRET = env_secret("STRIPE_WEBHOOK_SECRET", ("whsec_",))
+# A local Stripe API server (localstripe) for development and tests; empty means Stripe itself.
+STRIPE_API_BASE = env_url("STRIPE_API_BASE", "").rstrip("/")
+# Signatures older than this are refused (Stripe's own default tolerance).
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1, maximum=3600)
+# Where Checkout sends the buyer back. {PURCHASE_ID} becomes our purchase id (pur_...);
+# Stripe itself fills in {CHECKOUT_SESSION_ID}.
+CHECKOUT_SUCCESS_URL = env_url("CHECKOUT_SUCCESS_URL", "http://127.0.0.1:8000/billing/success?purchase={PURCHASE_ID}")
+CHECKOUT_CANCEL_URL = env_url("CHECKOUT_CANCEL_URL", "http://127.0.0.1:8000/billing/cancel?purchase={PURCHASE_ID}")
+# Stripe retries a webhook for up to three days: reconciliation looks that far back.
+STRIPE_RECONCILE_WINDOW_HOURS = env_int("STRIPE_RECONCILE_WINDOW_HOURS", 72, minimum=1, maximum=24 * 30)
+PURCHASE_MAX_QUANTITY = 20
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,111 @@
+"""Routes for packs, purchases and the Stripe webhook: parse, call one service, render."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Account, User
+from accounts.permissions import IsEndUser
+from billing.api import _errors, parse
+from billing.errors import BillingError
+from billing.models import Purchase
+from billing.purchase_serializers import (
+    CheckoutOut,
+    PackListOut,
+    PaymentIntentOut,
+    PurchaseListOut,
+    PurchaseRequest,
+)
+from billing.selectors import packs_active, purchases_of
+from billing.services.purchases import pack_get, purchase_start
+from billing.services.stripe_events import webhook_receive
+from config.errors import error_body
+
+BUY_ERRORS = {
+    **_errors(400, 401, 403, 413, 429),
+    502: OpenApiResponse(description="payment_provider_error: Stripe refused or did not answer; nothing was charged"),
+    503: OpenApiResponse(description="payments_unavailable: payments are not configured on this server"),
+}
+PACK_DOC = (
+    "`pack` is a pack's `id` from GET /packs (its slug, e.g. `credits-115`); `quantity` 1-20, default 1. "
+    "Suspended accounts get 403 account_suspended. Credits are granted once Stripe reports the payment "
+    "(webhook or reconciliation); they expire 12 calendar months after payment."
+)
+
+
+def _account_of(request: Request) -> Account:
+    return Account.objects.get(user=cast(User, request.user))
+
+
+class PackListView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: PackListOut, **_errors(429)}, tags=["packs"])
+    def get(self, request: Request) -> Response:
+        return Response(PackListOut({"data": packs_active()}).data)
+
+
+def _start(request: Request, flow: str) -> tuple[Purchase, dict]:
+    data = parse(PurchaseRequest, request.data)
+    pack = pack_get(pack=data["pack"])
+    return purchase_start(account=_account_of(request), pack=pack, quantity=data["quantity"], flow=flow)
+
+
+class CheckoutView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(
+        request=PurchaseRequest, responses={201: CheckoutOut, **BUY_ERRORS}, tags=["purchases"], description=PACK_DOC
+    )
+    def post(self, request: Request) -> Response:
+        # No Idempotency-Key and no request-wide transaction: this moves no credits, and
+        # Stripe is called outside any transaction. A repeated click makes a second pending
+        # purchase that expires unpaid.
+        purchase, session = _start(request, Purchase.Flow.CHECKOUT)
+        body = {"id": session["id"], "url": session["url"], "purchase": purchase.public_id}
+        return Response(CheckoutOut(body).data, status=status.HTTP_201_CREATED)
+
+
+class PaymentIntentView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(
+        request=PurchaseRequest,
+        responses={201: PaymentIntentOut, **BUY_ERRORS},
+        tags=["purchases"],
+        description=PACK_DOC,
+    )
+    def post(self, request: Request) -> Response:
+        purchase, intent = _start(request, Purchase.Flow.PAYMENT_INTENT)
+        body = {"id": intent["id"], "client_secret": intent["client_secret"], "purchase": purchase.public_id}
+        return Response(PaymentIntentOut(body).data, status=status.HTTP_201_CREATED)
+
+
+class MePurchasesView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(responses={200: PurchaseListOut, **_errors(401, 403, 429)}, tags=["me"])
+    def get(self, request: Request) -> Response:
+        return Response(PurchaseListOut({"data": purchases_of(account=_account_of(request))}).data)
+
+
+@csrf_exempt
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    """Stripe's signed events. Not an API route: the signature is the only credential, there
+    is no rate limit (Stripe sends in bursts), and no request-wide transaction."""
+    if request.method != "POST":
+        return JsonResponse(error_body("method_not_allowed", "Use POST."), status=405)
+    try:
+        receipt = webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
+    except BillingError as exc:
+        return JsonResponse(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
+    return JsonResponse({"received": True, "event": receipt.event_id, "status": receipt.status})
