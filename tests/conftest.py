@@ -54,6 +54,30 @@ class Api:
 
 
 @pytest.fixture(autouse=True)
+def _seeded(request):
+    """Transactional tests empty every table at teardown, rows from data migrations included;
+    put the defaults (operations, the credit pack) back for each test that uses the database."""
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    transactional = (
+        "transactional_db" in names
+        or "live_server" in names
+        or (marker is not None and marker.kwargs.get("transaction", False))
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+    elif marker is not None or "db" in names:
+        request.getfixturevalue("db")
+    else:
+        yield
+        return
+    from billing.services.seed import seed_defaults
+
+    seed_defaults()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
     yield
