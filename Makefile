@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install run test lint check-ledger clean
+.PHONY: install chromium run test lint check-ledger clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +15,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# Headless Chromium for tests/test_web_browser.py, from Debian's packages (Playwright's own
+# browser download is never used). Installed only when missing, and only where apt-get can run.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	else echo "Chromium is missing and this is not root: install Debian's chromium and chromium-driver" >&2; fi
+
+# `make run` needs only Python: the browser is installed for the test suite alone.
+
 run: install
 	mkdir -p var/celery/queue var/celery/processed var/celery/control
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py migrate --noinput
 	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py seed
 	@echo ""
+	@echo "Web:       http://127.0.0.1:$(PORT)/signup  http://127.0.0.1:$(PORT)/billing"
 	@echo "API:       http://127.0.0.1:$(PORT)/api/v1/"
 	@echo "API docs:  http://127.0.0.1:$(PORT)/api/docs/"
 	@echo "Admin:     http://127.0.0.1:$(PORT)/admin/  (make an operator: $(BIN)/python manage.py createsuperuser)"
@@ -29,7 +40,7 @@ run: install
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" DJANGO_SETTINGS_MODULE=config.settings.local PORT=$(PORT) $(BIN)/honcho start
 
-test: lint
+test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: install
@@ -42,3 +53,12 @@ check-ledger: install
 
 clean:
 	rm -rf $(VENV) var db.sqlite3
+
+# The free monthly refill benchmark (bench/README.md): N accounts in the dedicated PostgreSQL
+# database billing_bench (dropped and recreated), real Celery workers on Redis database 13.
+# `make bench-refill N=20000` for a quick run; BENCH_ARGS passes more options to bench/refill.py.
+N ?= 1500000
+BENCH_ARGS ?=
+.PHONY: bench-refill
+bench-refill: install
+	$(BIN)/python bench/refill.py --accounts $(N) $(BENCH_ARGS)

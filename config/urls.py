@@ -5,8 +5,10 @@ from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
+from accounts import web as accounts_web
 from billing import api as billing_api
 from billing import purchase_api
+from billing import web as billing_web
 
 from . import health
 
@@ -44,8 +46,22 @@ api_v1 = [
     path("me/purchases", purchase_api.MePurchasesView.as_view(), name="me-purchases"),
 ]
 
+# End users' HTML pages (session login, CSRF on). Checkout returns to billing/success and
+# billing/cancel (CHECKOUT_SUCCESS_URL / CHECKOUT_CANCEL_URL).
+web_pages = [
+    path("", billing_web.home, name="web-home"),
+    path("signup", accounts_web.signup_page, name="web-signup"),
+    path("login", accounts_web.login_page, name="web-login"),
+    path("logout", accounts_web.logout_page, name="web-logout"),
+    path("billing", billing_web.billing_page, name="web-billing"),
+    path("billing/buy", billing_web.buy, name="web-buy"),
+    path("billing/success", billing_web.checkout_return, {"outcome": "success"}, name="web-checkout-success"),
+    path("billing/cancel", billing_web.checkout_return, {"outcome": "cancel"}, name="web-checkout-cancel"),
+]
+
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    path("", include(web_pages)),
     path("stripe/webhook", purchase_api.stripe_webhook, name="stripe-webhook"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -66,6 +66,10 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# The end users' pages (accounts/web.py, billing/web.py) log in with a Django session.
+LOGIN_URL = "web-login"
+LOGIN_REDIRECT_URL = "web-billing"
+LOGOUT_REDIRECT_URL = "web-login"
 WSGI_APPLICATION = "config.wsgi.application"
 AUTH_USER_MODEL = "accounts.User"
 

@@ -1,0 +1,148 @@
+"""End-user HTML pages for billing: balance, history, purchases, the buy button and the pages
+Stripe Checkout sends the buyer back to. Each view parses its input with a form, calls one
+service or selector, and renders a template.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import wraps
+from typing import Any, cast
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.models import Account, User
+from billing.errors import BillingError, PaymentProviderError
+from billing.forms import BuyForm, HistoryQuery, PurchaseQuery
+from billing.models import Grant, Purchase
+from billing.selectors import balance_get, ledger_page, packs_active, purchases_of
+from billing.services import stripe_gateway
+from billing.services.ledger import Actor, account_settle, needs_settle
+from billing.services.purchases import purchase_start
+
+logger = logging.getLogger(__name__)
+
+HISTORY_PAGE_SIZE = 20
+RECENT_PURCHASES = 20
+SOURCE_LABELS: dict[str, str] = {
+    Grant.Source.FREE_MONTHLY: "Free monthly credits",
+    Grant.Source.PURCHASE: "Purchased credits",
+    Grant.Source.ADJUSTMENT: "Adjustment",
+    Grant.Source.PROMO: "Promotion",
+}
+# What a buyer may read of a failure; the full Stripe message is on the purchase for operators.
+PROVIDER_TROUBLE = "The payment provider could not be reached or refused the request. Nothing was charged; try again."
+
+
+def account_page(view: Any) -> Any:
+    """login_required, then the user's account as the view's second argument. A login without
+    an account (an operator made with createsuperuser) gets a page saying so, not a 500."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        account = Account.objects.filter(user=cast(User, request.user)).first()
+        if account is None:
+            return message_page(
+                request, "No credit account", "This login has no credit account. Operators use the admin.", 403
+            )
+        return view(request, account, *args, **kwargs)
+
+    return wrapped
+
+
+def message_page(request: HttpRequest, title: str, message: str, status: int) -> HttpResponse:
+    return render(request, "web/message.html", {"title": title, "message": message}, status=status)
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("web-billing" if request.user.is_authenticated else "web-login")
+
+
+@require_GET
+@account_page
+def billing_page(request: HttpRequest, account: Account) -> HttpResponse:
+    query = HistoryQuery(request.GET)
+    if not query.is_valid():
+        return render_billing(
+            request, account, before=None, status=400, history_error="That history link is not valid."
+        )
+    return render_billing(request, account, before=query.cleaned_data["before"])
+
+
+@require_POST
+@account_page
+def buy(request: HttpRequest, account: Account) -> HttpResponse:
+    """Start a Checkout Session for one pack and send the browser to Stripe (303: GET it)."""
+    form = BuyForm(request.POST)
+    if not form.is_valid():
+        return render_billing(request, account, status=400, buy_error=" ".join(map(str, form.errors.get("pack") or [])))
+    try:
+        _, session = purchase_start(
+            account=account, pack=form.cleaned_data["pack"], quantity=1, flow=Purchase.Flow.CHECKOUT
+        )
+    except PaymentProviderError as exc:
+        logger.warning("checkout for %s failed: %s", account.public_id, exc.message)
+        return render_billing(request, account, status=exc.status_code, buy_error=PROVIDER_TROUBLE)
+    except BillingError as exc:  # payments not configured, account suspended
+        return render_billing(request, account, status=exc.status_code, buy_error=exc.message)
+    url = session.get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        logger.warning("checkout session %s for %s came without a url", session.get("id"), account.public_id)
+        return render_billing(request, account, status=502, buy_error=PROVIDER_TROUBLE)
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def render_billing(
+    request: HttpRequest,
+    account: Account,
+    *,
+    before: int | None = None,
+    status: int = 200,
+    buy_error: str = "",
+    history_error: str = "",
+) -> HttpResponse:
+    now = timezone.now()
+    if needs_settle(account, now):
+        # A new period's free credits are granted (and lapsed lots expired) on first read.
+        account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
+    balance = balance_get(account=account, now=now)
+    entries, next_before = ledger_page(account=account, before_id=before, limit=HISTORY_PAGE_SIZE)
+    context = {
+        "account": account,
+        "balance": balance,
+        "lots": [{"grant": g, "label": SOURCE_LABELS.get(g.source, g.source)} for g in balance.grants],
+        "entries": entries,
+        "next_before": next_before,
+        "paged": before is not None,
+        "purchases": purchases_of(account=account, limit=RECENT_PURCHASES),
+        "packs": list(packs_active()),
+        "payments_enabled": stripe_gateway.payments_enabled(),
+        "buy_error": buy_error,
+        "history_error": history_error,
+    }
+    return render(request, "billing/billing.html", context, status=status)
+
+
+@require_GET
+@account_page
+def checkout_return(request: HttpRequest, account: Account, outcome: str) -> HttpResponse:
+    """Where Checkout sends the buyer back (outcome "success" or "cancel"): the purchase's state."""
+    query = PurchaseQuery(request.GET)
+    if not query.is_valid():
+        return message_page(request, "Link not valid", "This page needs a purchase id (pur_...).", 400)
+    # Only the logged-in user's own purchase: anyone else's is as absent as a made-up id.
+    purchase = (
+        Purchase.objects.filter(public_id=query.cleaned_data["purchase"], account=account)
+        .select_related("pack")
+        .first()
+    )
+    if purchase is None:
+        return message_page(request, "Purchase not found", "There is no such purchase on your account.", 404)
+    return render(request, "billing/checkout_return.html", {"purchase": purchase, "outcome": outcome})
