@@ -254,6 +254,17 @@ def _take(posting: _Posting, spendable: list[Grant], credits: int) -> list[tuple
     return taken
 
 
+def _lock_and_take(
+    account: Account, credits: int, actor: Actor, reference: str, now: datetime
+) -> tuple[Account, _Posting, list[tuple[Grant, int]]]:
+    """The common start of a spend: lock, refuse a suspended account, settle, pick the lots."""
+    locked = _lock_account(account.pk)
+    if locked.is_suspended:
+        raise AccountSuspended()
+    posting = _Posting(locked, actor, now, reference)
+    return locked, posting, _take(posting, _settle(posting), credits)
+
+
 # --- Public services -----------------------------------------------------------------------
 
 
@@ -308,12 +319,7 @@ def debit_create(
     _check_amount(credits)
     now = now or timezone.now()
     with transaction.atomic():
-        locked = _lock_account(account.pk)
-        if locked.is_suspended:
-            raise AccountSuspended()
-        posting = _Posting(locked, actor, now, reference)
-        spendable = _settle(posting)
-        taken = _take(posting, spendable, credits)
+        locked, posting, taken = _lock_and_take(account, credits, actor, reference, now)
         debit = Debit.objects.create(
             account=locked,
             credits=credits,
@@ -367,12 +373,7 @@ def hold_create(
     _check_amount(credits)
     now = now or timezone.now()
     with transaction.atomic():
-        locked = _lock_account(account.pk)
-        if locked.is_suspended:
-            raise AccountSuspended()
-        posting = _Posting(locked, actor, now, reference)
-        spendable = _settle(posting)
-        taken = _take(posting, spendable, credits)
+        locked, posting, taken = _lock_and_take(account, credits, actor, reference, now)
         hold = Hold.objects.create(
             account=locked,
             credits=credits,
