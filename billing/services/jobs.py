@@ -121,12 +121,15 @@ def pending_chunk_ids(run: JobRun) -> list[int]:
 def job_chunk_run(*, chunk_id: int) -> ChunkResult | None:
     """Do one chunk, once. None when it was done already (a duplicate or redelivered task)."""
     with transaction.atomic():
-        chunk = JobChunk.objects.select_for_update().select_related("run").filter(pk=chunk_id).first()
+        # Lock the chunk row only (of=self): a plain FOR UPDATE would also lock the run row
+        # through the join and serialise every chunk of the run.
+        chunk = JobChunk.objects.select_for_update(of=("self",)).select_related("run").filter(pk=chunk_id).first()
         if chunk is None or chunk.status == JobChunk.Status.DONE:
             return None
         run = chunk.run
         result = _WORK[run.job](chunk.first_account_id, chunk.last_account_id, run.as_of)
         finished = timezone.now()
+        _check_deferred_constraints()
         JobChunk.objects.filter(pk=chunk.pk).update(
             status=JobChunk.Status.DONE, rows_done=result.rows, credits_moved=result.credits, finished_at=finished
         )
@@ -170,6 +173,14 @@ def job_chunk_failed(*, chunk_id: int, error: str, final: bool) -> None:
     if final:
         changes["status"] = JobChunk.Status.FAILED
     JobChunk.objects.filter(pk=chunk_id, status=JobChunk.Status.PENDING).update(**changes)
+
+
+def _check_deferred_constraints() -> None:
+    """Run the chunk's deferred foreign-key checks now, before the run row is locked for the
+    counters, so that other chunks wait for that row only as long as an UPDATE takes."""
+    if _postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _postgres() -> bool:
