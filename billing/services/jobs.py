@@ -206,7 +206,7 @@ def _refill(low: int, high: int, now: datetime) -> ChunkResult:
 
 def _expire_grants(low: int, high: int, now: datetime) -> ChunkResult:
     if not _postgres():
-        due = _due(JobRun.Job.EXPIRE_GRANTS, now).filter(account_id__range=(low, high))
+        due = _due(JobRun.Job.EXPIRE_GRANTS, now).filter(account_id__gte=low, account_id__lte=high)
         accounts = Account.objects.filter(id__in=due.values("account_id"))
         return _settle_each(accounts, low, high, now, JobRun.Job.EXPIRE_GRANTS)
     rows, credits = job_sql.expire_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.EXPIRE_GRANTS])
@@ -215,7 +215,7 @@ def _expire_grants(low: int, high: int, now: datetime) -> ChunkResult:
 
 def _release_holds(low: int, high: int, now: datetime) -> ChunkResult:
     if not _postgres():
-        due = _due(JobRun.Job.RELEASE_HOLDS, now).filter(account_id__range=(low, high))
+        due = _due(JobRun.Job.RELEASE_HOLDS, now).filter(account_id__gte=low, account_id__lte=high)
         accounts = Account.objects.filter(id__in=due.values("account_id"))
         return _settle_each(accounts, low, high, now, JobRun.Job.RELEASE_HOLDS)
     rows, credits = job_sql.release_holds_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.RELEASE_HOLDS])
@@ -238,7 +238,7 @@ def _settle_each(accounts: QuerySet, low: int, high: int, now: datetime, job: st
     for account_id in accounts.order_by("id").values_list("id", flat=True):
         account_settle(account=Account(pk=account_id), actor=actor, now=now)
     written = LedgerEntry.objects.filter(
-        id__gt=mark, account_id__range=(low, high), actor_id=actor.id, kind=_COUNTED_KIND[job]
+        id__gt=mark, account_id__gte=low, account_id__lte=high, actor_id=actor.id, kind=_COUNTED_KIND[job]
     )
     totals = written.aggregate(
         lots=Count("grant_id", distinct=True), holds=Count("hold_id", distinct=True), credits=Sum("credits")

@@ -13,15 +13,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
+def sqlite_env(tmp_path) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'race.sqlite3'}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
         "REDIS_URL": "",
     }
     env.pop("PYTEST_XDIST_WORKER", None)
+    return env
+
+
+@pytest.mark.slow
+def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
+    env = sqlite_env(tmp_path)
     threads, attempts_each, credits = 8, 40, 200
     run = subprocess.run(
         [sys.executable, "-m", "tests.billing.sqlite_spend_race", str(threads), str(attempts_each), str(credits)],
@@ -36,4 +41,25 @@ def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
     assert result["ok"] == credits
     assert result["refused"] == threads * attempts_each - credits
     assert result["available"] == 0
+    assert result["breaches"] == []
+
+
+@pytest.mark.slow
+def test_the_jobs_run_on_sqlite_through_the_ledger_service(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.billing.sqlite_jobs"],
+        cwd=ROOT,
+        env=sqlite_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["refill"] == [5, 5 * 50]
+    assert result["again"] == [0, 0]
+    assert result["free_grants"] == 5
+    assert result["holds"] == [1, 4]  # the lapsed hold of 4 went back to its lot...
+    assert result["lots"] == [0, 0]  # ...which had lapsed too, so it expired on the spot
+    assert result["pending_holds"] == 0
     assert result["breaches"] == []
