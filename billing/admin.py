@@ -43,6 +43,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent for reading only."""
+
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
 @admin.register(Operation)
 class OperationAdmin(admin.ModelAdmin):
     list_display = ["code", "credits", "active", "description"]
@@ -114,7 +122,7 @@ class BillingPolicyAdmin(admin.ModelAdmin):
         return False
 
 
-class JobChunkInline(admin.TabularInline):
+class JobChunkInline(ReadOnlyInline):
     model = JobChunk
     fields = readonly_fields = (
         "first_account_id",
@@ -123,10 +131,9 @@ class JobChunkInline(admin.TabularInline):
         "rows_done",
         "credits_moved",
         "finished_at",
+        "failures",
+        "last_error",
     )
-    extra = 0
-    max_num = 0
-    can_delete = False
 
 
 @admin.register(JobRun)
@@ -178,12 +185,9 @@ def _staff_actor(request: HttpRequest) -> Actor:
     return Actor(ActorType.STAFF, str(request.user.pk))
 
 
-class PurchaseRefundInline(admin.TabularInline):
+class PurchaseRefundInline(ReadOnlyInline):
     model = PurchaseRefund
     fields = readonly_fields = ("public_id", "amount_cents", "status", "stripe_refund_id", "requested_by", "error")
-    extra = 0
-    max_num = 0
-    can_delete = False
 
 
 @admin.register(Purchase)

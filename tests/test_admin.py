@@ -77,3 +77,16 @@ def test_operator_can_change_an_operation_price(superuser_client):
     assert response.status_code == 302
     op.refresh_from_db()
     assert op.credits == 2
+
+
+def test_a_job_run_page_shows_its_chunks(superuser_client):
+    from billing.models import JobRun
+    from billing.services.jobs import job_start
+
+    make_account(free=True)
+    run = job_start(job=JobRun.Job.REFILL)
+
+    page = superuser_client.get(reverse("admin:billing_jobrun_change", args=[run.pk]))
+
+    assert page.status_code == 200
+    assert b"first_account_id" in page.content or b"First account id" in page.content
