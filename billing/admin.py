@@ -181,6 +181,11 @@ class CreditPackAdmin(admin.ModelAdmin):
         return False  # deactivate instead: purchases name the pack
 
 
+def may_move_money(request: HttpRequest) -> bool:
+    """Refunds and event reprocessing move credits: superusers, or staff who may change purchases."""
+    return bool(request.user.is_superuser or request.user.has_perm("billing.change_purchase"))  # type: ignore[union-attr]
+
+
 def _staff_actor(request: HttpRequest) -> Actor:
     return Actor(ActorType.STAFF, str(request.user.pk))
 
@@ -220,7 +225,7 @@ class PurchaseAdmin(ReadOnlyAdmin):
     actions = ["refund_in_full"]
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_superuser or request.user.has_perm("billing.change_purchase"))  # type: ignore[union-attr]
+        return may_move_money(request)
 
     @admin.action(description="Refund selected purchases in full through Stripe", permissions=["refund"])
     def refund_in_full(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> None:
@@ -252,7 +257,7 @@ class PurchaseRefundAdmin(ReadOnlyAdmin):
     actions = ["send_again"]
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_superuser or request.user.has_perm("billing.change_purchase"))  # type: ignore[union-attr]
+        return may_move_money(request)
 
     @admin.action(description="Send requested refunds to Stripe again (same idempotency key)", permissions=["refund"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[PurchaseRefund]) -> None:
@@ -281,7 +286,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
     actions = ["process_again"]
 
     def has_process_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_superuser or request.user.has_perm("billing.change_purchase"))  # type: ignore[union-attr]
+        return may_move_money(request)
 
     @admin.action(description="Process failed events again", permissions=["process"])
     def process_again(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:

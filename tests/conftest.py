@@ -77,6 +77,24 @@ def _seeded(request):
     yield
 
 
+@pytest.fixture
+def pack(db):
+    """The seeded 115-credit pack (put back by _seeded after transactional tests)."""
+    from billing.models import CreditPack
+
+    return CreditPack.objects.get(slug="credits-115")
+
+
+@pytest.fixture
+def stripe_keys(settings):
+    from tests.billing.stripe_support import SECRET_KEY, WEBHOOK_SECRET
+
+    settings.STRIPE_SECRET_KEY = SECRET_KEY
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = ""
+    return settings
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()

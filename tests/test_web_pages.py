@@ -17,7 +17,7 @@ from billing.models import CreditPack, Grant, LedgerEntry, Purchase
 from billing.services import stripe_gateway
 from billing.services.purchases import StripeRefs, purchase_cancel, purchase_fulfil
 from tests.billing.factories import give
-from tests.billing.stripe_support import SECRET_KEY, WEBHOOK_SECRET, Recorded, RecordingHTTPClient, pending_purchase
+from tests.billing.stripe_support import Recorded, RecordingHTTPClient, pending_purchase
 
 pytestmark = pytest.mark.django_db
 
@@ -36,18 +36,8 @@ def business_time(time_machine):
 
 
 @pytest.fixture
-def pack(db) -> CreditPack:
-    found, _ = CreditPack.objects.get_or_create(
-        slug="credits-115", defaults={"name": "115 credits", "credits": 115, "price_cents": 1500, "currency": "usd"}
-    )
-    return found
-
-
-@pytest.fixture
-def payments_on(settings):
-    settings.STRIPE_SECRET_KEY = SECRET_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = ""
+def payments_on(stripe_keys):
+    settings = stripe_keys
     settings.CHECKOUT_SUCCESS_URL = "https://app.example/billing/success?purchase={PURCHASE_ID}"
     settings.CHECKOUT_CANCEL_URL = "https://app.example/billing/cancel?purchase={PURCHASE_ID}"
     return settings

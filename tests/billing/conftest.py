@@ -11,28 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from billing.models import CreditPack
 from billing.services import stripe_gateway
-from tests.billing.stripe_support import SECRET_KEY, WEBHOOK_SECRET, RecordingHTTPClient
+from tests.billing.stripe_support import RecordingHTTPClient
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def pack(db) -> CreditPack:
-    # Transactional tests empty the tables, seeded rows included: make sure the pack is there.
-    found, _ = CreditPack.objects.get_or_create(
-        slug="credits-115", defaults={"name": "115 credits", "credits": 115, "price_cents": 1500, "currency": "usd"}
-    )
-    return found
-
-
-@pytest.fixture
-def stripe_keys(settings):
-    settings.STRIPE_SECRET_KEY = SECRET_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = ""
-    return settings
 
 
 @pytest.fixture
