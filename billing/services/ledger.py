@@ -347,11 +347,12 @@ def debit_refund(*, debit: Debit, actor: Actor, now: datetime | None = None) -> 
             raise DebitAlreadyRefunded()
         posting = _Posting(locked, actor, now, debit.reference)
         _settle(posting)
+        # Read after settling (which has saved), so each lot's remaining is current; a debit has
+        # one entry per lot, so no lot is met twice here.
         entries = LedgerEntry.objects.filter(debit=debit, kind=Kind.DEBIT).select_related("grant").order_by("id")
         for entry in entries:
             grant = entry.grant
             assert grant is not None
-            grant.refresh_from_db(fields=["remaining"])
             posting.add(Kind.REFUND, credits=-entry.credits, grant=grant, debit=debit)
             if _is_expired(grant, now):
                 posting.add(Kind.EXPIRE, credits=entry.credits, grant=grant)
