@@ -6,6 +6,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
 from .authentication import is_service
@@ -26,14 +27,7 @@ class PrincipalRateThrottle(BaseThrottle):
             return True
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        key = f"rl:{kind}:{ident}:{window}"
-        # add() is a no-op when the key exists; incr() is atomic in Redis and in locmem.
-        cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # evicted between add and incr
-            cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
-            count = 1
+        count = _count(f"rl:{kind}:{ident}:{window}")
         self._wait = (window + 1) * WINDOW_SECONDS - now
         return count <= limit
 
@@ -47,3 +41,23 @@ class PrincipalRateThrottle(BaseThrottle):
         if user is not None and getattr(user, "is_authenticated", False):
             return "user", str(user.pk)
         return "anon", self.get_ident(request)
+
+
+def _count(key: str) -> int:
+    """Add one to the window's counter and return it: one round trip to Redis."""
+    if isinstance(cache, RedisCache):
+        full_key = cache.make_and_validate_key(key)
+        client = cache._cache.get_client(full_key, write=True)
+        # INCR creates the counter at 1; the expiry is set once, when the window's key is new.
+        pipeline = client.pipeline(transaction=False)
+        pipeline.incr(full_key)
+        pipeline.expire(full_key, WINDOW_SECONDS * 2, nx=True)
+        count, _ = pipeline.execute()
+        return int(count)
+    # The embedded cache (no Redis): add() is a no-op when the key exists; incr() is atomic.
+    cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
+    try:
+        return cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
+        return 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -11,16 +13,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import ServicePrincipal
+from accounts.authentication import ServicePrincipal, principal_scope
 from accounts.models import Account
 from accounts.permissions import IsService
-from billing.errors import HoldExpired, UnknownOperation
-from billing.idempotency import idempotent
-from billing.models import ActorType, Debit, Hold
-from billing.selectors import balance_get, ledger_page, operation_price
+from billing.errors import AccountNotFound, HoldExpired, UnknownOperation
+from billing.idempotency import KeyTaken, fingerprint, idempotent, keys_store_many, keys_stored, stored_refusal
+from billing.models import ActorType, Debit, Hold, Operation
+from billing.selectors import balance_by_public_id, balance_get, ledger_page, operation_price
 from billing.serializers import (
     BalanceOut,
     CaptureRequest,
+    DebitBatchItem,
+    DebitBatchOut,
+    DebitBatchRequest,
     DebitOut,
     DebitRequest,
     EmptyRequest,
@@ -30,19 +35,23 @@ from billing.serializers import (
     LedgerPageOut,
     LedgerQuery,
     balance_data,
+    debit_data,
     encode_cursor,
 )
 from billing.services.ledger import (
     Actor,
+    BatchDebit,
     account_settle,
     debit_create,
     debit_refund,
+    debits_create_batch,
+    free_period_due,
     hold_capture,
     hold_create,
     hold_release,
-    needs_settle,
+    request_transaction,
 )
-from config.errors import ApiError, billing_error_response
+from config.errors import ApiError, billing_error_response, error_body, validation_body
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -110,11 +119,15 @@ class ServiceView(APIView):
 class BalanceView(ServiceView):
     @extend_schema(responses={200: BalanceOut, **READ_ERRORS}, tags=["balance"])
     def get(self, request: Request, account_id: str) -> Response:
-        account = account_or_404(account_id)
         now = timezone.now()
-        if needs_settle(account, now):
-            account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
-        return Response(balance_data(balance_get(account=account, now=now)))
+        found = balance_by_public_id(account_id, now)
+        if found is None:
+            raise ApiError(404, "not_found", "No such object.")
+        balance, lapsed_holds = found
+        if lapsed_holds or free_period_due(balance.account, now) is not None:
+            account = account_settle(account=balance.account, actor=Actor.system("balance_read"), now=now)
+            balance = balance_get(account=account, now=now)
+        return Response(balance_data(balance))
 
 
 class DebitCreateView(ServiceView):
@@ -127,19 +140,133 @@ class DebitCreateView(ServiceView):
     def post(self, request: Request, account_id: str) -> Response:
         def handle() -> Response:
             data = parse(DebitRequest, request.data)
-            account = account_or_404(account_id)
             credits, operation = spend_credits(data)
             debit = debit_create(
-                account=account,
+                account=account_id,
                 credits=credits,
                 operation=operation,
                 reference=data["reference"],
                 metadata=data.get("metadata"),
                 actor=actor_of(request),
             )
-            return Response(DebitOut(debit).data, status=status.HTTP_201_CREATED)
+            body = debit_data(debit, debit.account.available_credits, debit.account.held_credits)
+            return Response(body, status=status.HTTP_201_CREATED)
 
         return idempotent(request, handle)
+
+
+@dataclass(frozen=True)
+class _BatchItem:
+    index: int
+    key: str
+    request_hash: str
+    debit: BatchDebit
+
+
+def _batch_result(key: str, status_code: int, body: Any, replayed: bool = False) -> dict[str, Any]:
+    return {"idempotency_key": key, "status": status_code, "replayed": replayed, "body": body}
+
+
+def _batch_parse(raw_items: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[_BatchItem]:
+    """Validate each item on its own (a bad item is its own 400, stored nowhere)."""
+    codes = {item.get("operation") for item in raw_items if isinstance(item.get("operation"), str)}
+    prices = dict(Operation.objects.filter(code__in=codes, active=True).values_list("code", "credits"))
+    seen: set[str] = set()
+    parsed = []
+    for index, raw in enumerate(raw_items):
+        key = raw.get("idempotency_key")
+        if isinstance(key, str):
+            if key in seen:
+                raise ApiError(400, "validation_error", f"debits[{index}]: idempotency_key is used twice in the batch.")
+            seen.add(key)
+        serializer = DebitBatchItem(data=raw)
+        if not serializer.is_valid():
+            results[index] = _batch_result(key if isinstance(key, str) else "", 400, validation_body(serializer.errors))
+            continue
+        data = serializer.validated_data
+        if "operation" in data and data["operation"] not in prices:
+            error = UnknownOperation(f"Unknown or inactive operation {data['operation']!r}.", field="operation")
+            results[index] = _batch_result(data["idempotency_key"], 400, billing_error_response(error).data)
+            continue
+        try:
+            path = reverse("debit-create", kwargs={"account_id": data["account_id"]})
+        except NoReverseMatch:  # not a public id at all: the single route would not exist
+            results[index] = _batch_result(data["idempotency_key"], 404, billing_error_response(AccountNotFound()).data)
+            continue
+        single_body = {k: v for k, v in raw.items() if k not in ("account_id", "idempotency_key")}
+        parsed.append(
+            _BatchItem(
+                index=index,
+                key=data["idempotency_key"],
+                request_hash=fingerprint("POST", path, single_body),
+                debit=BatchDebit(
+                    account=data["account_id"],
+                    credits=data["credits"] if "credits" in data else prices[data["operation"]],
+                    operation=data.get("operation", ""),
+                    reference=data["reference"],
+                    metadata=data.get("metadata"),
+                ),
+            )
+        )
+    return parsed
+
+
+class DebitBatchView(ServiceView):
+    @extend_schema(
+        request=DebitBatchRequest,
+        responses={200: DebitBatchOut, **_errors(400, 401, 403, 413, 429)},
+        tags=["debits"],
+        description=(
+            "Up to 1,000 debits in one database transaction. Each item is the single debit route's "
+            "body plus `account_id` and its own `idempotency_key`, and succeeds or fails on its own: "
+            "its result carries the status and body the single route would answer (a key already used "
+            "replays its stored answer, with `replayed` true). A batch item and a single call with the "
+            "same key are the same request."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        envelope = parse(DebitBatchRequest, request.data)
+        results: list[dict[str, Any] | None] = [None] * len(envelope["debits"])
+        items = _batch_parse(envelope["debits"], results)
+        scope = principal_scope(request.user)
+        actor = actor_of(request)
+        # Each pass either commits or finds a key another request committed meanwhile, which the
+        # next pass reads as stored: so the loop ends within len(items) + 1 passes.
+        while True:
+            try:
+                with request_transaction():
+                    _batch_run(items, results, scope, actor)
+                break
+            except KeyTaken:
+                continue
+        return Response({"results": results})
+
+
+def _batch_run(items: list[_BatchItem], results: list[dict[str, Any] | None], scope: str, actor: Actor) -> None:
+    stored = keys_stored(scope, (item.key for item in items))
+    todo = []
+    for item in items:
+        found = stored.get(item.key)
+        if found is None:
+            todo.append(item)
+        elif found.request_hash != item.request_hash:
+            reused = error_body("idempotency_key_reused", "This Idempotency-Key was used with a different request.")
+            results[item.index] = _batch_result(item.key, 409, reused)
+        else:
+            results[item.index] = _batch_result(item.key, found.status_code or 0, found.response_body, replayed=True)
+    outcomes = debits_create_batch(items=[item.debit for item in todo], actor=actor)
+    rows = []
+    for item, outcome in zip(todo, outcomes, strict=True):
+        if outcome.debit is not None:
+            status_code, body = 201, debit_data(outcome.debit, outcome.available, outcome.held)
+        else:
+            assert outcome.error is not None
+            status_code, body = outcome.error.status_code, billing_error_response(outcome.error).data
+        results[item.index] = _batch_result(item.key, status_code, body)
+        if outcome.debit is not None or stored_refusal(outcome.error):  # type: ignore[arg-type]
+            rows.append((item.key, item.request_hash, status_code, body))
+    if not keys_store_many(scope, rows):
+        raise KeyTaken()
 
 
 class DebitRefundView(ServiceView):
@@ -170,10 +297,9 @@ class HoldCreateView(ServiceView):
     def post(self, request: Request, account_id: str) -> Response:
         def handle() -> Response:
             data = parse(HoldRequest, request.data)
-            account = account_or_404(account_id)
             credits, operation = spend_credits(data)
             hold = hold_create(
-                account=account,
+                account=account_id,
                 credits=credits,
                 operation=operation,
                 reference=data["reference"],

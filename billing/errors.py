@@ -25,6 +25,14 @@ class InsufficientCredits(BillingError):
         super().__init__(available=available, requested=requested)
 
 
+class AccountNotFound(BillingError):
+    """No account has the public id a caller named; like a validation error, nothing is recorded."""
+
+    status_code = 404
+    code = "not_found"
+    default_message = "No such object."
+
+
 class AccountSuspended(BillingError):
     status_code = 403
     code = "account_suspended"

@@ -1,18 +1,24 @@
 """Idempotency-Key handling for every POST that moves credits.
 
-The key row is inserted in the same transaction as the credit movement. A concurrent request
-with the same key blocks on the unique index until the first commits, then replays its
-response; if the first rolled back, the second goes ahead. So a key moves credits at most once.
+The key row is inserted, with the response, in the same transaction as the credit movement and
+after it (`INSERT ... ON CONFLICT DO NOTHING`): the account lock is taken first, then the key,
+the same order as the batch route. A concurrent request with the same key waits on the unique
+index until the first commits, finds the key taken, rolls its own work back and replays the
+stored response; if the first rolled back, the second commits. So a key moves credits at most
+once, and a first request costs one statement for its key.
+
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.request import Request
@@ -21,6 +27,7 @@ from rest_framework.response import Response
 from accounts.authentication import principal_scope
 from billing.errors import BillingError
 from billing.models import IdempotencyKey
+from billing.services.ledger import request_transaction
 from config.errors import ApiError, billing_error_response
 
 HEADER = "Idempotency-Key"
@@ -36,57 +43,96 @@ def _key_from(request: Request) -> str:
     return key
 
 
+def fingerprint(method: str, path: str, data: Any) -> str:
+    """What a key is bound to: the route and the parsed body (a batch item hashes as its single call)."""
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{method} {path}\n{body}".encode()).hexdigest()
+
+
 def _fingerprint(request: Request) -> str:
-    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+    return fingerprint(request.method or "", request.path, request.data)
 
 
-def _claim(scope: str, key: str, fingerprint: str) -> int | None:
-    """Insert the key row; None when it exists already (after waiting for its writer)."""
-    table = IdempotencyKey._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'INSERT INTO {table} (scope, "key", request_hash, created_at) VALUES (%s, %s, %s, %s) '
-            'ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
-            [scope, key, fingerprint, timezone.now()],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+def _store(scope: str, key: str, request_hash: str, response: Response) -> bool:
+    """Record the key with its response; False when the key was taken (after waiting for its writer)."""
+    return keys_store_many(scope, [(key, request_hash, response.status_code, response.data)])
 
 
-def _replay(scope: str, key: str, fingerprint: str) -> Response:
+def replay(scope: str, key: str, request_hash: str) -> Response:
     stored = IdempotencyKey.objects.get(scope=scope, key=key)
-    if stored.request_hash != fingerprint:
+    if stored.request_hash != request_hash:
         raise ApiError(409, "idempotency_key_reused", "This Idempotency-Key was used with a different request.")
     response = Response(stored.response_body, status=stored.status_code)
     response["Idempotent-Replayed"] = "true"
     return response
 
 
+def keys_stored(scope: str, keys: Iterable[str]) -> dict[str, IdempotencyKey]:
+    """The keys of `keys` already recorded for this caller."""
+    return {row.key: row for row in IdempotencyKey.objects.filter(scope=scope, key__in=list(keys))}
+
+
+def keys_store_many(scope: str, rows: list[tuple[str, str, int, Any]]) -> bool:
+    """Record (key, fingerprint, status, body) rows in key order; False if any key was taken.
+
+    Key order is a fixed order, so two batches that share keys wait for each other instead of
+    deadlocking; the caller rolls back and reads the taken keys as replays.
+    """
+    if not rows:
+        return True
+    rows = sorted(rows, key=lambda row: row[0])
+    now = timezone.now()
+    params: list[Any] = []
+    for key, request_hash, status_code, body in rows:
+        params += [scope, key, request_hash, now, status_code, json.dumps(body, cls=DjangoJSONEncoder)]
+    table = IdempotencyKey._meta.db_table
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO {table} (scope, "key", request_hash, created_at, status_code, response_body) '
+            f'VALUES {values} ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
+            params,
+        )
+        return len(cursor.fetchall()) == len(rows)
+
+
+class KeyTaken(Exception):
+    """Raised inside the transaction to roll back a request whose key was recorded meanwhile."""
+
+
+def stored_refusal(exc: BillingError) -> bool:
+    """Refusals that are stored under the key; bad input and unknown objects are not, so a
+    corrected retry can still use it."""
+    return exc.status_code not in (400, 404)
+
+
 def idempotent(request: Request, handler: Callable[[], Response]) -> Response:
     """Run `handler` once per (caller, key); replay its stored response for retries.
 
     Validation errors (including those a service finds, such as an unknown operation) and
-    unknown objects raise out of the transaction and store nothing, so a
-    corrected retry with the same key is still possible; business refusals (402, 403, 409) are
-    stored and replayed, as the credits they did not move are part of the answer.
+    unknown objects raise out of the transaction and store nothing. Business refusals (402,
+    403, 409) roll back whatever the request did and are then stored and replayed, as the
+    credits they did not move are part of the answer.
     """
     key = _key_from(request)
     scope = principal_scope(request.user)
-    fingerprint = _fingerprint(request)
+    request_hash = _fingerprint(request)
+    try:
+        with request_transaction():
+            response = handler()
+            if not _store(scope, key, request_hash, response):
+                raise KeyTaken()
+        return response
+    except KeyTaken:
+        return replay(scope, key, request_hash)
+    except BillingError as exc:
+        if not stored_refusal(exc):
+            raise
+        refusal = billing_error_response(exc)
     with transaction.atomic():
-        row_id = _claim(scope, key, fingerprint)
-        if row_id is None:
-            return _replay(scope, key, fingerprint)
-        try:
-            with transaction.atomic():
-                response = handler()
-        except BillingError as exc:
-            if exc.status_code == 400:
-                raise  # bad input: store nothing, so a corrected retry can use the key
-            response = billing_error_response(exc)
-        IdempotencyKey.objects.filter(pk=row_id).update(status_code=response.status_code, response_body=response.data)
-    return response
+        if not _store(scope, key, request_hash, refusal):
+            return replay(scope, key, request_hash)
+    return refusal
 
 
 def idempotency_keys_purge(*, now=None) -> int:  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -40,12 +41,61 @@ def has_lapsed_holds(account: Account, now: datetime) -> bool:
 
 def balance_get(*, account: Account, now: datetime | None = None) -> Balance:
     now = now or timezone.now()
-    grants = list(spendable_grants(account, now).only("id", "source", "remaining", "expires_at"))
+    grants = list(spendable_grants(account, now).only(*_GRANT_FIELDS))
+    return _balance_from(account, grants)
+
+
+def _balance_from(account: Account, grants: list[Grant]) -> Balance:
     paid = sum(g.remaining for g in grants if g.source == Grant.Source.PURCHASE)
     free = sum(g.remaining for g in grants if g.source != Grant.Source.PURCHASE)
     return Balance(
         account=account, available=free + paid, held=account.held_credits, free=free, paid=paid, grants=grants
     )
+
+
+_ACCOUNT_COLUMNS = [f.column for f in Account._meta.concrete_fields]
+_GRANT_FIELDS = ["id", "source", "remaining", "expires_at"]
+
+
+def balance_by_public_id(public_id: str, now: datetime) -> tuple[Balance, bool] | None:
+    """An account's balance in one statement (one snapshot), and whether it has lapsed holds.
+
+    None for an unknown account. The lots are read exactly as balance_get reads them; a caller
+    that finds the account needs settling (lapsed holds, a free grant due) settles it and reads
+    again with balance_get.
+    """
+    if connection.vendor != "postgresql":
+        # The embedded SQLite returns dates as text that only the ORM converts: two queries there.
+        found = Account.objects.filter(public_id=public_id).first()
+        if found is None:
+            return None
+        return balance_get(account=found, now=now), has_lapsed_holds(found, now)
+    account_table, grant_table, hold_table = (
+        Account._meta.db_table,
+        Grant._meta.db_table,
+        Hold._meta.db_table,
+    )
+    columns = ", ".join(f"a.{column}" for column in _ACCOUNT_COLUMNS)
+    statement = (
+        f"SELECT {columns}, "
+        f"CASE WHEN a.held_credits > 0 THEN EXISTS (SELECT 1 FROM {hold_table} h WHERE h.account_id = a.id "
+        "AND h.status = %s AND h.expires_at <= %s) ELSE false END, "
+        f"g.id, g.source, g.remaining, g.expires_at "
+        f"FROM {account_table} a LEFT JOIN {grant_table} g ON g.account_id = a.id AND g.remaining > 0 "
+        "AND (g.expires_at IS NULL OR g.expires_at > %s) "
+        "WHERE a.public_id = %s ORDER BY g.expires_at ASC NULLS LAST, g.priority, g.created_at, g.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [Hold.Status.PENDING, now, now, public_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    width = len(_ACCOUNT_COLUMNS)
+    # psycopg returns every account column as its Python type (none of them needs a converter).
+    account = Account.from_db("default", [f.attname for f in Account._meta.concrete_fields], list(rows[0][:width]))
+    lapsed = bool(rows[0][width])
+    grants = [Grant.from_db("default", _GRANT_FIELDS, list(row[width + 1 :])) for row in rows if row[width + 1]]
+    return _balance_from(account, grants), lapsed
 
 
 def operation_price(code: str) -> int | None:

@@ -84,6 +84,36 @@ class DebitRequest(SpendRequest):
         return value
 
 
+MAX_BATCH_DEBITS = 1000
+
+
+class DebitBatchItem(DebitRequest):
+    """One debit of POST /debits/batch: the single route's body plus its account and key."""
+
+    account_id = StrictCharField(max_length=64)
+    idempotency_key = StrictCharField(max_length=255)
+
+    def validate_idempotency_key(self, value: str) -> str:
+        if not value.strip() or not value.isprintable() or not value.isascii():
+            raise serializers.ValidationError("Must be 1 to 255 printable ASCII characters.")
+        return value
+
+
+class DebitBatchRequest(StrictSerializer):
+    debits = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=MAX_BATCH_DEBITS)
+
+
+class DebitBatchResultOut(serializers.Serializer):
+    idempotency_key = serializers.CharField()
+    status = serializers.IntegerField(help_text="The status the single debit route would answer.")
+    replayed = serializers.BooleanField(help_text="True when the key had been used: the stored answer.")
+    body = serializers.DictField(help_text="The single route's body: a debit, or {error: {...}}.")
+
+
+class DebitBatchOut(serializers.Serializer):
+    results = DebitBatchResultOut(many=True)
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -179,6 +209,25 @@ class DebitOut(serializers.ModelSerializer):
             "refunded_at",
             "balance",
         ]
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def debit_data(debit: Debit, available: int, held: int) -> dict[str, Any]:
+    """DebitOut's body without a serializer per debit (the batch route renders up to 1,000)."""
+    return {
+        "id": debit.public_id,
+        "account": debit.account.public_id,
+        "credits": debit.credits,
+        "operation": debit.operation,
+        "reference": debit.reference,
+        "metadata": debit.metadata,
+        "status": debit.status,
+        "created_at": _DATETIME.to_representation(debit.created_at),
+        "refunded_at": _DATETIME.to_representation(debit.refunded_at) if debit.refunded_at else None,
+        "balance": {"available": available, "held": held},
+    }
 
 
 class HoldOut(serializers.ModelSerializer):

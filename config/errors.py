@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -28,6 +29,11 @@ class ApiError(exceptions.APIException):
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **details}}
+
+
+def validation_body(detail: Any) -> dict[str, Any]:
+    """The body of a 400 validation_error for a serializer's error detail."""
+    return error_body("validation_error", _validation_message(detail), fields=detail)
 
 
 def _validation_message(detail: Any) -> str:
@@ -70,7 +76,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, RequestDataTooBig):
         return Response(error_body("request_too_large", "The request body is too large."), status=413)
     if isinstance(exc, exceptions.ValidationError):
-        return Response(error_body("validation_error", _validation_message(exc.detail), fields=exc.detail), status=400)
+        return Response(validation_body(exc.detail), status=400)
     if isinstance(exc, exceptions.Throttled):
         wait = int(getattr(exc, "wait", None) or 1)
         response = Response(error_body("rate_limited", "Too many requests; retry later.", retry_after=wait), status=429)
@@ -120,7 +126,25 @@ class RequestBodyLimitMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.method in ("POST", "PUT", "PATCH") and request.path.startswith(("/api/", "/stripe/")):
             try:
-                request.body  # noqa: B018 - reading it is the point
+                if request.path.endswith(BATCH_PATH_SUFFIX):
+                    _read_batch_body(request)
+                else:
+                    request.body  # noqa: B018 - reading it is the point
             except RequestDataTooBig:
                 return JsonResponse(error_body("request_too_large", "The request body is too large."), status=413)
         return self.get_response(request)
+
+
+# The batch route (up to 1,000 debits) has its own, larger limit: BATCH_MAX_BODY_BYTES.
+BATCH_PATH_SUFFIX = "/debits/batch"
+
+
+def _read_batch_body(request: HttpRequest) -> None:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > settings.BATCH_MAX_BODY_BYTES:
+        raise RequestDataTooBig()
+    # What HttpRequest.body does, with the batch limit: the stream is bounded by CONTENT_LENGTH.
+    request._body = request.read()  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ api_v1 = [
     path("accounts/<pubid:account_id>/debits", billing_api.DebitCreateView.as_view(), name="debit-create"),
     path("accounts/<pubid:account_id>/holds", billing_api.HoldCreateView.as_view(), name="hold-create"),
     path("accounts/<pubid:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
+    path("debits/batch", billing_api.DebitBatchView.as_view(), name="debit-batch"),
     path("debits/<pubid:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
     path("holds/<pubid:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
     path("holds/<pubid:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),

@@ -153,6 +153,8 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 
 # --- Request limits -------------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+# POST /api/v1/debits/batch carries up to 1,000 debits: its own body limit.
+BATCH_MAX_BODY_BYTES = env_int("BATCH_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=64 * 1024, maximum=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 
 # --- REST framework -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import SECRET_KEY, env_bool
+from .base import DATABASES, SECRET_KEY, env_bool, env_int
 
 if len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to at least 32 characters in production")
@@ -13,3 +13,19 @@ if len(SECRET_KEY) < 32:
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# A connection pool per web worker (psycopg_pool through Django): a request takes a connection
+# that the pool keeps healthy, with no per-request health-check query. config/gunicorn.py turns
+# it on for the web server; Celery workers keep plain persistent connections (a pool's threads
+# must not cross the prefork worker's fork).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "pool": {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0, maximum=100),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 2, minimum=1, maximum=100),
+            "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 10, minimum=1, maximum=600),
+        },
+    }

@@ -354,3 +354,60 @@ def test_parallel_debits_across_accounts_do_not_deadlock(service_key, ledger_cle
         assert (balance["available"], balance["held"]) == (500 - spent[which], 0), account.public_id
         assert_never_overdrawn(account)
     ledger_clean()
+
+
+# --- 7. The batch route racing single debits and other batches ---------------------------------
+
+
+def batch_item(account: Account, key: str) -> dict[str, Any]:
+    return {"account_id": account.public_id, "idempotency_key": key, "credits": 1, "reference": key}
+
+
+def test_batches_and_single_debits_share_the_credits_without_deadlock(service_key, ledger_clean):
+    """Batches lock their accounts in id order; singles lock one. Demand is twice the credits."""
+    accounts = [account_with([12, 8]) for _ in range(6)]
+    threads, per_thread = 8, 30
+
+    def work(index: int) -> list[Reply]:
+        api = Api(service_key)
+        rng = random.Random(index)
+        if index % 2 == 0:
+            replies = []
+            for round_ in range(3):
+                picks = [rng.choice(accounts) for _ in range(per_thread // 3)]
+                body = {"debits": [batch_item(a, f"b{index}-{round_}-{n}") for n, a in enumerate(picks)]}
+                response = api.post("/debits/batch", body, idem=None)
+                assert response.status_code == 200, response.content
+                replies += [Reply(r["status"], r["body"], None) for r in response.json()["results"]]
+            return replies
+        return [spend(api, rng.choice(accounts), "debits", 1, f"s{index}-{n}") for n in range(per_thread)]
+
+    replies = [reply for batch in run_concurrently(threads, work) for reply in batch]
+
+    by_status = Counter(reply.status for reply in replies)
+    assert by_status == {201: 120, 402: 120}, by_status
+    for account in accounts:
+        account.refresh_from_db()
+        assert (account.available_credits, account.held_credits) == (0, 0)
+        assert_never_overdrawn(account)
+    assert Debit.objects.count() == 120
+    ledger_clean()
+
+
+def test_the_same_batch_sent_at_once_debits_each_key_once(service_key, ledger_clean):
+    accounts = [account_with([50]) for _ in range(3)]
+    body = {"debits": [batch_item(accounts[n % 3], f"same-{n}") for n in range(30)]}
+
+    def work(index: int) -> list[dict[str, Any]]:
+        response = Api(service_key).post("/debits/batch", body, idem=None)
+        assert response.status_code == 200, response.content
+        return response.json()["results"]
+
+    answers = run_concurrently(6, work)
+
+    assert Debit.objects.count() == 30
+    for results in answers:
+        assert [r["status"] for r in results] == [201] * 30
+        assert [r["body"]["id"] for r in results] == [r["body"]["id"] for r in answers[0]]
+    assert sum(not r["replayed"] for results in answers for r in results) == 30
+    ledger_clean()
