@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
@@ -45,9 +45,10 @@ class PrincipalRateThrottle(BaseThrottle):
 
 def _count(key: str) -> int:
     """Add one to the window's counter and return it: one round trip to Redis."""
-    if isinstance(cache, RedisCache):
-        full_key = cache.make_and_validate_key(key)
-        client = cache._cache.get_client(full_key, write=True)
+    backend = caches["default"]  # `cache` is a proxy: isinstance needs the backend itself
+    if isinstance(backend, RedisCache):
+        full_key = backend.make_and_validate_key(key)
+        client = backend._cache.get_client(full_key, write=True)
         # INCR creates the counter at 1; the expiry is set once, when the window's key is new.
         pipeline = client.pipeline(transaction=False)
         pipeline.incr(full_key)

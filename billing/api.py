@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -35,6 +37,7 @@ from billing.serializers import (
     LedgerPageOut,
     LedgerQuery,
     balance_data,
+    batch_item_fast,
     debit_data,
     encode_cursor,
 )
@@ -51,6 +54,7 @@ from billing.services.ledger import (
     hold_release,
     request_transaction,
 )
+from config.converters import PublicIdConverter
 from config.errors import ApiError, billing_error_response, error_body, validation_body
 
 
@@ -167,6 +171,16 @@ def _batch_result(key: str, status_code: int, body: Any, replayed: bool = False)
     return {"idempotency_key": key, "status": status_code, "replayed": replayed, "body": body}
 
 
+_PUBLIC_ID = re.compile(PublicIdConverter.regex)
+_PLACEHOLDER = "acct_PLACEHOLDER"
+
+
+@functools.cache
+def _single_debit_path() -> str:
+    """The single debit route's path with a placeholder account (reverse() once, not per item)."""
+    return reverse("debit-create", kwargs={"account_id": _PLACEHOLDER})
+
+
 def _batch_parse(raw_items: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[_BatchItem]:
     """Validate each item on its own (a bad item is its own 400, stored nowhere)."""
     codes = {item.get("operation") for item in raw_items if isinstance(item.get("operation"), str)}
@@ -179,20 +193,22 @@ def _batch_parse(raw_items: list[dict[str, Any]], results: list[dict[str, Any] |
             if key in seen:
                 raise ApiError(400, "validation_error", f"debits[{index}]: idempotency_key is used twice in the batch.")
             seen.add(key)
-        serializer = DebitBatchItem(data=raw)
-        if not serializer.is_valid():
-            results[index] = _batch_result(key if isinstance(key, str) else "", 400, validation_body(serializer.errors))
-            continue
-        data = serializer.validated_data
+        data = batch_item_fast(raw)
+        if data is None:
+            serializer = DebitBatchItem(data=raw)
+            if not serializer.is_valid():
+                body = validation_body(serializer.errors)
+                results[index] = _batch_result(key if isinstance(key, str) else "", 400, body)
+                continue
+            data = serializer.validated_data
         if "operation" in data and data["operation"] not in prices:
             error = UnknownOperation(f"Unknown or inactive operation {data['operation']!r}.", field="operation")
             results[index] = _batch_result(data["idempotency_key"], 400, billing_error_response(error).data)
             continue
-        try:
-            path = reverse("debit-create", kwargs={"account_id": data["account_id"]})
-        except NoReverseMatch:  # not a public id at all: the single route would not exist
+        if not _PUBLIC_ID.fullmatch(data["account_id"]):  # the single route would not exist
             results[index] = _batch_result(data["idempotency_key"], 404, billing_error_response(AccountNotFound()).data)
             continue
+        path = _single_debit_path().replace(_PLACEHOLDER, data["account_id"])
         single_body = {k: v for k, v in raw.items() if k not in ("account_id", "idempotency_key")}
         parsed.append(
             _BatchItem(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from django.conf import settings
@@ -99,6 +100,49 @@ class DebitBatchItem(DebitRequest):
         return value
 
 
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+_FAST_REQUIRED = {"account_id", "idempotency_key", "reference"}
+
+
+def _plain_text(value: Any, longest: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= longest and value.isprintable() and value == value.strip()
+
+
+def batch_item_fast(raw: Any) -> dict[str, Any] | None:
+    """DebitBatchItem's validated data for a plain, valid item without a serializer; None when
+    the item is anything else, for DebitBatchItem to judge (and word the errors).
+
+    A batch carries up to 1,000 items and a serializer per item costs more than the debit. This
+    accepts a subset of what DebitBatchItem accepts, with the same result: the tests check that
+    on every input they try.
+    """
+    if not isinstance(raw, dict):
+        return None
+    keys = raw.keys()
+    spend = keys - _FAST_REQUIRED
+    if not (_FAST_REQUIRED <= keys) or spend not in ({"credits"}, {"operation"}):
+        return None
+    if not (
+        _plain_text(raw["account_id"], 64)
+        and _plain_text(raw["idempotency_key"], 255)
+        and raw["idempotency_key"].isascii()
+        and _plain_text(raw["reference"], 255)
+    ):
+        return None
+    data = {"account_id": raw["account_id"], "idempotency_key": raw["idempotency_key"], "reference": raw["reference"]}
+    if "credits" in raw:
+        credits = raw["credits"]
+        if type(credits) is not int or not 1 <= credits <= MAX_CREDITS_PER_REQUEST:
+            return None
+        data["credits"] = credits
+    else:
+        operation = raw["operation"]
+        if not isinstance(operation, str) or len(operation) > 50 or not _SLUG.fullmatch(operation):
+            return None
+        data["operation"] = operation
+    return data
+
+
 class DebitBatchRequest(StrictSerializer):
     debits = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=MAX_BATCH_DEBITS)
 
@@ -180,8 +224,28 @@ class BalanceOut(serializers.Serializer):
     grants = GrantOut(many=True)
 
 
+_DATETIME = serializers.DateTimeField()
+
+
+def _datetime(value: Any) -> str | None:
+    return None if value is None else _DATETIME.to_representation(value)
+
+
 def balance_data(balance: Balance) -> dict[str, Any]:
-    return BalanceOut(balance).data
+    """BalanceOut's body, built directly: the balance read is a hot path, and a serializer
+    instance per read (and per lot) costs more than the query (tests compare the two)."""
+    return {
+        "account": balance.account.public_id,
+        "status": balance.account.status,
+        "available": balance.available,
+        "held": balance.held,
+        "free": balance.free,
+        "paid": balance.paid,
+        "grants": [
+            {"id": g.id, "source": g.source, "remaining": g.remaining, "expires_at": _datetime(g.expires_at)}
+            for g in balance.grants
+        ],
+    }
 
 
 class CachedBalanceOut(serializers.Serializer):
@@ -211,9 +275,6 @@ class DebitOut(serializers.ModelSerializer):
         ]
 
 
-_DATETIME = serializers.DateTimeField()
-
-
 def debit_data(debit: Debit, available: int, held: int) -> dict[str, Any]:
     """DebitOut's body without a serializer per debit (the batch route renders up to 1,000)."""
     return {
@@ -224,8 +285,8 @@ def debit_data(debit: Debit, available: int, held: int) -> dict[str, Any]:
         "reference": debit.reference,
         "metadata": debit.metadata,
         "status": debit.status,
-        "created_at": _DATETIME.to_representation(debit.created_at),
-        "refunded_at": _DATETIME.to_representation(debit.refunded_at) if debit.refunded_at else None,
+        "created_at": _datetime(debit.created_at),
+        "refunded_at": _datetime(debit.refunded_at),
         "balance": {"available": available, "held": held},
     }
 

@@ -11,19 +11,7 @@ from billing import purchase_api
 from billing import web as billing_web
 
 from . import health
-
-
-class PublicIdConverter:
-    """Public ids (acct_..., deb_..., hold_...): anything else is a 404 before any query."""
-
-    regex = "[A-Za-z0-9_]{1,64}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
+from .converters import PublicIdConverter
 
 register_converter(PublicIdConverter, "pubid")
 

@@ -9,6 +9,8 @@ account's grants and holds happen under it, so two spends can neither deadlock n
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -110,11 +112,14 @@ class _Posting:
             )
         )
 
-    def save(self) -> None:
-        """Write the lots' remainders, the entries and the cached balance in one statement."""
+    def save(self, new_debit: Debit | None = None) -> None:
+        """Write the lots' remainders, the entries and the cached balance in one statement.
+
+        `new_debit`, unsaved, is inserted by the same statement, and its entries point at it.
+        """
         deltas = [(grant_id, delta) for grant_id, delta in self.grant_deltas.items() if delta]
         if self.entries:
-            ids = _post(self.account.pk, self.available, self.held, deltas, self.entries)
+            ids = _post_many([(self.account.pk, self.available, self.held)], deltas, self.entries, new_debit)
             for entry, entry_id in zip(self.entries, ids, strict=True):
                 entry.pk = entry_id
             self.account.available_credits = self.available
@@ -142,21 +147,37 @@ _ENTRY_COLUMNS = (
 )
 
 
-def _post(
-    account_id: int, available: int, held: int, deltas: list[tuple[int, int]], entries: list[LedgerEntry]
-) -> list[int]:
-    return _post_many([(account_id, available, held)], deltas, entries)
+_DEBIT_COLUMNS = (
+    "public_id",
+    "account_id",
+    "credits",
+    "operation",
+    "reference",
+    "metadata",
+    "actor_type",
+    "actor_id",
+    "created_at",
+)
 
 
 def _post_many(
-    accounts: list[tuple[int, int, int]], deltas: list[tuple[int, int]], entries: list[LedgerEntry]
+    accounts: list[tuple[int, int, int]],
+    deltas: list[tuple[int, int]],
+    entries: list[LedgerEntry],
+    new_debit: Debit | None = None,
 ) -> list[int]:
-    """One round trip: relative lot updates, the entries, and each account's cached balance.
+    """One round trip: a new debit, relative lot updates, the entries, each account's balance.
 
     `accounts` is (id, available, held) per account. Lot remainders change relatively
     (remaining + delta), so the CHECK constraint on remaining stays the last line of defence;
     every part of the statement commits or fails together. Returns the entries' ids in order.
     """
+    if new_debit is not None and connection.vendor != "postgresql":
+        new_debit.save()
+        for entry in entries:
+            if entry.debit is new_debit:
+                entry.debit_id = new_debit.pk
+        new_debit = None
     if connection.vendor != "postgresql":
         # SQLite (the embedded default) has no data-modifying CTEs: the same writes, one by one.
         for grant_id, delta in deltas:
@@ -165,51 +186,91 @@ def _post_many(
         for account_id, available, held in accounts:
             Account.objects.filter(pk=account_id).update(available_credits=available, held_credits=held)
         return [entry.pk for entry in created]
-    grants, accounts_table, ledger = Grant._meta.db_table, Account._meta.db_table, LedgerEntry._meta.db_table
-    params: list[Any] = []
-    parts = []
-    if deltas:
-        values = ", ".join(["(%s::bigint, %s::bigint)"] * len(deltas))
-        parts.append(
-            f"g AS (UPDATE {grants} SET remaining = {grants}.remaining + v.delta "
-            f"FROM (VALUES {values}) AS v(id, delta) WHERE {grants}.id = v.id RETURNING 1)"
+    new_flags = [new_debit is not None and e.debit_id is None and e.debit is new_debit for e in entries]
+    params: dict[str, Any] = {
+        "grant_ids": [grant_id for grant_id, _ in deltas],
+        "grant_deltas": [delta for _, delta in deltas],
+        "account_ids": [row[0] for row in accounts],
+        "account_available": [row[1] for row in accounts],
+        "account_held": [row[2] for row in accounts],
+        "new_debit": new_flags,
+        **{f"e_{column}": [getattr(entry, column) for entry in entries] for column in _ENTRY_COLUMNS},
+    }
+    if new_debit is not None:
+        params.update(
+            {f"d_{column}": getattr(new_debit, column) for column in _DEBIT_COLUMNS if column != "metadata"},
+            d_metadata=json.dumps(new_debit.metadata),
         )
-        params += [value for pair in deltas for value in pair]
-    values = ", ".join(["(%s::bigint, %s::bigint, %s::bigint)"] * len(accounts))
-    parts.append(
-        f"a AS (UPDATE {accounts_table} SET available_credits = v.available, held_credits = v.held "
-        f"FROM (VALUES {values}) AS v(id, available, held) WHERE {accounts_table}.id = v.id RETURNING 1)"
-    )
-    params += [value for row in accounts for value in row]
-    row = "(" + ", ".join(["%s"] * len(_ENTRY_COLUMNS)) + ")"
-    for entry in entries:
-        params += [
-            entry.account_id,
-            entry.kind,
-            entry.credits,
-            entry.held_credits,
-            entry.balance_after,
-            entry.held_after,
-            entry.grant_id,
-            entry.hold_id,
-            entry.debit_id,
-            entry.actor_type,
-            entry.actor_id,
-            entry.reference,
-            entry.created_at,
-        ]
-    counted_grants = "(SELECT count(*) FROM g)" if deltas else "0"
-    statement = (
-        f"WITH {', '.join(parts)}, e AS (INSERT INTO {ledger} ({', '.join(_ENTRY_COLUMNS)}) "
-        f"VALUES {', '.join([row] * len(entries))} RETURNING id) "
-        f"SELECT id, (SELECT count(*) FROM a), {counted_grants} FROM e ORDER BY id"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        rows = cursor.fetchall()
-    if len(rows) != len(entries) or rows[0][1] != len(accounts) or rows[0][2] != len(deltas):
+        cursor.execute(_POSTING_WITH_DEBIT if new_debit is not None else _POSTING, params)
+        written = cursor.fetchall()
+    if len(written) != len(entries) or written[0][1] != len(accounts) or written[0][2] != len(deltas):
         raise AssertionError("the posting did not write every row")
-    return [entry_id for entry_id, _, _ in rows]
+    if new_debit is not None:
+        new_debit.pk = written[0][3]
+        new_debit._state.adding = False
+        for entry, of_new_debit in zip(entries, new_flags, strict=True):
+            if of_new_debit:
+                entry.debit_id = new_debit.pk
+    return [entry_id for entry_id, *_ in written]
+
+
+def _posting_sql(with_debit: bool) -> str:
+    """The posting statement: its text is the same whatever the number of rows (arrays, not
+    VALUES lists), so the server can keep it prepared."""
+    grants, accounts, ledger, debits = (
+        Grant._meta.db_table,
+        Account._meta.db_table,
+        LedgerEntry._meta.db_table,
+        Debit._meta.db_table,
+    )
+    entry_types = {
+        "account_id": "bigint",
+        "kind": "varchar",
+        "credits": "bigint",
+        "held_credits": "bigint",
+        "balance_after": "bigint",
+        "held_after": "bigint",
+        "grant_id": "bigint",
+        "hold_id": "bigint",
+        "debit_id": "bigint",
+        "actor_type": "varchar",
+        "actor_id": "varchar",
+        "reference": "varchar",
+        "created_at": "timestamptz",
+    }
+    assert tuple(entry_types) == _ENTRY_COLUMNS
+    arrays = ", ".join(f"%(e_{column})s::{kind}[]" for column, kind in entry_types.items())
+    picked = ", ".join(
+        ("CASE WHEN u.new_debit THEN (SELECT id FROM d) ELSE u.debit_id END" if c == "debit_id" else f"u.{c}")
+        if with_debit
+        else f"u.{c}"
+        for c in _ENTRY_COLUMNS
+    )
+    debit = (
+        f"d AS (INSERT INTO {debits} ({', '.join(_DEBIT_COLUMNS)}) VALUES "
+        f"({', '.join(f'%(d_{c})s' for c in _DEBIT_COLUMNS)}) RETURNING id), "
+        if with_debit
+        else ""
+    )
+    return (
+        f"WITH {debit}"
+        f"g AS (UPDATE {grants} SET remaining = {grants}.remaining + v.delta "
+        f"FROM unnest(%(grant_ids)s::bigint[], %(grant_deltas)s::bigint[]) AS v(id, delta) "
+        f"WHERE {grants}.id = v.id RETURNING 1), "
+        f"a AS (UPDATE {accounts} SET available_credits = v.available, held_credits = v.held "
+        f"FROM unnest(%(account_ids)s::bigint[], %(account_available)s::bigint[], %(account_held)s::bigint[]) "
+        f"AS v(id, available, held) WHERE {accounts}.id = v.id RETURNING 1), "
+        f"e AS (INSERT INTO {ledger} ({', '.join(_ENTRY_COLUMNS)}) "
+        f"SELECT {picked} FROM unnest({arrays}, %(new_debit)s::boolean[]) WITH ORDINALITY "
+        f"AS u({', '.join(_ENTRY_COLUMNS)}, new_debit, n) ORDER BY u.n RETURNING id) "
+        f"SELECT e.id, (SELECT count(*) FROM a), (SELECT count(*) FROM g), "
+        f"{'(SELECT id FROM d)' if with_debit else 'NULL'} FROM e ORDER BY e.id"
+    )
+
+
+_POSTING = _posting_sql(with_debit=False)
+_POSTING_WITH_DEBIT = _posting_sql(with_debit=True)
 
 
 # Set by request_transaction(): the spend services are then inside a transaction that any error
@@ -232,19 +293,31 @@ def _atomic() -> transaction.Atomic:
     return transaction.atomic(savepoint=not _whole_request.get())
 
 
+@functools.cache
+def _columns(model: type[Account] | type[Grant]) -> str:
+    # Named, not *: a prepared statement stays valid when a migration adds a column.
+    return ", ".join(connection.ops.quote_name(f.column or f.name) for f in model._meta.concrete_fields)
+
+
 def _lock_account(account: Account | str | int) -> Account:
     """The one lock per account, always taken first (see the module docstring).
 
     Callers name the account by instance, id, or public id (the API's, so that finding the
     account and locking it is one statement); an unknown public id raises AccountNotFound.
     """
-    locking = Account.objects.select_for_update()
-    if isinstance(account, str):
-        found = locking.filter(public_id=account).first()
-        if found is None:
+    # Raw SQL (still through the ORM's row conversion): this is the hottest statement there is.
+    where, value = ("public_id", account) if isinstance(account, str) else ("id", getattr(account, "pk", account))
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    found = list(
+        Account.objects.raw(
+            f"SELECT {_columns(Account)} FROM {Account._meta.db_table} WHERE {where} = %s{lock}", [value]
+        )
+    )
+    if not found:
+        if isinstance(account, str):
             raise AccountNotFound()
-        return found
-    return locking.get(pk=account if isinstance(account, int) else account.pk)
+        raise Account.DoesNotExist(f"no account {value}")
+    return found[0]
 
 
 def _is_expired(grant: Grant, now: datetime) -> bool:
@@ -256,7 +329,14 @@ SPEND_ORDER = (F("expires_at").asc(nulls_last=True), "priority", "created_at", "
 
 
 def _grants_in_spend_order(account: Account) -> list[Grant]:
-    return list(Grant.objects.filter(account=account, remaining__gt=0).order_by(*SPEND_ORDER))
+    # SPEND_ORDER in raw SQL (the ORM's compilation costs more than this indexed read).
+    return list(
+        Grant.objects.raw(
+            f"SELECT {_columns(Grant)} FROM {Grant._meta.db_table} WHERE account_id = %s AND remaining > 0 "
+            "ORDER BY expires_at ASC NULLS LAST, priority, created_at, id",
+            [account.pk],
+        )
+    )
 
 
 def _expire_lapsed(posting: _Posting, grants: list[Grant]) -> list[Grant]:
@@ -442,7 +522,7 @@ def debit_create(
     now = now or timezone.now()
     with _atomic():
         locked, posting, taken = _lock_and_take(account, credits, actor, reference, now)
-        debit = Debit.objects.create(
+        debit = Debit(
             account=locked,
             credits=credits,
             operation=operation,
@@ -454,7 +534,7 @@ def debit_create(
         )
         for grant, part in taken:
             posting.add(Kind.DEBIT, credits=-part, grant=grant, debit=debit)
-        posting.save()
+        posting.save(new_debit=debit)  # the debit is inserted by the posting's statement
     _refresh_cached(account, locked)
     return debit
 

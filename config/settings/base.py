@@ -102,6 +102,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DB_CONN_MAX_AGE", 60, minimum=0, maximum=3600))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Parameters bound by the server, and statements a connection runs repeatedly prepared
+    # (from the DB_PREPARE_THRESHOLD-th run): the spend path's statements are then parsed and
+    # planned once per connection, not per request. 0 turns preparing off (for a pooler such as
+    # PgBouncer in transaction mode).
+    _prepare_threshold = env_int("DB_PREPARE_THRESHOLD", 2, minimum=0, maximum=1000)
+    DATABASES["default"]["OPTIONS"] = {
+        "server_side_binding": True,
+        "prepare_threshold": _prepare_threshold or None,
+    }
 else:
     raise ImproperlyConfigured("DATABASE_URL must name a postgres:// or sqlite:// database")
 
@@ -113,7 +122,7 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "config.cache.ReusedClientRedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -22,7 +22,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"]["OPTIONS"] = {
-        **DATABASES["default"].get("OPTIONS", {}),
+        **DATABASES["default"]["OPTIONS"],
         "pool": {
             "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0, maximum=100),
             "max_size": env_int("DB_POOL_MAX_SIZE", 2, minimum=1, maximum=100),

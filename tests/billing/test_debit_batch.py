@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Account
 from billing.models import Debit, IdempotencyKey, LedgerEntry
-from billing.serializers import DebitOut, debit_data
 from tests.billing.factories import give, make_account
 
 pytestmark = pytest.mark.django_db
@@ -195,16 +192,6 @@ def test_a_batch_settles_accounts_with_lapsed_holds_and_due_free_credits(api, as
     assert_ledger_clean()
 
 
-def test_debit_data_matches_the_debit_serializer(account):
-    from billing.services.ledger import Actor, debit_create, debit_refund
-
-    debit = debit_create(account=account, credits=2, reference="r", metadata={"a": [1]}, actor=Actor.system("test"))
-    assert debit_data(debit, account.available_credits, account.held_credits) == DebitOut(debit).data
-    debit = debit_refund(debit=debit, actor=Actor.system("test"))
-    debit.account.refresh_from_db()
-    assert debit_data(debit, debit.account.available_credits, 0) == json.loads(json.dumps(DebitOut(debit).data))
-
-
 def test_a_single_debit_is_a_handful_of_statements(api, account):
     path = f"/accounts/{account.public_id}/debits"
     api.post(path, {"credits": 1, "reference": "warm"})  # caches the service key
@@ -216,3 +203,73 @@ def test_a_single_debit_is_a_handful_of_statements(api, account):
     assert len(statements) <= 5, "\n".join(s[:120] for s in statements)
     # One transaction and no savepoint of its own (here it is one, inside the test's transaction).
     assert sum(q["sql"].startswith("SAVEPOINT") for q in queries) == 1
+
+
+# --- The batch's serializer-free check of plain items -------------------------------------------
+
+PLAIN = {"account_id": "acct_abc", "idempotency_key": "k-1", "credits": 3, "reference": "gen-1"}
+TRICKY_VALUES = [
+    "",
+    " x",
+    "x ",
+    "a\x00b",
+    "a\tb",
+    "a\nb",
+    "\ud800",
+    "é",
+    "x" * 64,
+    "x" * 65,
+    "x" * 255,
+    "x" * 256,
+    0,
+    1,
+    True,
+    None,
+    1.0,
+    -1,
+    1_000_000,
+    1_000_001,
+    [],
+    {},
+    "gen-1",
+    "Generation_2",
+    "gén",
+]
+
+
+def _variants():  # type: ignore[no-untyped-def]
+    yield dict(PLAIN)
+    yield {**{k: v for k, v in PLAIN.items() if k != "credits"}, "operation": "generation"}
+    yield {**PLAIN, "operation": "generation"}
+    yield {**PLAIN, "metadata": {"a": 1}}
+    yield {**PLAIN, "extra": 1}
+    for missing in PLAIN:
+        yield {k: v for k, v in PLAIN.items() if k != missing}
+    for field in [*PLAIN, "operation"]:
+        for value in TRICKY_VALUES:
+            base = dict(PLAIN)
+            if field == "operation":
+                del base["credits"]
+            yield {**base, field: value}
+    yield "not a dict"
+    yield ["list"]
+
+
+@pytest.mark.parametrize("raw", list(_variants()))
+def test_the_fast_item_check_accepts_only_what_the_serializer_accepts(raw):
+    from billing.serializers import DebitBatchItem, batch_item_fast
+
+    fast = batch_item_fast(raw)
+    serializer = DebitBatchItem(data=raw)
+    valid = serializer.is_valid()
+    if fast is not None:
+        assert valid, (raw, serializer.errors)
+        assert dict(serializer.validated_data) == fast
+
+
+def test_the_fast_item_check_takes_the_common_items():
+    from billing.serializers import batch_item_fast
+
+    assert batch_item_fast(PLAIN) == PLAIN
+    with_operation = {k: v for k, v in PLAIN.items() if k != "credits"} | {"operation": "generation"}
+    assert batch_item_fast(with_operation) == with_operation

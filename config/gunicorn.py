@@ -1,0 +1,41 @@
+"""Gunicorn settings for production: `gunicorn -c config/gunicorn.py config.wsgi`.
+
+Every value can be overridden from the environment (gunicorn also reads GUNICORN_CMD_ARGS).
+Sync workers: each handles one request at a time with its own persistent database connection,
+which is what the spend path is measured with (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+
+def _int_env(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise SystemExit(f"{name} must be from {minimum} to {maximum}, not {value}")
+    return value
+
+
+# Each worker keeps a small connection pool (config/settings/production.py, DB_POOL).
+os.environ.setdefault("DB_POOL", "true")
+
+bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{_int_env('PORT', 8000, 1, 65535)}")
+workers = _int_env("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1, 1, 256)
+worker_class = "sync"
+# Requests are small (64 KiB at most, 1 MiB for a batch); a stuck request is killed, not waited on.
+timeout = _int_env("GUNICORN_TIMEOUT", 30, 1, 3600)
+graceful_timeout = 30
+keepalive = 5
+# The listen queue holds the callers waiting for a free worker.
+backlog = 2048
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")

@@ -1,0 +1,53 @@
+"""The hot paths render bodies with plain functions; they must equal the documented serializers."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from billing.models import Grant
+from billing.selectors import balance_by_public_id, balance_get
+from billing.serializers import BalanceOut, DebitOut, balance_data, debit_data
+from billing.services.ledger import Actor, debit_create, debit_refund
+from tests.billing.factories import give
+
+pytestmark = pytest.mark.django_db
+
+ACTOR = Actor.system("test")
+
+
+def plain(data):  # type: ignore[no-untyped-def]
+    return json.loads(json.dumps(data))
+
+
+def test_debit_data_is_the_debit_serializer(account):
+    debit = debit_create(account=account, credits=2, reference="r", metadata={"a": [1]}, actor=ACTOR)
+    assert debit_data(debit, account.available_credits, account.held_credits) == plain(DebitOut(debit).data)
+    debit = debit_refund(debit=debit, actor=ACTOR)
+    debit.account.refresh_from_db()
+    assert debit.refunded_at is not None
+    assert debit_data(debit, debit.account.available_credits, 0) == plain(DebitOut(debit).data)
+
+
+def test_balance_data_is_the_balance_serializer(account):
+    now = timezone.now()
+    give(account, 5, source=Grant.Source.PURCHASE, expires_at=now + timedelta(days=300))
+    give(account, 3, source=Grant.Source.PROMO, expires_at=now + timedelta(days=3))
+    balance = balance_get(account=account, now=now)
+    assert len(balance.grants) == 3
+    assert balance_data(balance) == plain(BalanceOut(balance).data)
+
+
+def test_the_one_statement_balance_read_matches_the_ordinary_one(account):
+    now = timezone.now()
+    give(account, 5, source=Grant.Source.PURCHASE, expires_at=now + timedelta(days=300))
+    give(account, 4, expires_at=now - timedelta(seconds=1))  # lapsed: not shown
+    found = balance_by_public_id(account.public_id, now)
+    assert found is not None
+    fast, lapsed_holds = found
+    assert lapsed_holds is False
+    assert balance_data(fast) == balance_data(balance_get(account=account, now=now))
+    assert balance_by_public_id("acct_nosuch", now) is None
