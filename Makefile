@@ -62,3 +62,18 @@ BENCH_ARGS ?=
 .PHONY: bench-refill
 bench-refill: install
 	$(BIN)/python bench/refill.py --accounts $(N) $(BENCH_ARGS)
+
+# The spend-path benchmark (bench/README.md): gunicorn with the production settings on the
+# dedicated database billing_bench_spend, driven by wrk; pgbench and bare endpoints as ceilings.
+# `make bench SPEND_ARGS="--seconds 5"` for a shorter run.
+SPEND_ARGS ?=
+.PHONY: bench wrk
+bench: install wrk
+	$(BIN)/python bench/spend.py $(SPEND_ARGS)
+
+# wrk from Debian's packages, installed only when missing, and only where apt-get can run.
+wrk:
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+	else echo "wrk is missing and this is not root: install Debian's wrk" >&2; exit 1; fi

@@ -1,0 +1,9 @@
+"""The spend benchmark's server settings: production, plus the bare ceiling endpoints.
+
+Only ROOT_URLCONF differs from config.settings.production, so the bare endpoints and the API are
+served by the same workers, middleware, database connections and cache.
+"""
+
+from config.settings.production import *  # noqa: F403
+
+ROOT_URLCONF = "bench.urls"
