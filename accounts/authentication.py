@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from config.cache import ReusedClientRedisCache
+
 from .models import ServiceKey, User, UserToken
+from .ratelimit import WINDOW_SECONDS, counter_key, current_window
 from .services import (
     LAST_USED_RESOLUTION,
     SERVICE_KEY_CACHE_SECONDS,
@@ -25,6 +29,10 @@ class ServicePrincipal:
 
     key_id: int
     name: str
+    # The rate limit counts per key hash (known before the key is looked up), so authentication
+    # can read the key and count the request in one round trip: `counted` is (window, count).
+    rate_ident: str = ""
+    counted: tuple[int, int] | None = None
     is_authenticated: bool = True
     is_service: bool = True
 
@@ -62,7 +70,16 @@ class BearerAuthentication(authentication.BaseAuthentication):
         # shared cache, and revoking it deletes that entry (accounts.services.service_key_revoke).
         digest = hash_key(raw)
         cache_key = service_key_cache_key(digest)
-        cached = cache.get(cache_key)
+        rate_ident = digest[:32]
+        counted = None
+        backend = caches["default"]
+        if isinstance(backend, ReusedClientRedisCache):
+            window = current_window(time.time())
+            counter = counter_key("service", rate_ident, window)
+            cached, count = backend.get_and_count(cache_key, counter, WINDOW_SECONDS * 2)
+            counted = (window, count)
+        else:
+            cached = cache.get(cache_key)
         if cached is None:
             key = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True).only("id", "name").first()
             if key is None:
@@ -74,7 +91,7 @@ class BearerAuthentication(authentication.BaseAuthentication):
         if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
             touch_last_used(ServiceKey, key_id, now)
             cache.set(cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
-        return ServicePrincipal(key_id=key_id, name=name), None
+        return ServicePrincipal(key_id=key_id, name=name, rate_ident=rate_ident, counted=counted), None
 
     def _user_token(self, raw: str, now):  # type: ignore[no-untyped-def]
         token = UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).select_related("user").first()

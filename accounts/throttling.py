@@ -6,12 +6,12 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
-from .authentication import is_service
+from config.cache import ReusedClientRedisCache
 
-WINDOW_SECONDS = 60
+from .authentication import is_service
+from .ratelimit import WINDOW_SECONDS, counter_key, current_window
 
 
 class PrincipalRateThrottle(BaseThrottle):
@@ -26,8 +26,12 @@ class PrincipalRateThrottle(BaseThrottle):
         if not limit:
             return True
         now = time.time()
-        window = int(now // WINDOW_SECONDS)
-        count = _count(f"rl:{kind}:{ident}:{window}")
+        window = current_window(now)
+        counted = getattr(request.user, "counted", None)
+        if kind == "service" and counted is not None and counted[0] == window:
+            count = counted[1]  # counted by the authentication's round trip to Redis
+        else:
+            count = _count(counter_key(kind, ident, window))
         self._wait = (window + 1) * WINDOW_SECONDS - now
         return count <= limit
 
@@ -37,7 +41,7 @@ class PrincipalRateThrottle(BaseThrottle):
     def _identify(self, request) -> tuple[str, str]:  # type: ignore[no-untyped-def]
         user = request.user
         if is_service(user):
-            return "service", str(user.key_id)
+            return "service", user.rate_ident
         if user is not None and getattr(user, "is_authenticated", False):
             return "user", str(user.pk)
         return "anon", self.get_ident(request)
@@ -46,15 +50,8 @@ class PrincipalRateThrottle(BaseThrottle):
 def _count(key: str) -> int:
     """Add one to the window's counter and return it: one round trip to Redis."""
     backend = caches["default"]  # `cache` is a proxy: isinstance needs the backend itself
-    if isinstance(backend, RedisCache):
-        full_key = backend.make_and_validate_key(key)
-        client = backend._cache.get_client(full_key, write=True)
-        # INCR creates the counter at 1; the expiry is set once, when the window's key is new.
-        pipeline = client.pipeline(transaction=False)
-        pipeline.incr(full_key)
-        pipeline.expire(full_key, WINDOW_SECONDS * 2, nx=True)
-        count, _ = pipeline.execute()
-        return int(count)
+    if isinstance(backend, ReusedClientRedisCache):
+        return backend.count(key, WINDOW_SECONDS * 2)
     # The embedded cache (no Redis): add() is a no-op when the key exists; incr() is atomic.
     cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
     try:

@@ -354,6 +354,29 @@ def test_rate_limit_is_per_service_key(api, account, settings):
     assert other.get(f"/accounts/{account.public_id}/balance").status_code == 200
 
 
+def test_a_service_request_reads_its_key_and_counts_itself_in_one_round_trip(api, account, monkeypatch):
+    """Authentication and the rate limit share one Redis pipeline; the limit still holds."""
+    import redis
+
+    calls: list[str] = []
+    real_pipeline_execute = redis.client.Pipeline.execute
+    real_execute_command = redis.Redis.execute_command
+
+    def pipeline_execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append("pipeline:" + ",".join(str(c[0][0]) for c in self.command_stack))
+        return real_pipeline_execute(self, *args, **kwargs)
+
+    def execute_command(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(str(args[0]))
+        return real_execute_command(self, *args, **kwargs)
+
+    api.get(f"/accounts/{account.public_id}/balance")  # caches the key (and writes last-used)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
+    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
+    assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200
+    assert calls == ["pipeline:GET,INCRBY,EXPIRE"]
+
+
 def test_user_over_its_rate_limit_gets_429(user_api, settings):
     settings.RATE_LIMITS = {"service": 0, "user": 2, "anon": 0}
     client, _ = user_api
