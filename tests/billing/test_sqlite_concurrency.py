@@ -63,3 +63,23 @@ def test_the_jobs_run_on_sqlite_through_the_ledger_service(tmp_path):
     assert result["lots"] == [0, 0]  # ...which had lapsed too, so it expired on the spot
     assert result["pending_holds"] == 0
     assert result["breaches"] == []
+
+
+@pytest.mark.slow
+def test_the_service_api_works_on_sqlite(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.billing.sqlite_api"],
+        cwd=ROOT,
+        env=sqlite_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["debit"] == [201, 201, "true"] and result["same_debit"]
+    assert result["hold"] == [201, 200, "captured"]
+    # The first item replays the single call with the same key; the poor account has one credit.
+    assert result["batch"] == [200, [[201, True], [201, False], [402, False], [404, False]]]
+    assert result["balance"] == [10 - 2 - 1, 0]
+    assert result["breaches"] == []
