@@ -348,8 +348,7 @@ class HoldCaptureView(ServiceView):
     def post(self, request: Request, hold_id: str) -> Response:
         def handle() -> Response:
             data = parse(CaptureRequest, request.data)
-            hold = get_or_404(Hold.objects.select_related("account"), public_id=hold_id)
-            hold = hold_capture(hold=hold, credits=data.get("credits"), actor=actor_of(request))
+            hold = hold_capture(hold=hold_id, credits=data.get("credits"), actor=actor_of(request))
             if hold.status == Hold.Status.EXPIRED:
                 # Returned, not raised: the release that came with the refusal must commit.
                 return billing_error_response(HoldExpired(hold=hold.public_id))
@@ -368,8 +367,7 @@ class HoldReleaseView(ServiceView):
     def post(self, request: Request, hold_id: str) -> Response:
         def handle() -> Response:
             parse(EmptyRequest, request.data)
-            hold = get_or_404(Hold.objects.select_related("account"), public_id=hold_id)
-            hold = hold_release(hold=hold, actor=actor_of(request))
+            hold = hold_release(hold=hold_id, actor=actor_of(request))
             return Response(HoldOut(hold).data)
 
         return idempotent(request, handle)

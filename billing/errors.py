@@ -33,6 +33,10 @@ class AccountNotFound(BillingError):
     default_message = "No such object."
 
 
+class HoldNotFound(AccountNotFound):
+    """No hold has the public id a caller named."""
+
+
 class AccountSuspended(BillingError):
     status_code = 403
     code = "account_suspended"

@@ -29,6 +29,7 @@ from billing.errors import (
     BillingError,
     DebitAlreadyRefunded,
     HoldExpired,
+    HoldNotFound,
     HoldNotPending,
     InsufficientCredits,
     InvalidAmount,
@@ -610,9 +611,30 @@ def hold_create(
     return hold
 
 
-def _lock_pending_hold(hold: Hold, now: datetime, actor: Actor) -> tuple[Account, Hold, _Posting]:
-    locked = _lock_account(hold.account_id)
-    current = Hold.objects.get(pk=hold.pk)
+def _lock_hold_account(public_id: str) -> Account:
+    """Lock the account of the hold with this public id: finding and locking in one statement."""
+    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
+    columns = ", ".join(f"a.{column}" for column in _columns(Account).split(", "))
+    found = _fetch(
+        Account,
+        f"SELECT {columns} FROM {Account._meta.db_table} a JOIN {Hold._meta.db_table} h ON h.account_id = a.id "
+        f"WHERE h.public_id = %s{lock}",
+        [public_id],
+    )
+    if not found:
+        raise HoldNotFound()
+    return found[0]
+
+
+def _lock_pending_hold(hold: Hold | str, now: datetime, actor: Actor) -> tuple[Account, Hold, _Posting]:
+    """Lock the hold's account, then read the hold as it is now (by instance or public id)."""
+    if isinstance(hold, str):
+        locked = _lock_hold_account(hold)
+        current = Hold.objects.get(public_id=hold)
+    else:
+        locked = _lock_account(hold.account_id)
+        current = Hold.objects.get(pk=hold.pk)
+    current.account = locked  # the locked row: no second read of the account
     posting = _Posting(locked, actor, now, current.reference)
     if current.status == Hold.Status.EXPIRED:
         raise HoldExpired(hold=current.public_id)
@@ -621,7 +643,7 @@ def _lock_pending_hold(hold: Hold, now: datetime, actor: Actor) -> tuple[Account
     return locked, current, posting
 
 
-def hold_capture(*, hold: Hold, actor: Actor, credits: int | None = None, now: datetime | None = None) -> Hold:
+def hold_capture(*, hold: Hold | str, actor: Actor, credits: int | None = None, now: datetime | None = None) -> Hold:
     """Charge all or part of a pending hold; the rest goes back to its lots.
 
     A hold past its expiry is released instead and comes back with status `expired`: that
@@ -655,7 +677,7 @@ def _split_after(allocations: list[tuple[Grant, int]], captured: int) -> list[tu
     return rest
 
 
-def hold_release(*, hold: Hold, actor: Actor, now: datetime | None = None) -> Hold:
+def hold_release(*, hold: Hold | str, actor: Actor, now: datetime | None = None) -> Hold:
     now = now or timezone.now()
     with _atomic():
         locked, current, posting = _lock_pending_hold(hold, now, actor)
