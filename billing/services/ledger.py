@@ -67,6 +67,30 @@ class Actor:
 Kind = LedgerEntry.Kind
 
 
+@dataclass(slots=True)
+class _Entry:
+    """A ledger entry to write (a LedgerEntry row); `debit` is set when the debit is new."""
+
+    account_id: int
+    kind: str
+    credits: int
+    held_credits: int
+    balance_after: int
+    held_after: int
+    grant_id: int | None
+    hold_id: int | None
+    debit_id: int | None
+    actor_type: str
+    actor_id: str
+    reference: str
+    created_at: datetime
+    debit: Debit | None = None
+    pk: int | None = None
+
+    def model(self) -> LedgerEntry:
+        return LedgerEntry(**{column: getattr(self, column) for column in _ENTRY_COLUMNS})
+
+
 @dataclass
 class _Posting:
     """Entries for one locked account, with the running cached balance they produce."""
@@ -75,7 +99,7 @@ class _Posting:
     actor: Actor
     now: datetime
     reference: str = ""
-    entries: list[LedgerEntry] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)
     grant_deltas: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,20 +122,21 @@ class _Posting:
             grant.remaining += credits
             self.grant_deltas[grant.pk] = self.grant_deltas.get(grant.pk, 0) + credits
         self.entries.append(
-            LedgerEntry(
-                account=self.account,
+            _Entry(
+                account_id=self.account.pk,
                 kind=kind,
                 credits=credits,
                 held_credits=held,
                 balance_after=self.available,
                 held_after=self.held,
-                grant=grant,
-                hold=hold,
-                debit=debit,
+                grant_id=grant.pk if grant is not None else None,
+                hold_id=hold.pk if hold is not None else None,
+                debit_id=debit.pk if debit is not None else None,
                 actor_type=self.actor.type,
                 actor_id=self.actor.id,
                 reference=self.reference,
                 created_at=self.now,
+                debit=debit if debit is not None and debit.pk is None else None,
             )
         )
 
@@ -122,9 +147,8 @@ class _Posting:
         """
         deltas = [(grant_id, delta) for grant_id, delta in self.grant_deltas.items() if delta]
         if self.entries:
-            ids = _post_many([(self.account.pk, self.available, self.held)], deltas, self.entries, new_debit)
-            for entry, entry_id in zip(self.entries, ids, strict=True):
-                entry.pk = entry_id
+            account = (self.account.pk, self.available, self.held)
+            _post_many([account], deltas, self.entries, [new_debit] if new_debit is not None else [])
             self.account.available_credits = self.available
             self.account.held_credits = self.held
         elif deltas:
@@ -166,61 +190,57 @@ _DEBIT_COLUMNS = (
 def _post_many(
     accounts: list[tuple[int, int, int]],
     deltas: list[tuple[int, int]],
-    entries: list[LedgerEntry],
-    new_debit: Debit | None = None,
-) -> list[int]:
-    """One round trip: a new debit, relative lot updates, the entries, each account's balance.
+    entries: list[_Entry],
+    new_debits: list[Debit],
+) -> None:
+    """One round trip: new debits, relative lot updates, the entries, each account's balance.
 
     `accounts` is (id, available, held) per account. Lot remainders change relatively
     (remaining + delta), so the CHECK constraint on remaining stays the last line of defence;
-    every part of the statement commits or fails together. Returns the entries' ids in order.
+    every part of the statement commits or fails together. Sets the ids of the new debits and
+    of the entries.
     """
-    if new_debit is not None and connection.vendor != "postgresql":
-        new_debit.save()
-        for entry in entries:
-            if entry.debit is new_debit:
-                entry.debit_id = new_debit.pk
-        new_debit = None
     if connection.vendor != "postgresql":
         # SQLite (the embedded default) has no data-modifying CTEs: the same writes, one by one.
+        Debit.objects.bulk_create(new_debits)
+        for entry in entries:
+            if entry.debit is not None:
+                entry.debit_id = entry.debit.pk
         for grant_id, delta in deltas:
             Grant.objects.filter(pk=grant_id).update(remaining=F("remaining") + delta)
-        created = LedgerEntry.objects.bulk_create(entries)
+        created = LedgerEntry.objects.bulk_create([entry.model() for entry in entries])
+        for entry, row in zip(entries, created, strict=True):
+            entry.pk = row.pk
         for account_id, available, held in accounts:
             Account.objects.filter(pk=account_id).update(available_credits=available, held_credits=held)
-        return [entry.pk for entry in created]
-    new_flags = [new_debit is not None and e.debit_id is None and e.debit is new_debit for e in entries]
+        return
     params: dict[str, Any] = {
         "grant_ids": [grant_id for grant_id, _ in deltas],
         "grant_deltas": [delta for _, delta in deltas],
         "account_ids": [row[0] for row in accounts],
         "account_available": [row[1] for row in accounts],
         "account_held": [row[2] for row in accounts],
-        "new_debit": new_flags,
+        "e_new_debit": [entry.debit.public_id if entry.debit is not None else None for entry in entries],
         **{f"e_{column}": [getattr(entry, column) for entry in entries] for column in _ENTRY_COLUMNS},
+        **{f"d_{column}": [getattr(debit, column) for debit in new_debits] for column in _DEBIT_COLUMNS},
     }
-    if new_debit is not None:
-        params.update(
-            {f"d_{column}": getattr(new_debit, column) for column in _DEBIT_COLUMNS if column != "metadata"},
-            d_metadata=json.dumps(new_debit.metadata),
-        )
+    params["d_metadata"] = [json.dumps(debit.metadata) for debit in new_debits]
     with connection.cursor() as cursor:
-        cursor.execute(_POSTING_WITH_DEBIT if new_debit is not None else _POSTING, params)
+        cursor.execute(_POSTING, params)
         written = cursor.fetchall()
-    if len(written) != len(entries) or written[0][1] != len(accounts) or written[0][2] != len(deltas):
-        raise AssertionError("the posting did not write every row")
-    if new_debit is not None:
-        new_debit.pk = written[0][3]
-        new_debit._state.adding = False
-        for entry, of_new_debit in zip(entries, new_flags, strict=True):
-            if of_new_debit:
-                entry.debit_id = new_debit.pk
-    return [entry_id for entry_id, *_ in written]
+    counts = (len(entries), len(accounts), len(deltas), len(new_debits))
+    if not written or (len(written), *written[0][2:]) != counts:
+        raise AssertionError(f"the posting wrote {written[0][2:]} rows, not {counts[1:]}")
+    for entry, (entry_id, debit_id, *_) in zip(entries, written, strict=True):
+        entry.pk = entry_id
+        if entry.debit is not None:
+            entry.debit_id = entry.debit.pk = debit_id
+            entry.debit._state.adding = False
 
 
-def _posting_sql(with_debit: bool) -> str:
-    """The posting statement: its text is the same whatever the number of rows (arrays, not
-    VALUES lists), so the server can keep it prepared."""
+def _posting_sql() -> str:
+    """The posting statement. Rows travel as arrays, so its text is the same whatever their
+    number and the server keeps it prepared."""
     grants, accounts, ledger, debits = (
         Grant._meta.db_table,
         Account._meta.db_table,
@@ -242,22 +262,26 @@ def _posting_sql(with_debit: bool) -> str:
         "reference": "varchar",
         "created_at": "timestamptz",
     }
-    assert tuple(entry_types) == _ENTRY_COLUMNS
-    arrays = ", ".join(f"%(e_{column})s::{kind}[]" for column, kind in entry_types.items())
-    picked = ", ".join(
-        ("CASE WHEN u.new_debit THEN (SELECT id FROM d) ELSE u.debit_id END" if c == "debit_id" else f"u.{c}")
-        if with_debit
-        else f"u.{c}"
-        for c in _ENTRY_COLUMNS
-    )
-    debit = (
-        f"d AS (INSERT INTO {debits} ({', '.join(_DEBIT_COLUMNS)}) VALUES "
-        f"({', '.join(f'%(d_{c})s' for c in _DEBIT_COLUMNS)}) RETURNING id), "
-        if with_debit
-        else ""
-    )
+    debit_types = {
+        "public_id": "varchar",
+        "account_id": "bigint",
+        "credits": "bigint",
+        "operation": "varchar",
+        "reference": "varchar",
+        "metadata": "text",
+        "actor_type": "varchar",
+        "actor_id": "varchar",
+        "created_at": "timestamptz",
+    }
+    assert tuple(entry_types) == _ENTRY_COLUMNS and tuple(debit_types) == _DEBIT_COLUMNS
+    entry_arrays = ", ".join(f"%(e_{column})s::{kind}[]" for column, kind in entry_types.items())
+    debit_arrays = ", ".join(f"%(d_{column})s::{kind}[]" for column, kind in debit_types.items())
+    entry_values = ", ".join("coalesce(u.debit_id, d.id)" if c == "debit_id" else f"u.{c}" for c in _ENTRY_COLUMNS)
+    debit_values = ", ".join("u.metadata::jsonb" if c == "metadata" else f"u.{c}" for c in _DEBIT_COLUMNS)
     return (
-        f"WITH {debit}"
+        f"WITH d AS (INSERT INTO {debits} ({', '.join(_DEBIT_COLUMNS)}) "
+        f"SELECT {debit_values} FROM unnest({debit_arrays}) WITH ORDINALITY AS u({', '.join(_DEBIT_COLUMNS)}, n) "
+        "ORDER BY u.n RETURNING id, public_id), "
         f"g AS (UPDATE {grants} SET remaining = {grants}.remaining + v.delta "
         f"FROM unnest(%(grant_ids)s::bigint[], %(grant_deltas)s::bigint[]) AS v(id, delta) "
         f"WHERE {grants}.id = v.id RETURNING 1), "
@@ -265,15 +289,15 @@ def _posting_sql(with_debit: bool) -> str:
         f"FROM unnest(%(account_ids)s::bigint[], %(account_available)s::bigint[], %(account_held)s::bigint[]) "
         f"AS v(id, available, held) WHERE {accounts}.id = v.id RETURNING 1), "
         f"e AS (INSERT INTO {ledger} ({', '.join(_ENTRY_COLUMNS)}) "
-        f"SELECT {picked} FROM unnest({arrays}, %(new_debit)s::boolean[]) WITH ORDINALITY "
-        f"AS u({', '.join(_ENTRY_COLUMNS)}, new_debit, n) ORDER BY u.n RETURNING id) "
-        f"SELECT e.id, (SELECT count(*) FROM a), (SELECT count(*) FROM g), "
-        f"{'(SELECT id FROM d)' if with_debit else 'NULL'} FROM e ORDER BY e.id"
+        f"SELECT {entry_values} FROM unnest({entry_arrays}, %(e_new_debit)s::varchar[]) WITH ORDINALITY "
+        f"AS u({', '.join(_ENTRY_COLUMNS)}, new_debit, n) LEFT JOIN d ON d.public_id = u.new_debit "
+        "ORDER BY u.n RETURNING id, debit_id) "
+        "SELECT e.id, e.debit_id, (SELECT count(*) FROM a), (SELECT count(*) FROM g), (SELECT count(*) FROM d) "
+        "FROM e ORDER BY e.id"
     )
 
 
-_POSTING = _posting_sql(with_debit=False)
-_POSTING_WITH_DEBIT = _posting_sql(with_debit=True)
+_POSTING = _posting_sql()
 
 
 # Set by request_transaction(): the spend services are then inside a transaction that any error
@@ -722,15 +746,19 @@ def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime 
     if not items:
         return outcomes
     with _atomic():
-        accounts = {
-            account.public_id: account
-            for account in Account.objects.select_for_update()
-            .filter(public_id__in=sorted({item.account for item in items}))
-            .order_by("id")
-        }
-        states = _batch_settle(list(accounts.values()), actor, now)
+        public_ids = sorted({item.account for item in items})
+        if connection.vendor == "postgresql":
+            # Locked in id order by one statement: LockRows takes the rows as the sort returns them.
+            statement = (
+                f"SELECT {_columns(Account)} FROM {Account._meta.db_table} "
+                "WHERE public_id = ANY(%s::varchar[]) ORDER BY id FOR UPDATE"
+            )
+            locked = _fetch(Account, statement, [public_ids])
+        else:  # SQLite: the IMMEDIATE transaction already holds the database's write lock
+            locked = list(Account.objects.filter(public_id__in=public_ids).order_by("id"))
+        accounts = {account.public_id: account for account in locked}
+        states = _batch_settle(locked, actor, now)
         debits: list[Debit] = []
-        debit_entries: list[tuple[Debit, list[LedgerEntry]]] = []
         for outcome, item in zip(outcomes, items, strict=True):
             account = accounts.get(item.account)
             try:
@@ -754,19 +782,13 @@ def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime 
                 actor_id=actor.id,
                 created_at=now,
             )
-            first = len(posting.entries)
             posting.reference = item.reference
             for grant, part in taken:
                 posting.add(Kind.DEBIT, credits=-part, grant=grant, debit=debit)
             debits.append(debit)
-            debit_entries.append((debit, posting.entries[first:]))
             outcome.debit = debit
             outcome.available, outcome.held = posting.available, posting.held
-        Debit.objects.bulk_create(debits)
-        for debit, entries in debit_entries:
-            for entry in entries:
-                entry.debit_id = debit.pk
-        _batch_save([posting for posting, _ in states.values()])
+        _batch_save([posting for posting, _ in states.values()], debits)
     return outcomes
 
 
@@ -774,8 +796,9 @@ def _batch_settle(accounts: list[Account], actor: Actor, now: datetime) -> dict[
     """Each locked account's posting and spendable lots, reading the lots of all in one query."""
     simple = [a.pk for a in accounts if a.held_credits == 0 and free_period_due(a, now) is None]
     lots: dict[int, list[Grant]] = {pk: [] for pk in simple}
-    for grant in Grant.objects.filter(account_id__in=simple, remaining__gt=0).order_by("account_id", *SPEND_ORDER):
-        lots[grant.account_id].append(grant)
+    if simple:
+        for grant in Grant.objects.filter(account_id__in=simple, remaining__gt=0).order_by("account_id", *SPEND_ORDER):
+            lots[grant.account_id].append(grant)
     states = {}
     for account in accounts:
         posting = _Posting(account, actor, now)
@@ -786,15 +809,13 @@ def _batch_settle(accounts: list[Account], actor: Actor, now: datetime) -> dict[
     return states
 
 
-def _batch_save(postings: list[_Posting]) -> None:
+def _batch_save(postings: list[_Posting], new_debits: list[Debit]) -> None:
     touched = [posting for posting in postings if posting.entries]
     if not touched:
         return
     deltas = [(g, d) for posting in touched for g, d in posting.grant_deltas.items() if d]
     entries = [entry for posting in touched for entry in posting.entries]
-    ids = _post_many([(p.account.pk, p.available, p.held) for p in touched], deltas, entries)
-    for entry, entry_id in zip(entries, ids, strict=True):
-        entry.pk = entry_id
+    _post_many([(p.account.pk, p.available, p.held) for p in touched], deltas, entries, new_debits)
     for posting in touched:
         posting.account.available_credits = posting.available
         posting.account.held_credits = posting.held
