@@ -39,6 +39,7 @@ from billing.serializers import (
     balance_data,
     batch_item_fast,
     debit_data,
+    debit_request_fast,
     encode_cursor,
 )
 from billing.services.ledger import (
@@ -143,7 +144,7 @@ class DebitCreateView(ServiceView):
     )
     def post(self, request: Request, account_id: str) -> Response:
         def handle() -> Response:
-            data = parse(DebitRequest, request.data)
+            data = debit_request_fast(request.data) or parse(DebitRequest, request.data)
             credits, operation = spend_credits(data)
             debit = debit_create(
                 account=account_id,

@@ -267,9 +267,27 @@ def test_the_fast_item_check_accepts_only_what_the_serializer_accepts(raw):
         assert dict(serializer.validated_data) == fast
 
 
+@pytest.mark.parametrize("raw", list(_variants()))
+def test_the_fast_body_check_accepts_only_what_the_serializer_accepts(raw):
+    from billing.serializers import DebitRequest, debit_request_fast
+
+    body = (
+        {k: v for k, v in raw.items() if k not in ("account_id", "idempotency_key")} if isinstance(raw, dict) else raw
+    )
+    fast = debit_request_fast(body)
+    serializer = DebitRequest(data=body)
+    valid = serializer.is_valid()
+    if fast is not None:
+        assert valid, (body, serializer.errors)
+        assert dict(serializer.validated_data) == fast
+
+
 def test_the_fast_item_check_takes_the_common_items():
     from billing.serializers import batch_item_fast
 
     assert batch_item_fast(PLAIN) == PLAIN
     with_operation = {k: v for k, v in PLAIN.items() if k != "credits"} | {"operation": "generation"}
     assert batch_item_fast(with_operation) == with_operation
+    from billing.serializers import debit_request_fast
+
+    assert debit_request_fast({"credits": 1, "reference": "r"}) == {"credits": 1, "reference": "r"}
