@@ -41,6 +41,7 @@ from billing.serializers import (
     debit_data,
     debit_request_fast,
     encode_cursor,
+    hold_data,
 )
 from billing.services.ledger import (
     Actor,
@@ -323,7 +324,7 @@ class HoldCreateView(ServiceView):
                 expires_in=data["expires_in"],
                 actor=actor_of(request),
             )
-            return Response(HoldOut(hold).data, status=status.HTTP_201_CREATED)
+            return Response(hold_data(hold), status=status.HTTP_201_CREATED)
 
         return idempotent(request, handle)
 
@@ -336,7 +337,7 @@ class HoldDetailView(ServiceView):
             # The automatic release is due: do it now rather than show a stale `pending`.
             account_settle(account=hold.account, actor=Actor.system("hold_timeouts"))
             hold.refresh_from_db()
-        return Response(HoldOut(hold).data)
+        return Response(hold_data(hold))
 
 
 class HoldCaptureView(ServiceView):
@@ -353,7 +354,7 @@ class HoldCaptureView(ServiceView):
             if hold.status == Hold.Status.EXPIRED:
                 # Returned, not raised: the release that came with the refusal must commit.
                 return billing_error_response(HoldExpired(hold=hold.public_id))
-            return Response(HoldOut(hold).data)
+            return Response(hold_data(hold))
 
         return idempotent(request, handle)
 
@@ -369,7 +370,7 @@ class HoldReleaseView(ServiceView):
         def handle() -> Response:
             parse(EmptyRequest, request.data)
             hold = hold_release(hold=hold_id, actor=actor_of(request))
-            return Response(HoldOut(hold).data)
+            return Response(hold_data(hold))
 
         return idempotent(request, handle)
 

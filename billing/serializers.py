@@ -307,6 +307,22 @@ def debit_data(debit: Debit, available: int, held: int) -> dict[str, Any]:
     }
 
 
+def hold_data(hold: Hold) -> dict[str, Any]:
+    """HoldOut's body without a serializer per request (tests compare the two)."""
+    return {
+        "id": hold.public_id,
+        "account": hold.account.public_id,
+        "credits": hold.credits,
+        "captured_credits": hold.captured_credits,
+        "status": hold.status,
+        "operation": hold.operation,
+        "reference": hold.reference,
+        "created_at": _datetime(hold.created_at),
+        "expires_at": _datetime(hold.expires_at),
+        "settled_at": _datetime(hold.settled_at),
+    }
+
+
 class HoldOut(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
     account = serializers.CharField(source="account.public_id")

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from billing.models import Grant
 from billing.selectors import balance_by_public_id, balance_get
-from billing.serializers import BalanceOut, DebitOut, balance_data, debit_data
-from billing.services.ledger import Actor, debit_create, debit_refund
+from billing.serializers import BalanceOut, DebitOut, HoldOut, balance_data, debit_data, hold_data
+from billing.services.ledger import Actor, debit_create, debit_refund, hold_capture, hold_create
 from tests.billing.factories import give
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +30,14 @@ def test_debit_data_is_the_debit_serializer(account):
     debit.account.refresh_from_db()
     assert debit.refunded_at is not None
     assert debit_data(debit, debit.account.available_credits, 0) == plain(DebitOut(debit).data)
+
+
+def test_hold_data_is_the_hold_serializer(account):
+    hold = hold_create(account=account, credits=3, expires_in=60, reference="h", actor=ACTOR)
+    assert hold_data(hold) == plain(HoldOut(hold).data)
+    hold = hold_capture(hold=hold, credits=2, actor=ACTOR)
+    assert hold.settled_at is not None
+    assert hold_data(hold) == plain(HoldOut(hold).data)
 
 
 def test_balance_data_is_the_balance_serializer(account):
