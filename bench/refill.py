@@ -264,16 +264,15 @@ def explain_chunk(as_of: datetime, n: int, size: int) -> dict[str, Any]:
 
     low = max(1, n // 2 - size // 2)
     policy = policy_get()
-    params = {
-        "low": low,
-        "high": low + size - 1,
-        "now": as_of,
-        "now_utc": as_of.astimezone(UTC).replace(tzinfo=None),
-        "first_credits": policy.free_credits_first_period,
-        "later_credits": policy.free_credits_per_period,
-        "priority": DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
-        "actor_id": ACTORS["refill"],
-    }
+    params = job_sql.refill_params(
+        low=low,
+        high=low + size - 1,
+        now=as_of,
+        first_credits=policy.free_credits_first_period,
+        later_credits=policy.free_credits_per_period,
+        priority=DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
+        actor_id=ACTORS["refill"],
+    )
     started = time.perf_counter()
     with transaction.atomic():
         plan = [row[0] for row in sql("EXPLAIN (ANALYZE, BUFFERS, VERBOSE OFF) " + job_sql._REFILL, params)]
@@ -317,20 +316,34 @@ class BackendCpu:
         self.tag = f" {database} ".encode()
         self.base: dict[int, float] = {}
         self.last: dict[int, float] = {}
+        # Whether a backend serves the bench database does not change while it lives: its command
+        # line is read until it has its process title, then only its CPU counters (a sample costs
+        # little, so the sampling does not take CPU from the workers it measures).
+        self.ours: dict[int, bool] = {}
+
+    def _is_ours(self, pid: int) -> bool | None:
+        if pid not in self.ours:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return None
+            if not title.startswith(b"postgres: "):
+                return None  # forked, not yet titled: look again next time
+            self.ours[pid] = pid != self.own and self.tag in title
+        return self.ours[pid]
 
     def _read(self) -> dict[int, float]:
         if self.postmaster is None:
             return {}
         found = {}
         path = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children")
-        for pid in map(int, path.read_text().split()):
-            try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            cpu = proc_cpu_seconds(pid)
-            if pid != self.own and self.tag in title and cpu is not None:
-                found[pid] = cpu
+        children = set(map(int, path.read_text().split()))
+        self.ours = {pid: mine for pid, mine in self.ours.items() if pid in children}
+        for pid in children:
+            if self._is_ours(pid):
+                cpu = proc_cpu_seconds(pid)
+                if cpu is not None:
+                    found[pid] = cpu
         return found
 
     def start(self) -> None:
@@ -478,18 +491,26 @@ def time_refill(workers: Workers, as_of: datetime, size: int) -> dict[str, Any]:
         "run_job", "refill", "--queue", "--as-of", as_of.isoformat(), "--chunk-accounts", str(size), stdout=StringIO()
     )
     run = JobRun.objects.filter(job=JobRun.Job.REFILL).latest("id")
-    while True:
-        run.refresh_from_db()
-        if run.status == JobRun.Status.COMPLETED:
-            break
-        if not workers.alive():
-            raise RuntimeError(f"the worker died during run {run.pk}; see {workers.log_path}")
-        if run.chunks.filter(status=JobChunk.Status.FAILED).exists():
-            raise RuntimeError(f"run {run.pk} has failed chunks; see JobChunk.last_error")
-        db_cpu.sample()
-        time.sleep(0.01)
+    # One plain query per poll (no ORM instance refresh): the poll shares the CPUs with the run.
+    poll = (
+        "SELECT r.status, EXISTS (SELECT 1 FROM billing_jobchunk c WHERE c.run_id = r.id AND c.status = %(failed)s)"
+        " FROM billing_jobrun r WHERE r.id = %(run)s"
+    )
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(poll, {"run": run.pk, "failed": JobChunk.Status.FAILED})
+            status, failed = cursor.fetchone()
+            if status == JobRun.Status.COMPLETED:
+                break
+            if not workers.alive():
+                raise RuntimeError(f"the worker died during run {run.pk}; see {workers.log_path}")
+            if failed:
+                raise RuntimeError(f"run {run.pk} has failed chunks; see JobChunk.last_error")
+            db_cpu.sample()
+            time.sleep(0.01)
     wall = time.perf_counter() - started
     db_cpu.sample()
+    run.refresh_from_db()
     wal_bytes = wal_since(wal)
     assert run.finished_at is not None
     return {

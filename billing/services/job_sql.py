@@ -11,14 +11,22 @@ Business time comes in as a parameter (`now`), never from the database clock.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
-# The free period of each account at `now_utc`, computed as billing.periods.period_at does:
+# The free period of each account at `now` (in UTC), computed as billing.periods.period_at does:
 # the latest anchor-day midnight (UTC) at or before now; before the first period (a clock set
 # back) it is the first period. Timestamps here are UTC wall-clock `timestamp` values so that
 # month arithmetic does not depend on the session time zone.
+#
+# The anchor day is 1-28 (a check constraint), so the anchor-day midnight of this month is at
+# or before now exactly when anchor_day <= now's day of the month, and the period then starts
+# in this month, otherwise in the previous one (every month has the day). The caller passes
+# both month starts and month numbers (year * 12 + month), so each row costs one comparison,
+# one addition of whole days (as 24-hour steps: no time zone in UTC wall-clock time) and the
+# month number of its first period, instead of date_trunc, make_interval, month subtraction
+# and four numeric extracts evaluated in both the filter and the output.
 _REFILL = """
 WITH due AS (
     SELECT a.id AS account_id,
@@ -27,14 +35,14 @@ WITH due AS (
     FROM accounts_account a
     CROSS JOIN LATERAL (
         SELECT r.pstart, r.fps,
-               ((extract(year FROM r.pstart) - extract(year FROM r.fps)) * 12
-                + extract(month FROM r.pstart) - extract(month FROM r.fps))::int AS idx
+               (r.month_no - (date_part('year', r.fps) * 12 + date_part('month', r.fps)))::int AS idx
         FROM (
-            SELECT CASE WHEN b.boundary <= %(now_utc)s THEN b.boundary
-                        ELSE b.boundary - interval '1 month' END AS pstart,
+            SELECT CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_start)s::timestamp
+                        ELSE %(prev_month_start)s::timestamp END
+                   + (a.period_anchor_day - 1) * interval '24 hours' AS pstart,
+                   CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_no)s::int
+                        ELSE %(month_no)s::int - 1 END AS month_no,
                    a.first_period_start AT TIME ZONE 'UTC' AS fps
-            FROM (SELECT date_trunc('month', %(now_utc)s::timestamp)
-                         + make_interval(days => a.period_anchor_day - 1) AS boundary) b
         ) r
     ) p
     WHERE a.id BETWEEN %(low)s AND %(high)s
@@ -64,7 +72,7 @@ moved AS (
     SET free_period_start = d.pstart AT TIME ZONE 'UTC',
         available_credits = a.available_credits + COALESCE(g.amount, 0)
     FROM due d LEFT JOIN granted g ON g.account_id = d.account_id
-    WHERE a.id = d.account_id
+    WHERE a.id = d.account_id AND a.id BETWEEN %(low)s AND %(high)s
     RETURNING a.id AS account_id, a.available_credits, a.held_credits, g.id AS grant_id, g.amount
 ),
 entries AS (
@@ -202,20 +210,40 @@ def _lock(sql: str, params: dict) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def refill_range(
+def refill_params(
     *, low: int, high: int, now: datetime, first_credits: int, later_credits: int, priority: int, actor_id: str
-) -> tuple[int, int]:
-    """Grant the current period's free credits to every active account in [low, high] lacking them."""
-    params = {
+) -> dict:
+    """The parameters of the refill statement (_REFILL) for the accounts in [low, high] at `now`."""
+    now_utc = now.astimezone(UTC).replace(tzinfo=None)
+    month_start = now_utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return {
         "low": low,
         "high": high,
         "now": now,
-        "now_utc": now.astimezone(UTC).replace(tzinfo=None),
+        "day": now_utc.day,
+        "month_start": month_start,
+        "prev_month_start": (month_start - timedelta(days=1)).replace(day=1),
+        "month_no": now_utc.year * 12 + now_utc.month,
         "first_credits": first_credits,
         "later_credits": later_credits,
         "priority": priority,
         "actor_id": actor_id,
     }
+
+
+def refill_range(
+    *, low: int, high: int, now: datetime, first_credits: int, later_credits: int, priority: int, actor_id: str
+) -> tuple[int, int]:
+    """Grant the current period's free credits to every active account in [low, high] lacking them."""
+    params = refill_params(
+        low=low,
+        high=high,
+        now=now,
+        first_credits=first_credits,
+        later_credits=later_credits,
+        priority=priority,
+        actor_id=actor_id,
+    )
     return _one(_REFILL, params)
 
 
