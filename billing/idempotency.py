@@ -81,32 +81,27 @@ def keys_store_many(scope: str, rows: list[tuple[str, str, int, Any]]) -> bool:
     if not rows:
         return True
     rows = sorted(rows, key=lambda row: row[0])
+    now = timezone.now()
     table = IdempotencyKey._meta.db_table
-    params: dict[str, Any] = {
-        "scope": scope,
-        "now": timezone.now(),
-        "keys": [row[0] for row in rows],
-        "hashes": [row[1] for row in rows],
-        "statuses": [row[2] for row in rows],
-        "bodies": [json.dumps(row[3], cls=DjangoJSONEncoder) for row in rows],
-    }
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Arrays rather than a VALUES list: one statement text whatever the number of keys.
+            # One JSON document for all rows: one statement text, one parameter to send.
+            document = json.dumps(
+                [{"k": key, "h": request_hash, "s": status, "b": body} for key, request_hash, status, body in rows],
+                cls=DjangoJSONEncoder,
+            )
             cursor.execute(
                 f'INSERT INTO {table} (scope, "key", request_hash, created_at, status_code, response_body) '
-                "SELECT %(scope)s, k, h, %(now)s, s, b::jsonb FROM unnest(%(keys)s::varchar[], %(hashes)s::varchar[], "
-                "%(statuses)s::integer[], %(bodies)s::text[]) WITH ORDINALITY AS u(k, h, s, b, n) ORDER BY n "
+                "SELECT %(scope)s, u.k, u.h, %(now)s, u.s, u.b FROM ROWS FROM (json_to_recordset(%(rows)s::json) "
+                "AS (k varchar, h varchar, s integer, b jsonb)) WITH ORDINALITY AS u(k, h, s, b, n) ORDER BY u.n "
                 'ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
-                params,
+                {"scope": scope, "now": now, "rows": document},
             )
         else:
             values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
             flat: list[Any] = []
-            for key, request_hash, status_code, body in zip(
-                params["keys"], params["hashes"], params["statuses"], params["bodies"], strict=True
-            ):
-                flat += [scope, key, request_hash, params["now"], status_code, body]
+            for key, request_hash, status_code, body in rows:
+                flat += [scope, key, request_hash, now, status_code, json.dumps(body, cls=DjangoJSONEncoder)]
             cursor.execute(
                 f'INSERT INTO {table} (scope, "key", request_hash, created_at, status_code, response_body) '
                 f'VALUES {values} ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
