@@ -13,6 +13,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_on_sqlite(tmp_path, module: str, *args: str) -> dict:  # type: ignore[type-arg]
+    """Run tests.billing.<module> in its own process on a fresh SQLite file; its JSON line."""
+    run = subprocess.run(
+        [sys.executable, "-m", f"tests.billing.{module}", *args],
+        cwd=ROOT,
+        env=sqlite_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def sqlite_env(tmp_path) -> dict[str, str]:
     env = {
         **os.environ,
@@ -26,18 +40,8 @@ def sqlite_env(tmp_path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
-    env = sqlite_env(tmp_path)
     threads, attempts_each, credits = 8, 40, 200
-    run = subprocess.run(
-        [sys.executable, "-m", "tests.billing.sqlite_spend_race", str(threads), str(attempts_each), str(credits)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_on_sqlite(tmp_path, "sqlite_spend_race", str(threads), str(attempts_each), str(credits))
     assert result["ok"] == credits
     assert result["refused"] == threads * attempts_each - credits
     assert result["available"] == 0
@@ -46,16 +50,7 @@ def test_concurrent_debits_on_sqlite_never_overdraw(tmp_path):
 
 @pytest.mark.slow
 def test_the_jobs_run_on_sqlite_through_the_ledger_service(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "tests.billing.sqlite_jobs"],
-        cwd=ROOT,
-        env=sqlite_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_on_sqlite(tmp_path, "sqlite_jobs")
     assert result["refill"] == [5, 5 * 50]
     assert result["again"] == [0, 0]
     assert result["free_grants"] == 5
@@ -67,16 +62,7 @@ def test_the_jobs_run_on_sqlite_through_the_ledger_service(tmp_path):
 
 @pytest.mark.slow
 def test_the_service_api_works_on_sqlite(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "tests.billing.sqlite_api"],
-        cwd=ROOT,
-        env=sqlite_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_on_sqlite(tmp_path, "sqlite_api")
     assert result["debit"] == [201, 201, "true"] and result["same_debit"]
     assert result["hold"] == [201, 200, "captured"]
     # The first item replays the single call with the same key; the poor account has one credit.
