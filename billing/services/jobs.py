@@ -192,7 +192,7 @@ def _refill(low: int, high: int, now: datetime) -> ChunkResult:
         accounts = Account.objects.filter(id__range=(low, high), status=Account.Status.ACTIVE)
         return _settle_each(accounts, low, high, now, JobRun.Job.REFILL)
     policy = policy_get()
-    rows, credits = job_sql.refill_range(
+    params = job_sql.refill_params(
         low=low,
         high=high,
         now=now,
@@ -201,6 +201,7 @@ def _refill(low: int, high: int, now: datetime) -> ChunkResult:
         priority=DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
         actor_id=ACTORS[JobRun.Job.REFILL],
     )
+    rows, credits = job_sql.refill_range(params)
     return ChunkResult(rows, credits)
 
 
