@@ -18,8 +18,18 @@ from rest_framework.views import APIView
 from accounts.authentication import ServicePrincipal, principal_scope
 from accounts.models import Account
 from accounts.permissions import IsService
-from billing.errors import AccountNotFound, HoldExpired, UnknownOperation
-from billing.idempotency import KeyTaken, fingerprint, idempotent, keys_store_many, keys_stored, stored_refusal
+from billing.errors import AccountNotFound, HoldExpired, InsufficientCredits, UnknownOperation
+from billing.idempotency import (
+    KeyTaken,
+    fingerprint,
+    idempotent,
+    keys_store_many,
+    keys_stored,
+    refuse,
+    replay,
+    request_key,
+    stored_refusal,
+)
 from billing.models import ActorType, Debit, Hold, Operation
 from billing.selectors import balance_by_public_id, balance_get, ledger_page, operation_price
 from billing.serializers import (
@@ -42,6 +52,7 @@ from billing.serializers import (
     debit_request_fast,
     encode_cursor,
     hold_data,
+    new_debit_data,
 )
 from billing.services.ledger import (
     Actor,
@@ -55,6 +66,16 @@ from billing.services.ledger import (
     hold_create,
     hold_release,
     request_transaction,
+)
+from billing.services.one_call import (
+    DEBITED,
+    INSUFFICIENT,
+    KEY_TAKEN,
+    REPLAY,
+    UNKNOWN_OPERATION,
+    KeyRecord,
+    debit_create_one_call,
+    one_call_available,
 )
 from config.converters import PublicIdConverter
 from config.errors import ApiError, billing_error_response, error_body, validation_body
@@ -144,8 +165,14 @@ class DebitCreateView(ServiceView):
         tags=["debits"],
     )
     def post(self, request: Request, account_id: str) -> Response:
+        plain = debit_request_fast(request.data)
+        if plain is not None and one_call_available():
+            answered = _debit_one_call(request, account_id, plain)
+            if answered is not None:
+                return answered
+
         def handle() -> Response:
-            data = debit_request_fast(request.data) or parse(DebitRequest, request.data)
+            data = plain or parse(DebitRequest, request.data)
             credits, operation = spend_credits(data)
             debit = debit_create(
                 account=account_id,
@@ -159,6 +186,57 @@ class DebitCreateView(ServiceView):
             return Response(body, status=status.HTTP_201_CREATED)
 
         return idempotent(request, handle)
+
+
+def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> Response | None:
+    """A plain debit as one database call; None when the account has something to settle first
+    (the caller then runs the general path, which does)."""
+    scope, key, request_hash = request_key(request)
+    now = timezone.now()
+    operation = data.get("operation", "")
+
+    def answer(public_id: str, credits: int, available: int, held: int) -> dict[str, Any]:
+        return new_debit_data(
+            public_id=public_id,
+            account=account_id,
+            credits=credits,
+            operation=operation,
+            reference=data["reference"],
+            metadata={},
+            created_at=now,
+            available=available,
+            held=held,
+        )
+
+    def body(public_id: str) -> dict[str, Any]:
+        # The answer without what billing_debit() adds: `credits` (an operation's price) and `balance`.
+        return {name: value for name, value in answer(public_id, 0, 0, 0).items() if name not in ("credits", "balance")}
+
+    result = debit_create_one_call(
+        account=account_id,
+        credits=data.get("credits"),
+        operation=operation,
+        reference=data["reference"],
+        actor=actor_of(request),
+        record=KeyRecord(scope, key, request_hash),
+        body=body,
+        now=now,
+    )
+    if result.outcome == DEBITED:
+        assert result.credits is not None and result.available is not None and result.held is not None
+        return Response(
+            answer(result.debit_public_id, result.credits, result.available, result.held),
+            status=status.HTTP_201_CREATED,
+        )
+    if result.outcome in (REPLAY, KEY_TAKEN):
+        return replay(scope, key, request_hash)
+    if result.outcome == INSUFFICIENT:
+        assert result.available is not None and result.credits is not None
+        refusal = InsufficientCredits(available=result.available, requested=result.credits)
+        return refuse(scope, key, request_hash, refusal)
+    if result.outcome == UNKNOWN_OPERATION:
+        raise UnknownOperation(f"Unknown or inactive operation {operation!r}.", field="operation")
+    return None
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,7 @@ def idempotent(request: Request, handler: Callable[[], Response]) -> Response:
     403, 409) roll back whatever the request did and are then stored and replayed, as the
     credits they did not move are part of the answer.
     """
-    key = _key_from(request)
-    scope = principal_scope(request.user)
-    request_hash = _fingerprint(request)
+    scope, key, request_hash = request_key(request)
     try:
         with request_transaction():
             response = handler()
@@ -142,11 +140,22 @@ def idempotent(request: Request, handler: Callable[[], Response]) -> Response:
     except BillingError as exc:
         if not stored_refusal(exc):
             raise
-        refusal = billing_error_response(exc)
+        return refuse(scope, key, request_hash, exc)
+
+
+def refuse(scope: str, key: str, request_hash: str, exc: BillingError) -> Response:
+    """Record a business refusal under the key, in a transaction of its own, and answer it; if
+    the key was recorded meanwhile, answer what was recorded."""
+    refusal = billing_error_response(exc)
     with transaction.atomic():
         if not _store(scope, key, request_hash, refusal):
             return replay(scope, key, request_hash)
     return refusal
+
+
+def request_key(request: Request) -> tuple[str, str, str]:
+    """The request's (scope, key, fingerprint); a missing or malformed key is a 400."""
+    return principal_scope(request.user), _key_from(request), _fingerprint(request)
 
 
 def idempotency_keys_purge(*, now=None) -> int:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -293,16 +294,44 @@ class DebitOut(serializers.ModelSerializer):
 
 def debit_data(debit: Debit, available: int, held: int) -> dict[str, Any]:
     """DebitOut's body without a serializer per debit (the batch route renders up to 1,000)."""
+    return new_debit_data(
+        public_id=debit.public_id,
+        account=debit.account.public_id,
+        credits=debit.credits,
+        operation=debit.operation,
+        reference=debit.reference,
+        metadata=debit.metadata,
+        created_at=debit.created_at,
+        refunded_at=debit.refunded_at,
+        available=available,
+        held=held,
+    )
+
+
+def new_debit_data(
+    *,
+    public_id: str,
+    account: str,
+    credits: int,
+    operation: str,
+    reference: str,
+    metadata: dict[str, Any],
+    created_at: datetime,
+    available: int,
+    held: int,
+    refunded_at: datetime | None = None,
+) -> dict[str, Any]:
+    """debit_data() from the debit's values (the one-call debit has no Debit instance)."""
     return {
-        "id": debit.public_id,
-        "account": debit.account.public_id,
-        "credits": debit.credits,
-        "operation": debit.operation,
-        "reference": debit.reference,
-        "metadata": debit.metadata,
-        "status": debit.status,
-        "created_at": _datetime(debit.created_at),
-        "refunded_at": _datetime(debit.refunded_at),
+        "id": public_id,
+        "account": account,
+        "credits": credits,
+        "operation": operation,
+        "reference": reference,
+        "metadata": metadata,
+        "status": "refunded" if refunded_at else "succeeded",
+        "created_at": _datetime(created_at),
+        "refunded_at": _datetime(refunded_at),
         "balance": {"available": available, "held": held},
     }
 

@@ -1,0 +1,381 @@
+"""The one-call debit (billing_debit(), billing/services/one_call.py) against the ledger service.
+
+A plain debit body goes to billing_debit(): one database statement that writes what
+debit_create and the Idempotency-Key layer write, or answers `settle` and writes nothing when
+the account has something to settle first. These tests compare the two paths row by row, check
+the function's free-period decision against billing.periods, and drive every outcome through
+the API.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accounts.models import Account
+from billing.errors import InsufficientCredits
+from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Operation
+from billing.periods import period_at
+from billing.serializers import DebitOut
+from billing.services.ledger import Actor, debit_create, free_period_due, hold_create
+from billing.services.one_call import (
+    DEBITED,
+    INSUFFICIENT,
+    REPLAY,
+    SETTLE,
+    UNKNOWN_OPERATION,
+    KeyRecord,
+    debit_create_one_call,
+)
+from tests.billing.factories import give, make_account
+from tests.conftest import Api
+
+SERVICE = Actor("service", "7")
+
+
+def data_statements(queries) -> list[str]:  # type: ignore[no-untyped-def]
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+    return [q["sql"] for q in queries if not q["sql"].startswith(control)]
+
+
+def one_call(account: Account | str, credits: int | None, *, key: str, operation: str = "", now=None):  # type: ignore[no-untyped-def]
+    public_id = account if isinstance(account, str) else account.public_id
+    return debit_create_one_call(
+        account=public_id,
+        credits=credits,
+        operation=operation,
+        reference=f"ref-{key}",
+        actor=SERVICE,
+        record=KeyRecord("svc:test", key, "hash-" + key),
+        body=lambda debit_id: {"id": debit_id},
+        now=now or timezone.now(),
+    )
+
+
+def ledger_rows(account: Account) -> list[tuple[Any, ...]]:
+    """The account's entries with lots named by their position, so two accounts compare."""
+    lots = {
+        pk: n for n, pk in enumerate(Grant.objects.filter(account=account).order_by("id").values_list("pk", flat=True))
+    }
+    debits = {
+        pk: n for n, pk in enumerate(Debit.objects.filter(account=account).order_by("id").values_list("pk", flat=True))
+    }
+    return [
+        (
+            e.kind,
+            e.credits,
+            e.held_credits,
+            e.balance_after,
+            e.held_after,
+            lots.get(e.grant_id),
+            debits.get(e.debit_id),
+            e.actor_type,
+            e.actor_id,
+            e.reference,
+        )
+        for e in LedgerEntry.objects.filter(account=account).order_by("id")
+    ]
+
+
+def state(account: Account) -> tuple[Any, ...]:
+    account.refresh_from_db()
+    lots = list(Grant.objects.filter(account=account).order_by("id").values_list("remaining", flat=True))
+    debits = list(Debit.objects.filter(account=account).order_by("id").values_list("credits", "operation", "reference"))
+    return account.available_credits, account.held_credits, lots, debits, ledger_rows(account)
+
+
+# --- the same rows as debit_create ----------------------------------------------------------
+
+LOT = st.tuples(
+    st.integers(min_value=1, max_value=20),  # credits
+    st.sampled_from([None, 1, 2, 30, 400]),  # expires in days (None: never)
+    st.sampled_from([10, 20, 50, 60]),  # priority
+)
+
+
+@pytest.mark.django_db
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lots=st.lists(LOT, min_size=0, max_size=5), debits=st.lists(st.integers(min_value=1, max_value=25), max_size=8))
+def test_one_call_writes_what_debit_create_writes(lots, debits):
+    now = timezone.now()
+    by_function, by_service = make_account(), make_account()
+    for account in (by_function, by_service):
+        for credits, days, priority in lots:
+            expires = None if days is None else now + timedelta(days=days)
+            give(account, credits, expires_at=expires, priority=priority, now=now)
+    for n, credits in enumerate(debits):
+        at = now + timedelta(seconds=n + 1)
+        result = one_call(by_function, credits, key=f"{by_function.public_id}-{n}", now=at)
+        try:
+            reference = f"ref-{by_function.public_id}-{n}"
+            debit_create(account=by_service, credits=credits, actor=SERVICE, reference=reference, now=at)
+            expected = DEBITED
+        except InsufficientCredits as refusal:
+            expected = INSUFFICIENT
+            assert result.available == refusal.details["available"]
+        assert result.outcome == expected
+    assert state(by_function) == state(by_service)
+
+
+@pytest.mark.django_db
+def test_a_debit_is_one_statement_and_its_key_holds_the_answer(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 2, expires_at=timezone.now() + timedelta(days=3), priority=10)
+    give(account, 5)
+    api = Api(service_key)
+    assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200  # the key is cached now
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(f"/accounts/{account.public_id}/debits", {"credits": 4, "reference": "r-1"}, idem="one")
+
+    assert response.status_code == 201, response.content
+    statements = data_statements(queries)
+    assert len(statements) == 1 and "billing_debit(" in statements[0], statements
+    debit = Debit.objects.select_related("account").get(public_id=response.json()["id"])
+    expected = dict(DebitOut(debit).data)
+    expected["balance"] = {"available": 3, "held": 0}
+    assert response.json() == expected
+    assert IdempotencyKey.objects.get(key="one").response_body == expected
+    assert [e.credits for e in LedgerEntry.objects.filter(debit=debit).order_by("id")] == [-2, -2]
+    replayed = api.post(f"/accounts/{account.public_id}/debits", {"credits": 4, "reference": "r-1"}, idem="one")
+    assert replayed.status_code == 201 and replayed["Idempotent-Replayed"] == "true"
+    assert replayed.json() == expected
+    assert Debit.objects.filter(account=account).count() == 1
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_an_operation_is_charged_its_price(service_key):
+    account = make_account()
+    give(account, 10)
+    price = 3
+    Operation.objects.update_or_create(code="upscale", defaults={"credits": price, "active": True})
+    response = Api(service_key).post(
+        f"/accounts/{account.public_id}/debits", {"operation": "upscale", "reference": "r"}, idem="op"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["credits"] == price and response.json()["operation"] == "upscale"
+    assert response.json()["balance"] == {"available": 10 - price, "held": 0}
+    assert IdempotencyKey.objects.get(key="op").response_body == response.json()
+
+
+@pytest.mark.django_db
+def test_an_unknown_operation_is_a_400_and_records_nothing(service_key):
+    account = make_account()
+    give(account, 10)
+    assert one_call(account, None, key="x", operation="nope").outcome == UNKNOWN_OPERATION
+    response = Api(service_key).post(
+        f"/accounts/{account.public_id}/debits", {"operation": "nope", "reference": "r"}, idem="unknown"
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "validation_error"
+    assert not IdempotencyKey.objects.filter(key="unknown").exists()
+    assert not Debit.objects.exists()
+
+
+@pytest.mark.django_db
+def test_insufficient_credits_are_refused_recorded_and_replayed(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 2)
+    assert one_call(account, 3, key="direct").outcome == INSUFFICIENT
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/debits"
+    first = api.post(path, {"credits": 3, "reference": "r"}, idem="poor")
+    assert first.status_code == 402
+    assert first.json()["error"] | {} == {
+        "code": "insufficient_credits",
+        "message": first.json()["error"]["message"],
+        "available": 2,
+        "requested": 3,
+    }
+    give(account, 5)  # a retry with the same key still answers the recorded refusal
+    again = api.post(path, {"credits": 3, "reference": "r"}, idem="poor")
+    assert again.status_code == 402 and again["Idempotent-Replayed"] == "true"
+    assert not Debit.objects.exists()
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_a_recorded_key_replays_and_a_changed_request_is_a_conflict(service_key):
+    account = make_account()
+    give(account, 10)
+    assert one_call(account, 1, key="k").outcome == DEBITED
+    assert one_call(account, 1, key="k").outcome == REPLAY
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/debits"
+    assert api.post(path, {"credits": 1, "reference": "a"}, idem="same").status_code == 201
+    changed = api.post(path, {"credits": 2, "reference": "a"}, idem="same")
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_key_reused"
+    assert Debit.objects.filter(account=account).count() == 2
+
+
+# --- what the function leaves to the service --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_accounts_with_something_to_settle_are_left_to_the_service(service_key, assert_ledger_clean):
+    now = timezone.now()
+    api = Api(service_key)
+
+    unknown = one_call("acct_doesnotexist", 1, key="u")
+    assert unknown.outcome == SETTLE
+    assert api.post("/accounts/acct_doesnotexist/debits", {"credits": 1, "reference": "r"}).status_code == 404
+
+    suspended = make_account(status=Account.Status.SUSPENDED)
+    give(suspended, 5)
+    assert one_call(suspended, 1, key="s").outcome == SETTLE
+    refused = api.post(f"/accounts/{suspended.public_id}/debits", {"credits": 1, "reference": "r"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "account_suspended"
+
+    lapsed_lot = make_account()
+    give(lapsed_lot, 4, expires_at=now - timedelta(seconds=1), now=now - timedelta(days=1))
+    give(lapsed_lot, 3)
+    assert one_call(lapsed_lot, 1, key="l").outcome == SETTLE
+    spent = api.post(f"/accounts/{lapsed_lot.public_id}/debits", {"credits": 3, "reference": "r"})
+    assert spent.status_code == 201 and spent.json()["balance"] == {"available": 0, "held": 0}
+    assert LedgerEntry.objects.filter(account=lapsed_lot, kind="expire", credits=-4).count() == 1
+
+    lapsed_hold = make_account()
+    give(lapsed_hold, 5)
+    hold = hold_create(account=lapsed_hold, credits=5, expires_in=60, actor=SERVICE, now=now - timedelta(hours=1))
+    assert one_call(lapsed_hold, 5, key="h").outcome == SETTLE
+    spent = api.post(f"/accounts/{lapsed_hold.public_id}/debits", {"credits": 5, "reference": "r"})
+    assert spent.status_code == 201 and spent.json()["balance"] == {"available": 0, "held": 0}
+    assert Hold.objects.get(pk=hold.pk).status == Hold.Status.EXPIRED
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_the_lazy_free_grant_is_made_before_a_one_call_debit(service_key, assert_ledger_clean):
+    signup = timezone.now() - timedelta(days=40)
+    account = make_account(now=signup, free=True)  # its first period's grant only
+    account.refresh_from_db()
+    assert free_period_due(account, timezone.now()) is not None
+    assert one_call(account, 1, key="f").outcome == SETTLE
+    response = Api(service_key).post(f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"})
+    assert response.status_code == 201, response.content
+    account.refresh_from_db()
+    assert free_period_due(account, timezone.now()) is None
+    # The second debit needs nothing settled: the function makes it.
+    assert one_call(account, 1, key="g").outcome == DEBITED
+    assert_ledger_clean()
+
+
+# --- the free-period decision equals billing.periods ----------------------------------------
+
+
+def instants(rng: random.Random) -> list[datetime]:
+    fixed = [
+        datetime(2024, 2, 29, 0, 0, tzinfo=UTC),
+        datetime(2024, 2, 28, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2025, 1, 31, 12, tzinfo=UTC),
+        datetime(2025, 3, 1, 0, 0, tzinfo=UTC),
+        datetime(2025, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, tzinfo=UTC),
+        datetime(2026, 1, 28, 0, 0, tzinfo=UTC),
+        datetime(2026, 1, 27, 23, 59, 59, tzinfo=UTC),
+    ]
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    return fixed + [base + timedelta(seconds=rng.randrange(3 * 365 * 86400)) for _ in range(16)]
+
+
+@pytest.mark.django_db
+def test_the_free_period_decision_matches_billing_periods():
+    rng = random.Random(20261123)
+    account = make_account()
+    give(account, 10**6)
+    checked = Counter()
+    for now in instants(rng):
+        for anchor in (1, 2, 15, 27, 28):
+            for months_before in (-1, 0, 1, 13):
+                first = datetime(now.year, now.month, anchor, tzinfo=UTC) - timedelta(days=31 * months_before)
+                first = first.replace(day=anchor)
+                period = period_at(first_period_start=first, anchor_day=anchor, now=now)
+                for granted, expect in ((period.start, DEBITED), (period.start - timedelta(microseconds=1), SETTLE)):
+                    Account.objects.filter(pk=account.pk).update(
+                        period_anchor_day=anchor, first_period_start=first, free_period_start=granted
+                    )
+                    result = one_call(account, 1, key=f"p{sum(checked.values())}", now=now)
+                    assert result.outcome == expect, (now, anchor, first, granted, period)
+                    checked[expect] += 1
+    assert checked == {DEBITED: 480, SETTLE: 480}
+
+
+# --- under concurrency ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_key_sent_at_once_debits_once(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 10)
+    threads, key = 12, "the-same-key"
+    barrier = threading.Barrier(threads)
+    replies: list[Any] = [None] * threads
+
+    def work(index: int) -> None:
+        api = Api(service_key)
+        barrier.wait()
+        try:
+            replies[index] = api.post(
+                f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"}, idem=key
+            )
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert [reply.status_code for reply in replies] == [201] * threads
+    assert len({json.dumps(reply.json(), sort_keys=True) for reply in replies}) == 1
+    assert Counter(reply.get("Idempotent-Replayed") for reply in replies) == {None: 1, "true": threads - 1}
+    assert Debit.objects.filter(account=account).count() == 1
+    account.refresh_from_db()
+    assert account.available_credits == 9
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_call_debits_racing_on_one_account_spend_exactly_the_balance(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 30, expires_at=timezone.now() + timedelta(days=2))
+    give(account, 30)
+    threads, each = 8, 10  # 80 requests for 60 credits
+    outcomes: list[int] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        api = Api(service_key)
+        try:
+            for n in range(each):
+                reply = api.post(
+                    f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"}, idem=f"race-{index}-{n}"
+                )
+                with lock:
+                    outcomes.append(reply.status_code)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert Counter(outcomes) == {201: 60, 402: 20}
+    account.refresh_from_db()
+    assert (account.available_credits, account.held_credits) == (0, 0)
+    assert set(Grant.objects.filter(account=account).values_list("remaining", flat=True)) == {0}
+    assert Debit.objects.filter(account=account).count() == 60
+    assert_ledger_clean()
