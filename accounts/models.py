@@ -46,7 +46,10 @@ class Account(models.Model):
         ACTIVE = "active"
         SUSPENDED = "suspended"
 
-    public_id = models.CharField(max_length=32, unique=True, default=new_account_id, editable=False)
+    # Unique through account_public_id_unique (Meta): a plain unique index, without the
+    # varchar_pattern_ops copy Django adds for unique=True, which no query uses (public ids
+    # are only ever looked up whole) and every account insert would pay for.
+    public_id = models.CharField(max_length=32, default=new_account_id, editable=False)
     user = models.OneToOneField(User, on_delete=models.PROTECT, related_name="account")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     status_reason = models.TextField(blank=True, default="")
@@ -65,6 +68,7 @@ class Account(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["public_id"], name="account_public_id_unique"),
             models.CheckConstraint(condition=Q(available_credits__gte=0), name="account_available_nonnegative"),
             models.CheckConstraint(condition=Q(held_credits__gte=0), name="account_held_nonnegative"),
             models.CheckConstraint(

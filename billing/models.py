@@ -97,7 +97,9 @@ class Grant(models.Model):
 
 
 class Debit(models.Model):
-    public_id = models.CharField(max_length=32, unique=True, default=new_debit_id, editable=False)
+    # Unique through debit_public_id_unique (Meta), without the unused varchar_pattern_ops
+    # index that unique=True adds (see Account.public_id).
+    public_id = models.CharField(max_length=32, default=new_debit_id, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="debits")
     credits = models.BigIntegerField()
     operation = models.CharField(max_length=50, blank=True, default="")
@@ -109,7 +111,10 @@ class Debit(models.Model):
     refunded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(credits__gt=0), name="debit_credits_positive")]
+        constraints = [
+            models.UniqueConstraint(fields=["public_id"], name="debit_public_id_unique"),
+            models.CheckConstraint(condition=Q(credits__gt=0), name="debit_credits_positive"),
+        ]
 
     def __str__(self) -> str:
         return self.public_id
@@ -126,7 +131,8 @@ class Hold(models.Model):
         RELEASED = "released"
         EXPIRED = "expired"
 
-    public_id = models.CharField(max_length=32, unique=True, default=new_hold_id, editable=False)
+    # Unique through hold_public_id_unique (Meta), as Debit.public_id.
+    public_id = models.CharField(max_length=32, default=new_hold_id, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
     credits = models.BigIntegerField()
     captured_credits = models.BigIntegerField(default=0)
@@ -141,6 +147,7 @@ class Hold(models.Model):
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["public_id"], name="hold_public_id_unique"),
             models.CheckConstraint(condition=Q(credits__gt=0), name="hold_credits_positive"),
             models.CheckConstraint(
                 condition=Q(captured_credits__gte=0) & Q(captured_credits__lte=F("credits")),

@@ -3,8 +3,10 @@
 Each function works on one account-id range inside the caller's transaction. It first locks
 the accounts that have work, in id order (the same first-and-only lock every ledger writer
 takes), and only then reads the lots and holds to change, in a fresh statement that sees every
-write committed before the locks were granted. It writes exactly the rows the ledger service
-would write for the same accounts: lots, ledger entries with running balances, cached balances.
+write committed before the locks were granted. The refill reads no lots: its UPDATE of the
+account rows takes their locks, and the same statement writes the grants and their entries.
+Each writes exactly the rows the ledger service would write for the same accounts: lots,
+ledger entries with running balances, cached balances.
 
 Business time comes in as a parameter (`now`), never from the database clock.
 """
@@ -15,78 +17,88 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
-# The free period of each account at `now` (in UTC), computed as billing.periods.period_at does:
-# the latest anchor-day midnight (UTC) at or before now; before the first period (a clock set
-# back) it is the first period. Timestamps here are UTC wall-clock `timestamp` values so that
-# month arithmetic does not depend on the session time zone.
+# The free period of each account at `now`, as billing.periods.period_at computes it: the latest
+# anchor-day midnight (UTC) at or before now, and before the first period (a clock set back) the
+# first period; its index counts calendar months (UTC) from the first period's.
 #
-# The anchor day is 1-28 (a check constraint), so the anchor-day midnight of this month is at
-# or before now exactly when anchor_day <= now's day of the month, and the period then starts
-# in this month, otherwise in the previous one (every month has the day). The caller passes
-# both month starts and month numbers (year * 12 + month), so each row costs one comparison,
-# one addition of whole days (as 24-hour steps: no time zone in UTC wall-clock time) and the
-# month number of its first period, instead of date_trunc, make_interval, month subtraction
-# and four numeric extracts evaluated in both the filter and the output.
-_REFILL = """
-WITH due AS (
-    SELECT a.id AS account_id,
-           CASE WHEN p.idx < 0 THEN p.fps ELSE p.pstart END AS pstart,
-           GREATEST(p.idx, 0) AS idx
-    FROM accounts_account a
-    CROSS JOIN LATERAL (
-        SELECT r.pstart, r.fps,
-               (r.month_no - (date_part('year', r.fps) * 12 + date_part('month', r.fps)))::int AS idx
-        FROM (
-            SELECT CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_start)s::timestamp
-                        ELSE %(prev_month_start)s::timestamp END
-                   + (a.period_anchor_day - 1) * interval '24 hours' AS pstart,
-                   CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_no)s::int
-                        ELSE %(month_no)s::int - 1 END AS month_no,
-                   a.first_period_start AT TIME ZONE 'UTC' AS fps
-        ) r
-    ) p
+# The anchor day is 1-28 (a check constraint), so this month's anchor-day midnight is at or
+# before now exactly when anchor_day <= now's day of the month; the period then starts in this
+# month, otherwise in the previous one (every month has the day). The caller passes the first
+# instants (UTC) of the previous, this and the next month, so each row costs comparisons of
+# timestamps and one addition of whole days as 24-hour steps (no time zone lookup), and no
+# calendar arithmetic: the period's month is at or after the first period's (index >= 0) exactly
+# when the first period starts before the month after it, and is the first period's (index 0)
+# when the first period starts in it. These expressions read only the account row, so the
+# refill computes them inside its UPDATE of that row (an UPDATE cannot join its own table
+# laterally). Only the grant's reason text needs the index as a number: once per grant.
+_MONTH = (
+    "(CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_start)s::timestamptz"
+    " ELSE %(prev_month_start)s::timestamptz END)"
+)
+_NEXT_MONTH = (
+    "(CASE WHEN a.period_anchor_day <= %(day)s THEN %(next_month_start)s::timestamptz"
+    " ELSE %(month_start)s::timestamptz END)"
+)
+_START = (
+    f"(CASE WHEN a.first_period_start >= {_NEXT_MONTH} THEN a.first_period_start"
+    f" ELSE {_MONTH} + (a.period_anchor_day - 1) * interval '24 hours' END)"
+)
+_CREDITS = f"(CASE WHEN a.first_period_start >= {_MONTH} THEN %(first_credits)s ELSE %(later_credits)s END)::bigint"
+_FIRST_UTC = "(a.first_period_start AT TIME ZONE 'UTC')"
+_INDEX = (
+    "GREATEST((CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_no)s::int ELSE %(month_no)s::int - 1 END)"
+    f" - (date_part('year', {_FIRST_UTC}) * 12 + date_part('month', {_FIRST_UTC}))::int, 0)"
+)
+
+# One statement per chunk, the account first:
+# - `moved` updates every due account in the range (active, its recorded free period older than
+#   the current one) and so takes its row lock; the range is read through the primary key, so
+#   rows are locked in id order, the order every multi-account writer uses (batch debits), and a
+#   lock taken by the UPDATE itself costs no separate lock record per row as SELECT ... FOR
+#   UPDATE does. A concurrent writer that granted the period first (the lazy refill, under the
+#   same lock) has moved free_period_start, which the UPDATE re-checks on the locked row.
+#   NOT EXISTS leaves alone an account whose grant for the period exists while the account
+#   records an older period (a state check_ledger reports): it is neither credited nor moved on.
+# - `numbered` gives each grant its id from the grant table's identity sequence, so that the
+#   grants and their entries are both written from it without joining the insert's RETURNING
+#   back to the accounts. Referenced twice, it is computed once.
+# - The grant insert needs no ON CONFLICT: the UPDATE already excluded accounts with the grant;
+#   should one appear between the two (it cannot, under the account lock), the unique constraint
+#   fails the chunk, which rolls back whole and is retried.
+_REFILL = f"""
+WITH moved AS (
+    UPDATE accounts_account a
+    SET free_period_start = {_START},
+        available_credits = a.available_credits + {_CREDITS}
     WHERE a.id BETWEEN %(low)s AND %(high)s
       AND a.status = 'active'
-      AND (a.free_period_start IS NULL
-           OR a.free_period_start < ((CASE WHEN p.idx < 0 THEN p.fps ELSE p.pstart END) AT TIME ZONE 'UTC'))
-    ORDER BY a.id
-    FOR UPDATE OF a
+      AND (a.free_period_start IS NULL OR a.free_period_start < {_START})
+      AND NOT EXISTS (SELECT 1 FROM billing_grant g
+                      WHERE g.account_id = a.id AND g.period_start = {_START} OFFSET 0)
+    RETURNING a.id AS account_id, a.free_period_start AS period_start, {_INDEX} AS idx, {_CREDITS} AS credits,
+              a.available_credits, a.held_credits
+),
+numbered AS (
+    SELECT nextval('billing_grant_id_seq') AS grant_id, m.*
+    FROM (SELECT * FROM moved WHERE credits > 0 ORDER BY account_id) m
 ),
 granted AS (
     INSERT INTO billing_grant
-        (account_id, source, amount, remaining, expires_at, priority, period_start, reason, created_at)
-    SELECT d.account_id, 'free_monthly', c.credits, c.credits,
-           (d.pstart + interval '1 month') AT TIME ZONE 'UTC', %(priority)s,
-           d.pstart AT TIME ZONE 'UTC', 'free credits, period ' || d.idx, %(now)s
-    FROM due d
-    CROSS JOIN LATERAL (
-        SELECT (CASE WHEN d.idx = 0 THEN %(first_credits)s ELSE %(later_credits)s END)::bigint AS credits
-    ) c
-    WHERE c.credits > 0
-    ORDER BY d.account_id
-    ON CONFLICT (account_id, period_start) WHERE source = 'free_monthly' DO NOTHING
-    RETURNING id, account_id, amount
-),
-moved AS (
-    UPDATE accounts_account a
-    SET free_period_start = d.pstart AT TIME ZONE 'UTC',
-        available_credits = a.available_credits + COALESCE(g.amount, 0)
-    FROM due d LEFT JOIN granted g ON g.account_id = d.account_id
-    WHERE a.id = d.account_id AND a.id BETWEEN %(low)s AND %(high)s
-    RETURNING a.id AS account_id, a.available_credits, a.held_credits, g.id AS grant_id, g.amount
+        (id, account_id, source, amount, remaining, expires_at, priority, period_start, reason, created_at)
+    SELECT grant_id, account_id, 'free_monthly', credits, credits,
+           ((period_start AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC', %(priority)s,
+           period_start, 'free credits, period ' || idx, %(now)s
+    FROM numbered
 ),
 entries AS (
     INSERT INTO billing_ledgerentry
         (account_id, kind, credits, held_credits, balance_after, held_after, grant_id,
          actor_type, actor_id, reference, created_at)
-    SELECT account_id, 'grant', amount, 0, available_credits, held_credits, grant_id,
+    SELECT account_id, 'grant', credits, 0, available_credits, held_credits, grant_id,
            'system', %(actor_id)s, '', %(now)s
-    FROM moved
-    WHERE grant_id IS NOT NULL
-    ORDER BY account_id
-    RETURNING credits
+    FROM numbered
 )
-SELECT count(*), COALESCE(sum(credits), 0) FROM entries
+SELECT count(*), COALESCE(sum(credits), 0) FROM numbered
 """
 
 _LOCK_WITH_LAPSED_LOTS = """
@@ -194,11 +206,24 @@ SELECT (SELECT count(*) FROM lapsed), (SELECT COALESCE(sum(credits), 0) FROM mov
 """
 
 
-def _one(sql: str, params: dict) -> tuple[int, int]:
+# The planner overestimates these CTE chains and JIT-compiles them: 35-85 ms per chunk for
+# nothing. Off for the chunk's transaction only.
+_NO_JIT = "SELECT set_config('jit', 'off', true)"
+
+# The refill locks its accounts by updating them, in the order its scan meets them. Only a
+# forward scan of the primary key meets them in id order, the order every multi-account writer
+# locks in (batch debits), which is what keeps a chunk and a batch from deadlocking; a bitmap or
+# sequential scan, which the planner may prefer for a wide range, meets them in physical order.
+# So those two are off for the chunk's transaction.
+_NO_JIT_ID_ORDER = (
+    "SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true), "
+    "set_config('enable_bitmapscan', 'off', true)"
+)
+
+
+def _one(sql: str, params: dict, settings: str = _NO_JIT) -> tuple[int, int]:
     with connection.cursor() as cursor:
-        # The planner overestimates these CTE chains and JIT-compiles them: 35-85 ms per
-        # chunk for nothing. Off for this transaction only.
-        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(settings)
         cursor.execute(sql, params)
         count, credits = cursor.fetchone()
     return int(count), int(credits)
@@ -214,7 +239,7 @@ def refill_params(
     *, low: int, high: int, now: datetime, first_credits: int, later_credits: int, priority: int, actor_id: str
 ) -> dict:
     """The parameters of the refill statement (_REFILL) for the accounts in [low, high] at `now`."""
-    now_utc = now.astimezone(UTC).replace(tzinfo=None)
+    now_utc = now.astimezone(UTC)
     month_start = now_utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return {
         "low": low,
@@ -223,6 +248,7 @@ def refill_params(
         "day": now_utc.day,
         "month_start": month_start,
         "prev_month_start": (month_start - timedelta(days=1)).replace(day=1),
+        "next_month_start": (month_start + timedelta(days=31)).replace(day=1),
         "month_no": now_utc.year * 12 + now_utc.month,
         "first_credits": first_credits,
         "later_credits": later_credits,
@@ -234,7 +260,7 @@ def refill_params(
 def refill_range(params: dict) -> tuple[int, int]:
     """Grant the current period's free credits to every active account in [low, high] lacking
     them; `params` from refill_params (the bench times the same statement with them)."""
-    return _one(_REFILL, params)
+    return _one(_REFILL, params, _NO_JIT_ID_ORDER)
 
 
 def expire_range(*, low: int, high: int, now: datetime, actor_id: str) -> tuple[int, int]:
