@@ -354,27 +354,45 @@ def test_rate_limit_is_per_service_key(api, account, settings):
     assert other.get(f"/accounts/{account.public_id}/balance").status_code == 200
 
 
+def _record_redis_commands(monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+    """The name of every command any redis-py connection sends from now on (read off the bytes
+    sent: each RESP command starts with `*<count>` and its name)."""
+    import re
+
+    from redis.connection import AbstractConnection
+
+    sent: list[str] = []
+    real_send = AbstractConnection.send_packed_command
+
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        data = command if isinstance(command, bytes) else b"".join(command)
+        sent.extend(name.decode() for name in re.findall(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n", data))
+        return real_send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
+    return sent
+
+
 def test_a_service_request_reads_its_key_and_counts_itself_in_one_round_trip(api, account, monkeypatch):
-    """Authentication and the rate limit share one Redis pipeline; the limit still holds."""
-    import redis
-
-    calls: list[str] = []
-    real_pipeline_execute = redis.client.Pipeline.execute
-    real_execute_command = redis.Redis.execute_command
-
-    def pipeline_execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append("pipeline:" + ",".join(str(c[0][0]) for c in self.command_stack))
-        return real_pipeline_execute(self, *args, **kwargs)
-
-    def execute_command(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(str(args[0]))
-        return real_execute_command(self, *args, **kwargs)
-
+    """Authentication and the rate limit share one Redis command (a script); the limit still holds."""
     api.get(f"/accounts/{account.public_id}/balance")  # caches the key (and writes last-used)
-    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline_execute)
-    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
+    sent = _record_redis_commands(monkeypatch)
     assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200
-    assert calls == ["pipeline:GET,INCRBY,EXPIRE"]
+    assert sent == ["EVALSHA"]
+
+
+def test_the_one_command_survives_a_flushed_script_cache_and_a_dropped_connection(api, account, settings):
+    from django.core.cache import caches
+
+    settings.RATE_LIMITS = {"service": 3, "user": 0, "anon": 0}
+    client = caches["default"]._cache.get_client(write=True)
+    path = f"/accounts/{account.public_id}/balance"
+    assert api.get(path).status_code == 200
+    client.script_flush()  # EVALSHA now answers NOSCRIPT: the call loads the script
+    assert api.get(path).status_code == 200
+    client.client_kill_filter(_type="normal", skipme=True)  # every other connection is closed
+    assert api.get(path).status_code == 200
+    assert_error(api.get(path), 429, "rate_limited")  # each of the three was counted once
 
 
 def test_user_over_its_rate_limit_gets_429(user_api, settings):
