@@ -89,8 +89,11 @@ class Grant(models.Model):
                 condition=Q(remaining__gt=0),
                 name="grant_spendable_idx",
             ),
-            models.Index(fields=["expires_at"], condition=Q(remaining__gt=0), name="grant_expiring_idx"),
         ]
+        # No index on expires_at alone: every grant insert, and every debit (a change of
+        # `remaining` is never a HOT update while the partial index above names it), paid for
+        # one, and its only user was the hourly expiry job's search for accounts with lapsed
+        # lots, which reads the spendable index whole instead (about half a second per 1.5M lots).
 
     def __str__(self) -> str:
         return f"{self.source} {self.remaining}/{self.amount} ({self.account_id})"
