@@ -7,10 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -30,7 +32,7 @@ from billing.idempotency import (
     stored_refusal,
 )
 from billing.models import ActorType, Debit, Hold, Operation
-from billing.selectors import balance_by_public_id, balance_get, ledger_page, operation_price
+from billing.selectors import balance_by_public_id, balance_get, balance_json, ledger_page, operation_price
 from billing.serializers import (
     BalanceOut,
     CaptureRequest,
@@ -148,8 +150,13 @@ class ServiceView(LeanAPIView):
 
 class BalanceView(ServiceView):
     @extend_schema(responses={200: BalanceOut, **READ_ERRORS}, tags=["balance"])
-    def get(self, request: Request, account_id: str) -> Response:
+    def get(self, request: Request, account_id: str) -> HttpResponse:
         now = timezone.now()
+        # The database renders the body as JSONRenderer does by default; a client asking for
+        # another rendering (`indent=`) gets it from the renderer.
+        rendered = balance_json(account_id, now) if request.accepted_media_type == JSONRenderer.media_type else None
+        if rendered is not None:
+            return HttpResponse(rendered, content_type=JSONRenderer.media_type)
         found = balance_by_public_id(account_id, now)
         if found is None:
             raise ApiError(404, "not_found", "No such object.")

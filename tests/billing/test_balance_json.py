@@ -1,0 +1,96 @@
+"""The balance body built by PostgreSQL (billing.selectors.balance_json) against balance_data.
+
+The balance route answers with the body the database renders when the account has nothing to
+settle; it must be byte for byte what the general path renders, and it must step aside exactly
+when the general path would settle first.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
+
+from accounts.models import Account
+from billing.models import Grant
+from billing.periods import period_at
+from billing.selectors import balance_get, balance_json
+from billing.serializers import balance_data
+from billing.services.ledger import Actor, free_period_due, hold_create
+from tests.billing.factories import give, make_account
+from tests.conftest import Api
+
+pytestmark = pytest.mark.django_db
+
+
+def rendered(account: Account, now: datetime) -> bytes:
+    account.refresh_from_db()
+    return JSONRenderer().render(balance_data(balance_get(account=account, now=now)))
+
+
+def test_the_body_is_byte_for_byte_the_rendered_balance(service_key):
+    now = timezone.now().replace(microsecond=250_000)
+    empty = make_account()
+    mixed = make_account()
+    give(mixed, 7, source=Grant.Source.PURCHASE, expires_at=now + timedelta(days=365), now=now)  # whole seconds
+    give(mixed, 3, source=Grant.Source.PROMO, expires_at=now + timedelta(days=2, microseconds=17), now=now)
+    give(mixed, 4, source=Grant.Source.ADJUSTMENT, expires_at=None, now=now)  # never expires
+    give(mixed, 5, expires_at=now - timedelta(seconds=1), now=now - timedelta(days=1))  # lapsed: left out
+    spent = give(mixed, 2, expires_at=now + timedelta(days=1), now=now)
+    Grant.objects.filter(pk=spent.pk).update(remaining=0)  # nothing left: left out
+    suspended = make_account(status=Account.Status.SUSPENDED)
+    give(suspended, 6, now=now)
+    Account.objects.filter(pk=suspended.pk).update(free_period_start=None)  # no free grant for it
+
+    for account in (empty, mixed, suspended):
+        body = balance_json(account.public_id, now)
+        assert body is not None
+        assert body.encode() == rendered(account, now)
+
+    response = Api(service_key).get(f"/accounts/{mixed.public_id}/balance")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    later = timezone.now()
+    assert response.content == rendered(mixed, later)
+
+
+def test_it_steps_aside_for_an_unknown_account_a_lapsed_hold_and_a_due_free_grant():
+    now = timezone.now()
+    assert balance_json("acct_doesnotexist", now) is None
+
+    holding = make_account()
+    give(holding, 5)
+    hold_create(account=holding, credits=2, expires_in=60, actor=Actor("service", "1"), now=now)
+    assert balance_json(holding.public_id, now) is not None  # pending, not lapsed
+    assert balance_json(holding.public_id, now + timedelta(seconds=61)) is None
+
+    due = make_account(now=now - timedelta(days=40), free=True)
+    due.refresh_from_db()
+    assert free_period_due(due, now) is not None
+    assert balance_json(due.public_id, now) is None
+
+
+def test_the_free_period_decision_matches_billing_periods():
+    rng = random.Random(11)
+    account = make_account()
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    instants = [datetime(2024, 2, 29, tzinfo=UTC), datetime(2025, 12, 31, 23, 59, tzinfo=UTC)]
+    instants += [base + timedelta(seconds=rng.randrange(3 * 365 * 86400)) for _ in range(20)]
+    checked = 0
+    for now in instants:
+        for anchor in (1, 15, 28):
+            for months_before in (-1, 0, 2):
+                first = datetime(now.year, now.month, anchor, tzinfo=UTC) - timedelta(days=31 * months_before)
+                first = first.replace(day=anchor)
+                period = period_at(first_period_start=first, anchor_day=anchor, now=now)
+                for granted in (period.start, period.start - timedelta(microseconds=1)):
+                    Account.objects.filter(pk=account.pk).update(
+                        period_anchor_day=anchor, first_period_start=first, free_period_start=granted
+                    )
+                    account.refresh_from_db()
+                    due = free_period_due(account, now) is not None
+                    assert (balance_json(account.public_id, now) is None) == due, (now, anchor, first, granted)
+                    checked += 1
+    assert checked == 22 * 3 * 3 * 2
