@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +38,7 @@ from billing.services.one_call import (
     debit_create_one_call,
 )
 from tests.billing.factories import give, make_account
+from tests.billing.test_concurrency import Reply, run_concurrently
 from tests.conftest import Api
 
 SERVICE = Actor("service", "7")
@@ -318,28 +318,16 @@ def test_one_key_sent_at_once_debits_once(service_key, assert_ledger_clean):
     account = make_account()
     give(account, 10)
     threads, key = 12, "the-same-key"
-    barrier = threading.Barrier(threads)
-    replies: list[Any] = [None] * threads
 
-    def work(index: int) -> None:
-        api = Api(service_key)
-        barrier.wait()
-        try:
-            replies[index] = api.post(
-                f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"}, idem=key
-            )
-        finally:
-            connection.close()
+    def work(index: int) -> Reply:
+        body = {"credits": 1, "reference": "r"}
+        return Reply.of(Api(service_key).post(f"/accounts/{account.public_id}/debits", body, idem=key))
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    replies = run_concurrently(threads, work)
 
-    assert [reply.status_code for reply in replies] == [201] * threads
-    assert len({json.dumps(reply.json(), sort_keys=True) for reply in replies}) == 1
-    assert Counter(reply.get("Idempotent-Replayed") for reply in replies) == {None: 1, "true": threads - 1}
+    assert [reply.status for reply in replies] == [201] * threads
+    assert len({json.dumps(reply.body, sort_keys=True) for reply in replies}) == 1
+    assert Counter(reply.replayed for reply in replies) == {None: 1, "true": threads - 1}
     assert Debit.objects.filter(account=account).count() == 1
     account.refresh_from_db()
     assert account.available_credits == 9
@@ -352,26 +340,14 @@ def test_one_call_debits_racing_on_one_account_spend_exactly_the_balance(service
     give(account, 30, expires_at=timezone.now() + timedelta(days=2))
     give(account, 30)
     threads, each = 8, 10  # 80 requests for 60 credits
-    outcomes: list[int] = []
-    lock = threading.Lock()
 
-    def work(index: int) -> None:
+    def work(index: int) -> list[int]:
         api = Api(service_key)
-        try:
-            for n in range(each):
-                reply = api.post(
-                    f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"}, idem=f"race-{index}-{n}"
-                )
-                with lock:
-                    outcomes.append(reply.status_code)
-        finally:
-            connection.close()
+        path = f"/accounts/{account.public_id}/debits"
+        body = {"credits": 1, "reference": "r"}
+        return [api.post(path, body, idem=f"race-{index}-{n}").status_code for n in range(each)]
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    outcomes = [status for statuses in run_concurrently(threads, work) for status in statuses]
 
     assert Counter(outcomes) == {201: 60, 402: 20}
     account.refresh_from_db()
