@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.http import HttpResponse
@@ -53,7 +54,9 @@ from billing.serializers import (
     debit_request_fast,
     encode_cursor,
     hold_data,
+    hold_request_fast,
     new_debit_data,
+    new_hold_data,
 )
 from billing.services.ledger import (
     Actor,
@@ -69,13 +72,15 @@ from billing.services.ledger import (
     request_transaction,
 )
 from billing.services.one_call import (
-    DEBITED,
     INSUFFICIENT,
     KEY_TAKEN,
+    MADE,
     REPLAY,
     UNKNOWN_OPERATION,
     KeyRecord,
+    OneCall,
     debit_create_one_call,
+    hold_create_one_call,
     one_call_available,
 )
 from config.converters import PublicIdConverter
@@ -219,7 +224,7 @@ def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> 
         )
 
     def body(public_id: str) -> dict[str, Any]:
-        # The answer without what billing_debit() adds: `credits` (an operation's price) and `balance`.
+        # The answer without what billing_spend() adds: `credits` (an operation's price) and `balance`.
         return {name: value for name, value in answer(public_id, 0, 0, 0).items() if name not in ("credits", "balance")}
 
     result = debit_create_one_call(
@@ -232,12 +237,18 @@ def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> 
         body=body,
         now=now,
     )
-    if result.outcome == DEBITED:
+    if result.outcome == MADE:
         assert result.credits is not None and result.available is not None and result.held is not None
         return Response(
-            answer(result.debit_public_id, result.credits, result.available, result.held),
+            answer(result.public_id, result.credits, result.available, result.held),
             status=status.HTTP_201_CREATED,
         )
+    return _one_call_answer(result, scope, key, request_hash, operation)
+
+
+def _one_call_answer(result: OneCall, scope: str, key: str, request_hash: str, operation: str) -> Response | None:
+    """The answer to a one-call spend that did not happen: a replay, a recorded refusal, a 400;
+    None when the account has something to settle first."""
     if result.outcome in (REPLAY, KEY_TAKEN):
         return replay(scope, key, request_hash)
     if result.outcome == INSUFFICIENT:
@@ -247,6 +258,44 @@ def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> 
     if result.outcome == UNKNOWN_OPERATION:
         raise UnknownOperation(f"Unknown or inactive operation {operation!r}.", field="operation")
     return None
+
+
+def _hold_one_call(request: Request, account_id: str, data: dict[str, Any]) -> Response | None:
+    """A plain hold as one database call; None when the account has something to settle first."""
+    scope, key, request_hash = request_key(request)
+    now = timezone.now()
+    operation = data.get("operation", "")
+
+    def answer(public_id: str, credits: int) -> dict[str, Any]:
+        return new_hold_data(
+            public_id=public_id,
+            account=account_id,
+            credits=credits,
+            operation=operation,
+            reference=data["reference"],
+            created_at=now,
+            expires_at=now + timedelta(seconds=data["expires_in"]),
+        )
+
+    def body(public_id: str) -> dict[str, Any]:
+        # The answer without what billing_spend() adds: `credits` (an operation's price).
+        return {name: value for name, value in answer(public_id, 0).items() if name != "credits"}
+
+    result = hold_create_one_call(
+        account=account_id,
+        credits=data.get("credits"),
+        operation=operation,
+        reference=data["reference"],
+        expires_in=data["expires_in"],
+        actor=actor_of(request),
+        record=KeyRecord(scope, key, request_hash),
+        body=body,
+        now=now,
+    )
+    if result.outcome == MADE:
+        assert result.credits is not None
+        return Response(answer(result.public_id, result.credits), status=status.HTTP_201_CREATED)
+    return _one_call_answer(result, scope, key, request_hash, operation)
 
 
 @dataclass(frozen=True)
@@ -401,8 +450,14 @@ class HoldCreateView(ServiceView):
         tags=["holds"],
     )
     def post(self, request: Request, account_id: str) -> Response:
+        plain = hold_request_fast(request.data)
+        if plain is not None and one_call_available():
+            answered = _hold_one_call(request, account_id, plain)
+            if answered is not None:
+                return answered
+
         def handle() -> Response:
-            data = parse(HoldRequest, request.data)
+            data = plain or parse(HoldRequest, request.data)
             credits, operation = spend_credits(data)
             hold = hold_create(
                 account=account_id,

@@ -136,7 +136,7 @@ def _iso_sql(column: str) -> str:
 # The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
 # PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
 # expiry, or (when active) the current free period's grant not yet made; the period is
-# billing.periods.period_at's, as in billing_debit() (migration billing 0006).
+# billing.periods.period_at's, as in billing_spend() (migration billing 0006).
 _BALANCE_JSON = f"""
 SELECT CASE WHEN
     (a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id

@@ -143,6 +143,20 @@ def debit_request_fast(raw: Any) -> dict[str, Any] | None:
     return _spend_fast(raw, _SINGLE_REQUIRED)
 
 
+def hold_request_fast(raw: Any) -> dict[str, Any] | None:
+    """HoldRequest's validated data for a plain, valid body without a serializer, or None (as
+    debit_request_fast: a subset of what HoldRequest accepts, with the same result)."""
+    if not isinstance(raw, dict):
+        return None
+    expires_in = raw.get("expires_in", settings.HOLD_DEFAULT_EXPIRES_IN_SECONDS)
+    if type(expires_in) is not int or not 1 <= expires_in <= settings.HOLD_MAX_EXPIRES_IN_SECONDS:
+        return None
+    data = _spend_fast({key: value for key, value in raw.items() if key != "expires_in"}, _SINGLE_REQUIRED)
+    if data is not None:
+        data["expires_in"] = expires_in
+    return data
+
+
 def batch_item_fast(raw: Any) -> dict[str, Any] | None:
     """DebitBatchItem's validated data for a plain, valid item, or None (as debit_request_fast).
 
@@ -338,17 +352,45 @@ def new_debit_data(
 
 def hold_data(hold: Hold) -> dict[str, Any]:
     """HoldOut's body without a serializer per request (tests compare the two)."""
+    return new_hold_data(
+        public_id=hold.public_id,
+        account=hold.account.public_id,
+        credits=hold.credits,
+        operation=hold.operation,
+        reference=hold.reference,
+        created_at=hold.created_at,
+        expires_at=hold.expires_at,
+        captured_credits=hold.captured_credits,
+        status=hold.status,
+        settled_at=hold.settled_at,
+    )
+
+
+def new_hold_data(
+    *,
+    public_id: str,
+    account: str,
+    credits: int,
+    operation: str,
+    reference: str,
+    created_at: datetime,
+    expires_at: datetime,
+    captured_credits: int = 0,
+    status: str = "pending",
+    settled_at: datetime | None = None,
+) -> dict[str, Any]:
+    """hold_data() from the hold's values (the one-call hold has no Hold instance)."""
     return {
-        "id": hold.public_id,
-        "account": hold.account.public_id,
-        "credits": hold.credits,
-        "captured_credits": hold.captured_credits,
-        "status": hold.status,
-        "operation": hold.operation,
-        "reference": hold.reference,
-        "created_at": _datetime(hold.created_at),
-        "expires_at": _datetime(hold.expires_at),
-        "settled_at": _datetime(hold.settled_at),
+        "id": public_id,
+        "account": account,
+        "credits": credits,
+        "captured_credits": captured_credits,
+        "status": status,
+        "operation": operation,
+        "reference": reference,
+        "created_at": _datetime(created_at),
+        "expires_at": _datetime(expires_at),
+        "settled_at": _datetime(settled_at),
     }
 
 

@@ -1,10 +1,11 @@
-"""billing_debit(): the common debit in one database call (billing/services/one_call.py).
+"""billing_spend(): the common debit or hold in one database call (billing/services/one_call.py).
 
-The function does what billing.services.ledger.debit_create and the Idempotency-Key layer do
-for an account with nothing to settle, in the same order and with the same rows: lock the
-account, read its lots in spend order, insert the debit, take the credits lot by lot with one
-`debit` entry each (running balances), write the cached balance, and record the key with the
-response body. Called as a statement of its own in autocommit mode it is its own transaction, so
+The function does what billing.services.ledger.debit_create (kind `debit`) or hold_create (kind
+`hold`) and the Idempotency-Key layer do for an account with nothing to settle, in the same order
+and with the same rows: lock the account, read its lots in spend order, insert the debit or the
+hold, take the credits lot by lot with one `debit` or `hold` entry each (running balances; a hold
+moves the credits to held), write the cached balances, and record the key with the response
+body. Called as a statement of its own in autocommit mode it is its own transaction, so
 a debit costs one round trip instead of six, and the account lock is held only while the server
 runs it.
 
@@ -15,7 +16,7 @@ Each statement in a VOLATILE PL/pgSQL function takes a fresh snapshot (READ COMM
 lots are read after the account lock is granted and see every write committed before it, as
 the Python service's separate statements do.
 
-Outcomes: `debited` (credits, available and held after), `insufficient` (available = what the
+Outcomes: `made` (credits, available and held after), `insufficient` (available = what the
 lots hold; nothing written), `replay` (the key is recorded already; nothing written),
 `unknown_operation` (nothing written), `settle` (nothing written). A key recorded meanwhile by a
 concurrent request makes the key INSERT fail with a unique violation after that request
@@ -24,11 +25,11 @@ commits, which rolls the whole call back; the caller then replays.
 
 from django.db import migrations
 
-DEBIT_FUNCTION = r"""
-CREATE OR REPLACE FUNCTION billing_debit(
-    p_account varchar, p_credits bigint, p_operation varchar, p_now timestamptz,
-    p_debit_public_id varchar, p_reference varchar, p_actor_type varchar, p_actor_id varchar,
-    p_scope varchar, p_key varchar, p_request_hash varchar, p_body jsonb,
+SPEND_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION billing_spend(
+    p_kind varchar, p_account varchar, p_credits bigint, p_operation varchar, p_now timestamptz,
+    p_expires_at timestamptz, p_public_id varchar, p_reference varchar, p_actor_type varchar,
+    p_actor_id varchar, p_scope varchar, p_key varchar, p_request_hash varchar, p_body jsonb,
     OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint
 ) LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -39,8 +40,9 @@ DECLARE
     period_start timestamp;
     spendable bigint;
     lapsed boolean;
-    debit_id bigint;
+    made_id bigint;
     balance bigint;
+    on_hold bigint;
     part bigint;
     still bigint;
 BEGIN
@@ -108,14 +110,26 @@ BEGIN
         RETURN;
     END IF;
 
-    INSERT INTO billing_debit
-        (public_id, account_id, credits, operation, reference, metadata, actor_type, actor_id, created_at)
-    VALUES (p_debit_public_id, acct.id, credits, p_operation, p_reference, '{}'::jsonb,
-            p_actor_type, p_actor_id, p_now)
-    RETURNING id INTO debit_id;
+    IF p_kind = 'debit' THEN
+        INSERT INTO billing_debit
+            (public_id, account_id, credits, operation, reference, metadata, actor_type, actor_id, created_at)
+        VALUES (p_public_id, acct.id, credits, p_operation, p_reference, '{}'::jsonb,
+                p_actor_type, p_actor_id, p_now)
+        RETURNING id INTO made_id;
+    ELSIF p_kind = 'hold' THEN
+        INSERT INTO billing_hold
+            (public_id, account_id, credits, captured_credits, status, operation, reference,
+             actor_type, actor_id, created_at, expires_at)
+        VALUES (p_public_id, acct.id, credits, 0, 'pending', p_operation, p_reference,
+                p_actor_type, p_actor_id, p_now, p_expires_at)
+        RETURNING id INTO made_id;
+    ELSE
+        RAISE EXCEPTION USING MESSAGE = 'billing_spend: unknown kind ' || p_kind;
+    END IF;
 
     -- Earliest expiry first, never-expiring last, then priority, then oldest (SPEND_ORDER).
     balance := acct.available_credits;
+    on_hold := acct.held_credits;
     still := credits;
     FOR lot IN
         SELECT g.id, g.remaining FROM billing_grant g
@@ -125,41 +139,48 @@ BEGIN
         part := least(lot.remaining, still);
         UPDATE billing_grant SET remaining = remaining - part WHERE id = lot.id;
         balance := balance - part;
+        IF p_kind = 'hold' THEN
+            on_hold := on_hold + part;
+        END IF;
         INSERT INTO billing_ledgerentry
             (account_id, kind, credits, held_credits, balance_after, held_after, grant_id, hold_id,
              debit_id, actor_type, actor_id, reference, created_at)
-        VALUES (acct.id, 'debit', -part, 0, balance, acct.held_credits, lot.id, NULL,
-                debit_id, p_actor_type, p_actor_id, p_reference, p_now);
+        VALUES (acct.id, p_kind, -part, CASE WHEN p_kind = 'hold' THEN part ELSE 0 END, balance, on_hold, lot.id,
+                CASE WHEN p_kind = 'hold' THEN made_id END, CASE WHEN p_kind = 'debit' THEN made_id END,
+                p_actor_type, p_actor_id, p_reference, p_now);
         still := still - part;
         EXIT WHEN still = 0;
     END LOOP;
-    UPDATE accounts_account SET available_credits = balance WHERE id = acct.id;
+    UPDATE accounts_account SET available_credits = balance, held_credits = on_hold WHERE id = acct.id;
 
     available := balance;
-    held := acct.held_credits;
+    held := on_hold;
+    -- The answer: a debit shows the balance after it, a hold does not.
     INSERT INTO billing_idempotencykey (scope, key, request_hash, created_at, status_code, response_body)
     VALUES (p_scope, p_key, p_request_hash, p_now, 201,
-            p_body || jsonb_build_object(
-                'credits', credits, 'balance', jsonb_build_object('available', available, 'held', held)));
-    outcome := 'debited';
+            p_body || CASE WHEN p_kind = 'debit'
+                           THEN jsonb_build_object('credits', credits, 'balance',
+                                                   jsonb_build_object('available', available, 'held', held))
+                           ELSE jsonb_build_object('credits', credits) END);
+    outcome := 'made';
 END
 $$;
 """
 
-DROP_DEBIT_FUNCTION = (
-    "DROP FUNCTION IF EXISTS billing_debit(varchar, bigint, varchar, timestamptz, varchar, varchar, varchar, "
-    "varchar, varchar, varchar, varchar, jsonb)"
+DROP_SPEND_FUNCTION = (
+    "DROP FUNCTION IF EXISTS billing_spend(varchar, varchar, bigint, varchar, timestamptz, timestamptz, varchar, "
+    "varchar, varchar, varchar, varchar, varchar, varchar, jsonb)"
 )
 
 
 def create_function(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DEBIT_FUNCTION)
+        schema_editor.execute(SPEND_FUNCTION)
 
 
 def drop_function(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_DEBIT_FUNCTION)
+        schema_editor.execute(DROP_SPEND_FUNCTION)
 
 
 class Migration(migrations.Migration):

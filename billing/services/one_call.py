@@ -1,11 +1,11 @@
-"""The common debit in one database call: the PostgreSQL function billing_debit().
+"""The common debit or hold in one database call: the PostgreSQL function billing_spend().
 
-The function (migration billing 0006, which explains it) does what debit_create and the
-Idempotency-Key layer do for an account with nothing to settle, as one statement run in
+The function (migration billing 0006, which explains it) does what debit_create or hold_create
+and the Idempotency-Key layer do for an account with nothing to settle, as one statement run in
 autocommit mode: its own transaction, one round trip, the account lock held only while the
-server runs it. It writes the same rows as debit_create (tests compare the two ledgers) and
-answers `settle`, writing nothing, whenever the account needs more; the caller then runs
-debit_create, which settles first.
+server runs it. It writes the same rows as those services (tests compare the ledgers) and
+answers `settle`, writing nothing, whenever the account needs more; the caller then runs the
+service, which settles first.
 """
 
 from __future__ import annotations
@@ -14,26 +14,24 @@ import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import UniqueConstraint
 
-from billing.models import IdempotencyKey, new_debit_id
+from billing.models import IdempotencyKey, new_debit_id, new_hold_id
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST, Actor, _check_amount
 
-DEBITED = "debited"
+MADE = "made"
 INSUFFICIENT = "insufficient"
 REPLAY = "replay"  # the key was recorded before the call
 KEY_TAKEN = "key_taken"  # the key was recorded by a concurrent request during the call
 UNKNOWN_OPERATION = "unknown_operation"
 SETTLE = "settle"
 
-_CALL = (
-    "SELECT outcome, credits, available, held FROM billing_debit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-)
+_CALL = "SELECT outcome, credits, available, held FROM billing_spend(" + ", ".join(["%s"] * 13) + ", %s::jsonb)"
 
 
 @dataclass(frozen=True)
@@ -46,16 +44,16 @@ class KeyRecord:
 
 
 @dataclass(frozen=True)
-class OneCallDebit:
+class OneCall:
     outcome: str
-    debit_public_id: str
+    public_id: str
     credits: int | None = None
     available: int | None = None
     held: int | None = None
 
 
 def one_call_available() -> bool:
-    """billing_debit() exists on PostgreSQL only."""
+    """billing_spend() exists on PostgreSQL only."""
     return connection.vendor == "postgresql"
 
 
@@ -76,21 +74,58 @@ def debit_create_one_call(
     record: KeyRecord,
     body: Callable[[str], dict[str, Any]],
     now: datetime,
-) -> OneCallDebit:
+) -> OneCall:
     """Debit `credits` (or the active `operation`'s price) from the account with this public id,
     and record `record` with the response: `body(debit public id)` plus the debit's `credits`
     and its `balance` after.
     """
+    return _spend("debit", new_debit_id(), account, credits, operation, reference, None, actor, record, body, now)
+
+
+def hold_create_one_call(
+    *,
+    account: str,
+    credits: int | None,
+    operation: str,
+    reference: str,
+    expires_in: int,
+    actor: Actor,
+    record: KeyRecord,
+    body: Callable[[str], dict[str, Any]],
+    now: datetime,
+) -> OneCall:
+    """Hold `credits` (or the active `operation`'s price) on the account with this public id
+    until `expires_in` seconds from `now`, and record `record` with the response:
+    `body(hold public id)` plus the hold's `credits`.
+    """
+    expires_at = now + timedelta(seconds=expires_in)
+    return _spend("hold", new_hold_id(), account, credits, operation, reference, expires_at, actor, record, body, now)
+
+
+def _spend(
+    kind: str,
+    public_id: str,
+    account: str,
+    credits: int | None,
+    operation: str,
+    reference: str,
+    expires_at: datetime | None,
+    actor: Actor,
+    record: KeyRecord,
+    body: Callable[[str], dict[str, Any]],
+    now: datetime,
+) -> OneCall:
     if credits is not None:
         _check_amount(credits)
     elif not operation:
-        raise ValueError("a debit needs credits or an operation")
-    public_id = new_debit_id()
+        raise ValueError("a spend needs credits or an operation")
     params = [
+        kind,
         account,
         credits,
         operation,
         now,
+        expires_at,
         public_id,
         reference,
         actor.type,
@@ -109,10 +144,10 @@ def debit_create_one_call(
     except IntegrityError as exc:
         if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != _key_constraint():
             raise
-        return OneCallDebit(KEY_TAKEN, public_id)
+        return OneCall(KEY_TAKEN, public_id)
     if charged is not None and not 1 <= charged <= MAX_CREDITS_PER_REQUEST:
-        raise AssertionError(f"billing_debit charged {charged} credits")
-    return OneCallDebit(outcome, public_id, charged, available, held)
+        raise AssertionError(f"billing_spend charged {charged} credits")
+    return OneCall(outcome, public_id, charged, available, held)
 
 
 def _json(value: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
-"""The one-call debit (billing_debit(), billing/services/one_call.py) against the ledger service.
+"""The one-call debit and hold (billing_spend(), billing/services/one_call.py) against the ledger
+service.
 
-A plain debit body goes to billing_debit(): one database statement that writes what
-debit_create and the Idempotency-Key layer write, or answers `settle` and writes nothing when
-the account has something to settle first. These tests compare the two paths row by row, check
+A plain debit or hold body goes to billing_spend(): one database statement that writes what
+debit_create or hold_create and the Idempotency-Key layer write, or answers `settle` and writes
+nothing when the account has something to settle first. These tests compare the two paths row by row, check
 the function's free-period decision against billing.periods, and drive every outcome through
 the API.
 """
@@ -26,22 +27,25 @@ from accounts.models import Account
 from billing.errors import InsufficientCredits
 from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Operation
 from billing.periods import period_at
-from billing.serializers import DebitOut
+from billing.serializers import DebitOut, HoldOut, HoldRequest, hold_request_fast
 from billing.services.ledger import Actor, debit_create, free_period_due, hold_create
 from billing.services.one_call import (
-    DEBITED,
     INSUFFICIENT,
+    MADE,
     REPLAY,
     SETTLE,
     UNKNOWN_OPERATION,
     KeyRecord,
     debit_create_one_call,
+    hold_create_one_call,
 )
 from tests.billing.factories import give, make_account
 from tests.billing.test_concurrency import Reply, run_concurrently
+from tests.billing.test_debit_batch import _variants, assert_fast_subset
 from tests.conftest import Api
 
 SERVICE = Actor("service", "7")
+EXPIRES_IN_VALUES = [0, 1, 900, 86400, 86401, -1, True, 1.0, "60", None]
 
 
 def data_statements(queries) -> list[str]:  # type: ignore[no-untyped-def]
@@ -71,6 +75,9 @@ def ledger_rows(account: Account) -> list[tuple[Any, ...]]:
     debits = {
         pk: n for n, pk in enumerate(Debit.objects.filter(account=account).order_by("id").values_list("pk", flat=True))
     }
+    holds = {
+        pk: n for n, pk in enumerate(Hold.objects.filter(account=account).order_by("id").values_list("pk", flat=True))
+    }
     return [
         (
             e.kind,
@@ -80,6 +87,7 @@ def ledger_rows(account: Account) -> list[tuple[Any, ...]]:
             e.held_after,
             lots.get(e.grant_id),
             debits.get(e.debit_id),
+            holds.get(e.hold_id),
             e.actor_type,
             e.actor_id,
             e.reference,
@@ -92,7 +100,12 @@ def state(account: Account) -> tuple[Any, ...]:
     account.refresh_from_db()
     lots = list(Grant.objects.filter(account=account).order_by("id").values_list("remaining", flat=True))
     debits = list(Debit.objects.filter(account=account).order_by("id").values_list("credits", "operation", "reference"))
-    return account.available_credits, account.held_credits, lots, debits, ledger_rows(account)
+    holds = list(
+        Hold.objects.filter(account=account)
+        .order_by("id")
+        .values_list("credits", "captured_credits", "status", "operation", "reference", "created_at", "expires_at")
+    )
+    return account.available_credits, account.held_credits, lots, debits, holds, ledger_rows(account)
 
 
 # --- the same rows as debit_create ----------------------------------------------------------
@@ -104,23 +117,45 @@ LOT = st.tuples(
 )
 
 
+SPEND = st.tuples(st.sampled_from(["debit", "hold"]), st.integers(min_value=1, max_value=25))
+
+
 @pytest.mark.django_db
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lots=st.lists(LOT, min_size=0, max_size=5), debits=st.lists(st.integers(min_value=1, max_value=25), max_size=8))
-def test_one_call_writes_what_debit_create_writes(lots, debits):
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lots=st.lists(LOT, min_size=0, max_size=5), spends=st.lists(SPEND, max_size=8))
+def test_one_call_writes_what_debit_create_and_hold_create_write(lots, spends):
     now = timezone.now()
     by_function, by_service = make_account(), make_account()
     for account in (by_function, by_service):
         for credits, days, priority in lots:
             expires = None if days is None else now + timedelta(days=days)
             give(account, credits, expires_at=expires, priority=priority, now=now)
-    for n, credits in enumerate(debits):
+    for n, (kind, credits) in enumerate(spends):
         at = now + timedelta(seconds=n + 1)
-        result = one_call(by_function, credits, key=f"{by_function.public_id}-{n}", now=at)
+        key = f"{by_function.public_id}-{n}"
+        reference = f"ref-{key}"
+        if kind == "debit":
+            result = one_call(by_function, credits, key=key, now=at)
+        else:
+            result = hold_create_one_call(
+                account=by_function.public_id,
+                credits=credits,
+                operation="",
+                reference=reference,
+                expires_in=600,
+                actor=SERVICE,
+                record=KeyRecord("svc:test", key, "hash"),
+                body=lambda hold_id: {"id": hold_id},
+                now=at,
+            )
         try:
-            reference = f"ref-{by_function.public_id}-{n}"
-            debit_create(account=by_service, credits=credits, actor=SERVICE, reference=reference, now=at)
-            expected = DEBITED
+            if kind == "debit":
+                debit_create(account=by_service, credits=credits, actor=SERVICE, reference=reference, now=at)
+            else:
+                hold_create(
+                    account=by_service, credits=credits, expires_in=600, actor=SERVICE, reference=reference, now=at
+                )
+            expected = MADE
         except InsufficientCredits as refusal:
             expected = INSUFFICIENT
             assert result.available == refusal.details["available"]
@@ -140,7 +175,7 @@ def test_a_debit_is_one_statement_and_its_key_holds_the_answer(service_key, asse
 
     assert response.status_code == 201, response.content
     statements = data_statements(queries)
-    assert len(statements) == 1 and "billing_debit(" in statements[0], statements
+    assert len(statements) == 1 and "billing_spend(" in statements[0], statements
     debit = Debit.objects.select_related("account").get(public_id=response.json()["id"])
     expected = dict(DebitOut(debit).data)
     expected["balance"] = {"available": 3, "held": 0}
@@ -208,7 +243,7 @@ def test_insufficient_credits_are_refused_recorded_and_replayed(service_key, ass
 def test_a_recorded_key_replays_and_a_changed_request_is_a_conflict(service_key):
     account = make_account()
     give(account, 10)
-    assert one_call(account, 1, key="k").outcome == DEBITED
+    assert one_call(account, 1, key="k").outcome == MADE
     assert one_call(account, 1, key="k").outcome == REPLAY
     api = Api(service_key)
     path = f"/accounts/{account.public_id}/debits"
@@ -266,7 +301,7 @@ def test_the_lazy_free_grant_is_made_before_a_one_call_debit(service_key, assert
     account.refresh_from_db()
     assert free_period_due(account, timezone.now()) is None
     # The second debit needs nothing settled: the function makes it.
-    assert one_call(account, 1, key="g").outcome == DEBITED
+    assert one_call(account, 1, key="g").outcome == MADE
     assert_ledger_clean()
 
 
@@ -300,14 +335,14 @@ def test_the_free_period_decision_matches_billing_periods():
                 first = datetime(now.year, now.month, anchor, tzinfo=UTC) - timedelta(days=31 * months_before)
                 first = first.replace(day=anchor)
                 period = period_at(first_period_start=first, anchor_day=anchor, now=now)
-                for granted, expect in ((period.start, DEBITED), (period.start - timedelta(microseconds=1), SETTLE)):
+                for granted, expect in ((period.start, MADE), (period.start - timedelta(microseconds=1), SETTLE)):
                     Account.objects.filter(pk=account.pk).update(
                         period_anchor_day=anchor, first_period_start=first, free_period_start=granted
                     )
                     result = one_call(account, 1, key=f"p{sum(checked.values())}", now=now)
                     assert result.outcome == expect, (now, anchor, first, granted, period)
                     checked[expect] += 1
-    assert checked == {DEBITED: 480, SETTLE: 480}
+    assert checked == {MADE: 480, SETTLE: 480}
 
 
 # --- under concurrency ----------------------------------------------------------------------
@@ -355,3 +390,82 @@ def test_one_call_debits_racing_on_one_account_spend_exactly_the_balance(service
     assert set(Grant.objects.filter(account=account).values_list("remaining", flat=True)) == {0}
     assert Debit.objects.filter(account=account).count() == 60
     assert_ledger_clean()
+
+
+# --- holds --------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_hold_is_one_statement_its_key_holds_the_answer_and_it_captures(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 2, expires_at=timezone.now() + timedelta(days=3), priority=10)
+    give(account, 5)
+    api = Api(service_key)
+    assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200  # the key is cached now
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(
+            f"/accounts/{account.public_id}/holds", {"credits": 4, "reference": "h-1", "expires_in": 120}, idem="h"
+        )
+
+    assert response.status_code == 201, response.content
+    statements = data_statements(queries)
+    assert len(statements) == 1 and "billing_spend(" in statements[0], statements
+    hold = Hold.objects.select_related("account").get(public_id=response.json()["id"])
+    assert response.json() == dict(HoldOut(hold).data)
+    assert (hold.expires_at - hold.created_at) == timedelta(seconds=120)
+    assert IdempotencyKey.objects.get(key="h").response_body == response.json()
+    account.refresh_from_db()
+    assert (account.available_credits, account.held_credits) == (3, 4)
+    assert [(e.credits, e.held_credits) for e in LedgerEntry.objects.filter(hold=hold).order_by("id")] == [
+        (-2, 2),
+        (-2, 2),
+    ]
+    replayed = api.post(
+        f"/accounts/{account.public_id}/holds", {"credits": 4, "reference": "h-1", "expires_in": 120}, idem="h"
+    )
+    assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == response.json()
+    captured = api.post(f"/holds/{hold.public_id}/capture", {"credits": 3})
+    assert captured.status_code == 200 and captured.json()["status"] == "captured"
+    account.refresh_from_db()
+    assert (account.available_credits, account.held_credits) == (4, 0)
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_a_hold_by_operation_with_the_default_expiry_and_the_refusals(service_key, settings):
+    account = make_account()
+    give(account, 4)
+    Operation.objects.update_or_create(code="upscale", defaults={"credits": 3, "active": True})
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/holds"
+    made = api.post(path, {"operation": "upscale", "reference": "r"})
+    assert made.status_code == 201 and made.json()["credits"] == 3
+    hold = Hold.objects.get(public_id=made.json()["id"])
+    assert (hold.expires_at - hold.created_at) == timedelta(seconds=settings.HOLD_DEFAULT_EXPIRES_IN_SECONDS)
+    poor = api.post(path, {"credits": 2, "reference": "r"}, idem="poor")
+    assert poor.status_code == 402 and poor.json()["error"]["available"] == 1
+    assert IdempotencyKey.objects.get(key="poor").status_code == 402
+    unknown = api.post(path, {"operation": "nope", "reference": "r"}, idem="nope")
+    assert unknown.status_code == 400 and not IdempotencyKey.objects.filter(key="nope").exists()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *[
+            {k: v for k, v in variant.items() if k not in ("account_id", "idempotency_key")}
+            for variant in _variants()
+            if isinstance(variant, dict)
+        ],
+        *[{"credits": 1, "reference": "r", "expires_in": value} for value in EXPIRES_IN_VALUES],
+        {"operation": "generation", "reference": "r", "expires_in": 60},
+        "not a dict",
+    ],
+)
+def test_the_fast_hold_check_accepts_only_what_the_serializer_accepts(raw):
+    assert_fast_subset(hold_request_fast, HoldRequest, raw)
+
+
+def test_the_fast_hold_check_takes_the_common_bodies():
+    assert hold_request_fast({"credits": 1, "reference": "r"}) is not None
+    assert hold_request_fast({"operation": "generation", "reference": "r", "expires_in": 60}) is not None
