@@ -35,6 +35,7 @@ from billing.idempotency import (
 from billing.models import ActorType, Debit, Hold, Operation
 from billing.selectors import balance_by_public_id, balance_get, balance_json, ledger_page, operation_price
 from billing.serializers import (
+    HOLD_FIELDS,
     BalanceOut,
     CaptureRequest,
     DebitBatchItem,
@@ -50,6 +51,7 @@ from billing.serializers import (
     LedgerQuery,
     balance_data,
     batch_item_fast,
+    capture_request_fast,
     debit_data,
     debit_request_fast,
     encode_cursor,
@@ -80,6 +82,7 @@ from billing.services.one_call import (
     KeyRecord,
     OneCall,
     debit_create_one_call,
+    hold_capture_one_call,
     hold_create_one_call,
     one_call_available,
 )
@@ -491,8 +494,24 @@ class HoldCaptureView(ServiceView):
         tags=["holds"],
     )
     def post(self, request: Request, hold_id: str) -> Response:
+        plain = capture_request_fast(request.data)
+        if plain is not None and one_call_available():
+            scope, key, request_hash = request_key(request)
+            outcome, body = hold_capture_one_call(
+                hold=hold_id,
+                credits=plain.get("credits"),
+                actor=actor_of(request),
+                record=KeyRecord(scope, key, request_hash),
+                now=timezone.now(),
+            )
+            if outcome == MADE:
+                assert body is not None
+                return Response({name: body[name] for name in HOLD_FIELDS})
+            if outcome in (REPLAY, KEY_TAKEN):
+                return replay(scope, key, request_hash)
+
         def handle() -> Response:
-            data = parse(CaptureRequest, request.data)
+            data = parse(CaptureRequest, request.data) if plain is None else plain
             hold = hold_capture(hold=hold_id, credits=data.get("credits"), actor=actor_of(request))
             if hold.status == Hold.Status.EXPIRED:
                 # Returned, not raised: the release that came with the refusal must commit.

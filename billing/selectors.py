@@ -122,22 +122,12 @@ def purchases_of(*, account: Account, limit: int = 100) -> list[Purchase]:
     return list(Purchase.objects.filter(account=account).select_related("pack").order_by("-created_at", "-id")[:limit])
 
 
-# A timestamptz as the API writes it (DRF's DateTimeField in UTC): ISO 8601, microseconds only
-# when there are any, "Z" for UTC.
-def _iso_sql(column: str) -> str:
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (
-        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
-        f"|| CASE WHEN extract(microseconds FROM {utc})::bigint %% 1000000 <> 0 THEN to_char({utc}, '.US') ELSE '' END "
-        "|| 'Z'"
-    )
-
-
 # The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
 # PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
 # expiry, or (when active) the current free period's grant not yet made; the period is
-# billing.periods.period_at's, as in billing_spend() (migration billing 0006).
-_BALANCE_JSON = f"""
+# billing.periods.period_at's, as in billing_spend() (migration billing 0006). Times are written
+# by billing_iso() (migration billing 0009), as DRF's DateTimeField writes them.
+_BALANCE_JSON = """
 SELECT CASE WHEN
     (a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
                                     AND h.status = 'pending' AND h.expires_at <= %(now)s))
@@ -151,17 +141,17 @@ SELECT CASE WHEN
                                + (a.period_anchor_day - 1) * interval '1 day' AS previous_month
                     FROM (SELECT %(now)s::timestamptz AT TIME ZONE 'UTC' AS now_utc) n) b) p)))
   THEN NULL
-  ELSE '{{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
+  ELSE '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
        || ',"available":' || (l.free + l.paid) || ',"held":' || a.held_credits
-       || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}}'
+       || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}'
   END
 FROM accounts_account a
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(g.remaining) FILTER (WHERE g.source <> 'purchase'), 0) AS free,
            coalesce(sum(g.remaining) FILTER (WHERE g.source = 'purchase'), 0) AS paid,
            coalesce(string_agg(
-               '{{"id":' || g.id || ',"source":' || to_json(g.source)::text || ',"remaining":' || g.remaining
-               || ',"expires_at":' || coalesce('"' || {_iso_sql("g.expires_at")} || '"', 'null') || '}}',
+               '{"id":' || g.id || ',"source":' || to_json(g.source)::text || ',"remaining":' || g.remaining
+               || ',"expires_at":' || coalesce('"' || billing_iso(g.expires_at) || '"', 'null') || '}',
                ',' ORDER BY g.expires_at ASC NULLS LAST, g.priority, g.created_at, g.id), '') AS grants
     FROM billing_grant g
     WHERE g.account_id = a.id AND g.remaining > 0 AND (g.expires_at IS NULL OR g.expires_at > %(now)s)

@@ -157,6 +157,18 @@ def hold_request_fast(raw: Any) -> dict[str, Any] | None:
     return data
 
 
+def capture_request_fast(raw: Any) -> dict[str, Any] | None:
+    """CaptureRequest's validated data for `{}` or `{"credits": n}`, or None (as debit_request_fast)."""
+    if raw == {}:
+        return {}
+    if not isinstance(raw, dict) or raw.keys() != {"credits"}:
+        return None
+    credits = raw["credits"]
+    if type(credits) is not int or not 0 <= credits <= MAX_CREDITS_PER_REQUEST:
+        return None
+    return {"credits": credits}
+
+
 def batch_item_fast(raw: Any) -> dict[str, Any] | None:
     """DebitBatchItem's validated data for a plain, valid item, or None (as debit_request_fast).
 
@@ -364,6 +376,20 @@ def hold_data(hold: Hold) -> dict[str, Any]:
         status=hold.status,
         settled_at=hold.settled_at,
     )
+
+
+HOLD_FIELDS = (
+    "id",
+    "account",
+    "credits",
+    "captured_credits",
+    "status",
+    "operation",
+    "reference",
+    "created_at",
+    "expires_at",
+    "settled_at",
+)
 
 
 def new_hold_data(

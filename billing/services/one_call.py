@@ -102,6 +102,41 @@ def hold_create_one_call(
     return _spend("hold", new_hold_id(), account, credits, operation, reference, expires_at, actor, record, body, now)
 
 
+_CAPTURE = "SELECT outcome, body FROM billing_capture(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+def hold_capture_one_call(
+    *, hold: str, credits: int | None, actor: Actor, record: KeyRecord, now: datetime
+) -> tuple[str, dict[str, Any] | None]:
+    """Capture `credits` (all when None) of the pending hold with this public id and record
+    `record` with the answer: (outcome, the hold as the API shows it when MADE). billing_capture()
+    (migration billing 0009) leaves anything but a pending, unexpired hold to hold_capture."""
+    params = [hold, credits, now, actor.type, actor.id, record.scope, record.key, record.request_hash]
+    row = _call(_CAPTURE, params)
+    if row is None:
+        return KEY_TAKEN, None
+    outcome, body = row
+    # Django has psycopg hand jsonb over as text (its JSONField decodes it itself).
+    return outcome, json.loads(body) if isinstance(body, str) else body
+
+
+def _call(statement: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """One call of a one-call function: its row, or None when a concurrent request recorded the
+    key meanwhile (the call then rolled back whole).
+
+    Outside a transaction (the API's case) the call is a transaction of its own; inside one it
+    takes a savepoint, so that a key taken meanwhile rolls back only the call.
+    """
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchone()
+    except IntegrityError as exc:
+        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != _key_constraint():
+            raise
+        return None
+
+
 def _spend(
     kind: str,
     public_id: str,
@@ -135,16 +170,10 @@ def _spend(
         record.request_hash,
         _json(body(public_id)),
     ]
-    # Outside a transaction (the API's case) the call is a transaction of its own; inside one it
-    # takes a savepoint, so that a key taken meanwhile rolls back only the call.
-    try:
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-            cursor.execute(_CALL, params)
-            outcome, charged, available, held = cursor.fetchone()
-    except IntegrityError as exc:
-        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != _key_constraint():
-            raise
+    row = _call(_CALL, params)
+    if row is None:
         return OneCall(KEY_TAKEN, public_id)
+    outcome, charged, available, held = row
     if charged is not None and not 1 <= charged <= MAX_CREDITS_PER_REQUEST:
         raise AssertionError(f"billing_spend charged {charged} credits")
     return OneCall(outcome, public_id, charged, available, held)

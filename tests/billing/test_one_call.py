@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -27,8 +28,15 @@ from accounts.models import Account
 from billing.errors import InsufficientCredits
 from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Operation
 from billing.periods import period_at
-from billing.serializers import DebitOut, HoldOut, HoldRequest, hold_request_fast
-from billing.services.ledger import Actor, debit_create, free_period_due, hold_create
+from billing.serializers import (
+    CaptureRequest,
+    DebitOut,
+    HoldOut,
+    HoldRequest,
+    capture_request_fast,
+    hold_request_fast,
+)
+from billing.services.ledger import Actor, debit_create, free_period_due, hold_capture, hold_create
 from billing.services.one_call import (
     INSUFFICIENT,
     MADE,
@@ -37,6 +45,7 @@ from billing.services.one_call import (
     UNKNOWN_OPERATION,
     KeyRecord,
     debit_create_one_call,
+    hold_capture_one_call,
     hold_create_one_call,
 )
 from tests.billing.factories import give, make_account
@@ -469,3 +478,135 @@ def test_the_fast_hold_check_accepts_only_what_the_serializer_accepts(raw):
 def test_the_fast_hold_check_takes_the_common_bodies():
     assert hold_request_fast({"credits": 1, "reference": "r"}) is not None
     assert hold_request_fast({"operation": "generation", "reference": "r", "expires_in": 60}) is not None
+
+
+# --- captures -----------------------------------------------------------------------------------
+
+CAPTURE_LOT = st.tuples(
+    st.integers(min_value=1, max_value=6),  # credits
+    st.sampled_from([None, 30, 90, 10_000]),  # expires this many seconds after the hold (None: never)
+)
+
+
+@pytest.mark.django_db
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lots=st.lists(CAPTURE_LOT, min_size=1, max_size=4), share=st.one_of(st.none(), st.floats(0, 1)))
+def test_one_call_capture_writes_what_hold_capture_writes(lots, share):
+    held_at = timezone.now()
+    captured_at = held_at + timedelta(seconds=60)  # lots of 30 s have lapsed by then
+    total = sum(credits for credits, _ in lots)
+    holds = []
+    by_function, by_service = make_account(), make_account()
+    for account in (by_function, by_service):
+        for credits, seconds in lots:
+            expires = None if seconds is None else held_at + timedelta(seconds=seconds)
+            give(account, credits, expires_at=expires, now=held_at - timedelta(seconds=1))
+        holds.append(hold_create(account=account, credits=total, expires_in=3600, actor=SERVICE, now=held_at))
+    amount = None if share is None else round(total * share)
+
+    outcome, body = hold_capture_one_call(
+        hold=holds[0].public_id,
+        credits=amount,
+        actor=SERVICE,
+        record=KeyRecord("svc:test", f"capture-{holds[0].public_id}", "hash"),
+        now=captured_at,
+    )
+    hold_capture(hold=holds[1].public_id, credits=amount, actor=SERVICE, now=captured_at)
+
+    assert outcome == MADE
+    expected = Hold.objects.select_related("account").get(pk=holds[0].pk)
+    assert body == dict(HoldOut(expected).data)
+    assert state(by_function) == state(by_service)
+    settled = [Hold.objects.get(pk=hold.pk) for hold in holds]
+    assert {(h.status, h.captured_credits, h.settled_at) for h in settled} == {
+        ("captured", total if amount is None else amount, captured_at)
+    }
+
+
+@pytest.mark.django_db
+def test_a_capture_is_one_statement_and_its_key_holds_the_answer(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 5)
+    api = Api(service_key)
+    made = api.post(f"/accounts/{account.public_id}/holds", {"credits": 4, "reference": "r"})
+    hold = made.json()["id"]
+    with CaptureQueriesContext(connection) as queries:
+        captured = api.post(f"/holds/{hold}/capture", {"credits": 1}, idem="cap")
+
+    assert captured.status_code == 200, captured.content
+    statements = data_statements(queries)
+    assert len(statements) == 1 and "billing_capture(" in statements[0], statements
+    expected = dict(HoldOut(Hold.objects.select_related("account").get(public_id=hold)).data)
+    assert list(captured.json().items()) == list(expected.items())  # the same fields, in the same order
+    assert IdempotencyKey.objects.get(key="cap").response_body == expected
+    replayed = api.post(f"/holds/{hold}/capture", {"credits": 1}, idem="cap")
+    assert replayed["Idempotent-Replayed"] == "true" and replayed.json() == expected
+    account.refresh_from_db()
+    assert (account.available_credits, account.held_credits) == (4, 0)
+    assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_captures_the_function_leaves_to_the_service(service_key, assert_ledger_clean):
+    account = make_account()
+    give(account, 9)
+    api = Api(service_key)
+    now = timezone.now()
+
+    def hold(**fields: Any) -> str:
+        return api.post(f"/accounts/{account.public_id}/holds", {"credits": 3, "reference": "r", **fields}).json()["id"]
+
+    record = KeyRecord("svc:test", "direct", "hash")
+    assert hold_capture_one_call(hold="hold_doesnotexist", credits=None, actor=SERVICE, record=record, now=now) == (
+        SETTLE,
+        None,
+    )
+    assert api.post("/holds/hold_doesnotexist/capture", {}).status_code == 404
+
+    once = hold()
+    assert api.post(f"/holds/{once}/capture", {}).status_code == 200
+    again = api.post(f"/holds/{once}/capture", {})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "hold_not_pending"
+
+    too_much = hold()
+    refused = api.post(f"/holds/{too_much}/capture", {"credits": 4})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "validation_error"
+
+    lapsing = hold(expires_in=1)
+    later = now + timedelta(seconds=5)
+    assert hold_capture_one_call(hold=lapsing, credits=None, actor=SERVICE, record=record, now=later) == (
+        SETTLE,
+        None,
+    )
+    with time_machine.travel(later):
+        expired = api.post(f"/holds/{lapsing}/capture", {})
+    assert expired.status_code == 409 and expired.json()["error"]["code"] == "hold_expired"
+    assert Hold.objects.get(public_id=lapsing).status == Hold.Status.EXPIRED
+    account.refresh_from_db()
+    # 9 credits: 3 captured, 3 still held by the refused capture, 3 released by the expiry.
+    assert (account.available_credits, account.held_credits) == (3, 3)
+    assert_ledger_clean()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"credits": 0},
+        {"credits": 5},
+        {"credits": -1},
+        {"credits": True},
+        {"credits": 1.0},
+        {"credits": "1"},
+        {"credits": None},
+        {"credits": 10**6},
+        {"credits": 10**6 + 1},
+        {"extra": 1},
+        {"credits": 1, "extra": 1},
+        [],
+        "x",
+        None,
+    ],
+)
+def test_the_fast_capture_check_accepts_only_what_the_serializer_accepts(raw):
+    assert_fast_subset(capture_request_fast, CaptureRequest, raw)
