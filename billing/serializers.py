@@ -426,18 +426,7 @@ class HoldOut(serializers.ModelSerializer):
 
     class Meta:
         model = Hold
-        fields = [
-            "id",
-            "account",
-            "credits",
-            "captured_credits",
-            "status",
-            "operation",
-            "reference",
-            "created_at",
-            "expires_at",
-            "settled_at",
-        ]
+        fields = list(HOLD_FIELDS)
 
 
 class ActorOut(serializers.Serializer):
