@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.core.cache import cache, caches
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -21,6 +22,10 @@ from .services import (
     service_key_cache_key,
     touch_last_used,
 )
+
+# The request attribute a route sets when it checked the service key itself: the principal, or
+# the AuthenticationFailed to raise.
+SERVICE_KEY_CHECKED = "_billing_service_key_checked"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,13 @@ class BearerAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):  # type: ignore[no-untyped-def]
+        # A route that checked the service key before DRF's dispatch (billing.api.BalanceView)
+        # hands over its outcome: the key is read, and the request counted, once.
+        checked = getattr(request._request, SERVICE_KEY_CHECKED, None)
+        if isinstance(checked, exceptions.AuthenticationFailed):
+            raise checked
+        if checked is not None:
+            return checked, None
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
@@ -62,36 +74,8 @@ class BearerAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         now = timezone.now()
         if raw.startswith("sk_"):
-            return self._service(raw, now)
+            return service_principal(raw, now), None
         return self._user_token(raw, now)
-
-    def _service(self, raw: str, now):  # type: ignore[no-untyped-def]
-        # The generation service calls on every request: a valid key is remembered in the
-        # shared cache, and revoking it deletes that entry (accounts.services.service_key_revoke).
-        digest = hash_key(raw)
-        cache_key = service_key_cache_key(digest)
-        rate_ident = digest[:32]
-        counted = None
-        backend = caches["default"]
-        if isinstance(backend, ReusedClientRedisCache):
-            window = current_window(time.time())
-            counter = counter_key("service", rate_ident, window)
-            cached, count = backend.get_and_count(cache_key, counter, WINDOW_SECONDS * 2)
-            counted = (window, count)
-        else:
-            cached = cache.get(cache_key)
-        if cached is None:
-            key = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True).only("id", "name").first()
-            if key is None:
-                raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-            cached = (key.pk, key.name, None)
-        key_id, name, touched = cached
-        # The entry also remembers when this key's last_used_at was last written (on the
-        # application clock), so a busy key writes it about once a minute, not per request.
-        if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
-            touch_last_used(ServiceKey, key_id, now)
-            cache.set(cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
-        return ServicePrincipal(key_id=key_id, name=name, rate_ident=rate_ident, counted=counted), None
 
     def _user_token(self, raw: str, now):  # type: ignore[no-untyped-def]
         token = UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).select_related("user").first()
@@ -102,6 +86,47 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:  # type: ignore[no-untyped-def]
         return self.keyword
+
+
+def service_key_of(request: HttpRequest) -> str | None:
+    """The service key of a well-formed `Authorization: Bearer sk_...` header, else None."""
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) != 2 or parts[0] != BearerAuthentication.keyword:
+        return None
+    raw = parts[1]
+    return raw if raw.startswith("sk_") and len(raw) <= 200 and raw.isascii() else None
+
+
+def service_principal(raw: str, now: datetime) -> ServicePrincipal:
+    """The caller of a service key, with the request counted for its rate limit.
+
+    The generation service calls on every request: a valid key is remembered in the shared
+    cache, and revoking it deletes that entry (accounts.services.service_key_revoke).
+    """
+    digest = hash_key(raw)
+    cache_key = service_key_cache_key(digest)
+    rate_ident = digest[:32]
+    counted = None
+    backend = caches["default"]
+    if isinstance(backend, ReusedClientRedisCache):
+        window = current_window(time.time())
+        counter = counter_key("service", rate_ident, window)
+        cached, count = backend.get_and_count(cache_key, counter, WINDOW_SECONDS * 2)
+        counted = (window, count)
+    else:
+        cached = cache.get(cache_key)
+    if cached is None:
+        key = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True).only("id", "name").first()
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        cached = (key.pk, key.name, None)
+    key_id, name, touched = cached
+    # The entry also remembers when this key's last_used_at was last written (on the
+    # application clock), so a busy key writes it about once a minute, not per request.
+    if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
+        touch_last_used(ServiceKey, key_id, now)
+        cache.set(cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
+    return ServicePrincipal(key_id=key_id, name=name, rate_ident=rate_ident, counted=counted)
 
 
 class CsrfSessionAuthentication(authentication.SessionAuthentication):

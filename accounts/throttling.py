@@ -10,7 +10,7 @@ from rest_framework.throttling import BaseThrottle
 
 from config.cache import ReusedClientRedisCache
 
-from .authentication import is_service
+from .authentication import ServicePrincipal, is_service
 from .ratelimit import WINDOW_SECONDS, counter_key, current_window
 
 
@@ -59,3 +59,13 @@ def _count(key: str) -> int:
     except ValueError:  # evicted between add and incr
         cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
         return 1
+
+
+def service_call_allowed(principal: ServicePrincipal) -> bool:
+    """Whether the service call that `principal` counted is within the limit for certain; False
+    leaves the decision, and its 429, to PrincipalRateThrottle."""
+    limit = settings.RATE_LIMITS.get("service", 0)
+    if not limit:
+        return True
+    counted = principal.counted
+    return counted is not None and counted[0] == current_window(time.time()) and counted[1] <= limit

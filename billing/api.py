@@ -8,18 +8,26 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.authentication import ServicePrincipal, principal_scope
+from accounts.authentication import (
+    SERVICE_KEY_CHECKED,
+    ServicePrincipal,
+    principal_scope,
+    service_key_of,
+    service_principal,
+)
 from accounts.models import Account
 from accounts.permissions import IsService
+from accounts.throttling import service_call_allowed
 from billing.errors import AccountNotFound, HoldExpired, InsufficientCredits, UnknownOperation
 from billing.idempotency import (
     KeyTaken,
@@ -157,6 +165,18 @@ class ServiceView(LeanAPIView):
 
 
 class BalanceView(ServiceView):
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """DRF's view, behind the common read answered without DRF's dispatch (balance_read)."""
+        dispatch = super().as_view(**initkwargs)
+
+        @functools.wraps(dispatch)  # keeps cls, initkwargs and csrf_exempt for Django and the schema
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            answered = balance_read(request, kwargs["account_id"])
+            return answered if answered is not None else dispatch(request, *args, **kwargs)
+
+        return view
+
     @extend_schema(responses={200: BalanceOut, **READ_ERRORS}, tags=["balance"])
     def get(self, request: Request, account_id: str) -> HttpResponse:
         now = timezone.now()
@@ -173,6 +193,44 @@ class BalanceView(ServiceView):
             account = account_settle(account=balance.account, actor=Actor.system("balance_read"), now=now)
             balance = balance_get(account=account, now=now)
         return Response(balance_data(balance))
+
+
+# Answered in full by the common read: a plain GET (no query, JSON or any type accepted) with a
+# service key, within its rate limit, of an account with nothing to settle.
+_PLAIN_ACCEPT = (None, "*/*", JSONRenderer.media_type)
+_ALLOW_GET = "GET, HEAD, OPTIONS"  # DRF's Allow header for a GET-only view (tests compare)
+
+
+def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
+    """The balance route's common read without DRF's dispatch (about 0.1 ms of CPU a call);
+    None for anything else, which DRF's view answers.
+
+    It checks the service key and counts the call as BearerAuthentication does and leaves the
+    outcome on the request for it, so a call DRF then answers is still checked and counted once;
+    the answer, headers included, is DRF's (tests compare the two).
+    """
+    if (
+        request.method != "GET"
+        or request.META.get("QUERY_STRING")
+        or request.META.get("HTTP_ACCEPT") not in _PLAIN_ACCEPT
+    ):
+        return None
+    raw = service_key_of(request)
+    if raw is None:
+        return None
+    now = timezone.now()
+    try:
+        principal = service_principal(raw, now)
+    except AuthenticationFailed as refused:
+        setattr(request, SERVICE_KEY_CHECKED, refused)
+        return None
+    setattr(request, SERVICE_KEY_CHECKED, principal)
+    if not service_call_allowed(principal):
+        return None
+    rendered = balance_json(account_id, now)
+    if rendered is None:
+        return None
+    return HttpResponse(rendered, content_type=JSONRenderer.media_type, headers={"Allow": _ALLOW_GET})
 
 
 class DebitCreateView(ServiceView):

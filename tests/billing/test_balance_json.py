@@ -94,3 +94,46 @@ def test_the_free_period_decision_matches_billing_periods():
                     assert (balance_json(account.public_id, now) is None) == due, (now, anchor, first, granted)
                     checked += 1
     assert checked == 22 * 3 * 3 * 2
+
+
+# --- the balance route's common read, before DRF's dispatch (billing.api.balance_read) ---------
+
+
+def _answer(response) -> tuple[int, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
+    return response.status_code, dict(response.headers), response.content
+
+
+def test_the_common_read_skips_drf_and_answers_what_drf_answers(service_key, monkeypatch):
+    from billing.api import BalanceView
+
+    account = make_account()
+    give(account, 5, expires_at=timezone.now() + timedelta(days=3))
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/balance"
+    through_drf = api.get(path, unused="1")  # a query string: DRF's dispatch answers
+    skipped = api.get(path)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("DRF's dispatch ran")
+
+    monkeypatch.setattr(BalanceView, "get", refuse)
+    assert _answer(api.get(path)) == _answer(skipped) == _answer(through_drf)
+    assert _answer(api.get(path, headers={"Accept": "*/*"})) == _answer(through_drf)
+    assert _answer(api.get(path, headers={"Accept": "application/json"})) == _answer(through_drf)
+
+
+def test_a_call_drf_answers_after_the_common_read_is_checked_and_counted_once(service_key, settings):
+    settings.RATE_LIMITS = {"service": 3, "user": 0, "anon": 0}
+    due = make_account(now=timezone.now() - timedelta(days=40), free=True)  # settles: DRF answers
+    api = Api(service_key)
+    path = f"/accounts/{due.public_id}/balance"
+    assert [api.get(path).status_code for _ in range(3)] == [200, 200, 200]
+    limited = api.get(path)
+    assert limited.status_code == 429 and int(limited["Retry-After"]) >= 1
+    assert limited.json()["error"]["code"] == "rate_limited"
+
+    wrong = Api("sk_" + "x" * 40)
+    refused = wrong.get(path)
+    assert refused.status_code == 401 and refused["WWW-Authenticate"] == "Bearer"
+    assert refused.json()["error"]["code"] == "authentication_failed"
+    assert _answer(wrong.get(path, unused="1"))[:2] == _answer(refused)[:2]
