@@ -68,6 +68,7 @@ from billing.serializers import (
     new_debit_data,
     new_hold_data,
 )
+from billing.services.batch import PlainDebit, debits_create_plain
 from billing.services.ledger import (
     Actor,
     BatchDebit,
@@ -470,16 +471,56 @@ def _batch_run(items: list[_BatchItem], results: list[dict[str, Any] | None], sc
             results[item.index] = _batch_result(item.key, 409, reused)
         else:
             results[item.index] = _batch_result(item.key, found.status_code or 0, found.response_body, replayed=True)
-    outcomes = debits_create_batch(items=[item.debit for item in todo], actor=actor)
-    rows = []
+    now = timezone.now()
+    answered: list[tuple[_BatchItem, int, Any, bool]] = []  # item, status, body, recorded
+    if one_call_available():
+        # The accounts with nothing to settle are charged without a model per row; the rest
+        # (left as None) go to debits_create_batch below, in the same transaction. The account
+        # locks are held until commit, so the bodies are copies of one made beforehand.
+        prototype = new_debit_data(
+            public_id="",
+            account="",
+            credits=0,
+            operation="",
+            reference="",
+            metadata={},
+            created_at=now,
+            available=0,
+            held=0,
+        )
+        plain = debits_create_plain(items=[item.debit for item in todo], actor=actor, now=now)
+        rest = []
+        for item, made in zip(todo, plain, strict=True):
+            if made is None:
+                rest.append(item)
+            elif isinstance(made, PlainDebit):
+                debit = item.debit
+                body = {
+                    **prototype,
+                    "id": made.public_id,
+                    "account": debit.account,
+                    "credits": debit.credits,
+                    "operation": debit.operation,
+                    "reference": debit.reference,
+                    "metadata": debit.metadata or {},
+                    "balance": {"available": made.available, "held": made.held},
+                }
+                answered.append((item, 201, body, True))
+            else:
+                answered.append((item, made.status_code, billing_error_response(made).data, stored_refusal(made)))
+        todo = rest
+    outcomes = debits_create_batch(items=[item.debit for item in todo], actor=actor, now=now)
     for item, outcome in zip(todo, outcomes, strict=True):
         if outcome.debit is not None:
-            status_code, body = 201, debit_data(outcome.debit, outcome.available, outcome.held)
+            answered.append((item, 201, debit_data(outcome.debit, outcome.available, outcome.held), True))
         else:
-            assert outcome.error is not None
-            status_code, body = outcome.error.status_code, billing_error_response(outcome.error).data
+            error = outcome.error
+            assert error is not None
+            answered.append((item, error.status_code, billing_error_response(error).data, stored_refusal(error)))
+    rows = []
+    for item, status_code, body, recorded in answered:
         results[item.index] = _batch_result(item.key, status_code, body)
-        if outcome.debit is not None or stored_refusal(outcome.error):  # type: ignore[arg-type]
+        if recorded:
             rows.append((item.key, item.request_hash, status_code, body))
     if not keys_store_many(scope, rows):
         raise KeyTaken()

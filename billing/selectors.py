@@ -122,16 +122,11 @@ def purchases_of(*, account: Account, limit: int = 100) -> list[Purchase]:
     return list(Purchase.objects.filter(account=account).select_related("pack").order_by("-created_at", "-id")[:limit])
 
 
-# The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
-# PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
-# expiry, or (when active) the current free period's grant not yet made; the period is
-# billing.periods.period_at's, as in billing_spend() (migration billing 0006). Times are written
-# by billing_iso() (migration billing 0009), as DRF's DateTimeField writes them.
-_BALANCE_JSON = """
-SELECT CASE WHEN
-    (a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
-                                    AND h.status = 'pending' AND h.expires_at <= %(now)s))
-    OR (a.status = 'active' AND (a.free_period_start IS NULL OR a.free_period_start < (
+# Whether account `a`'s current free period has no grant yet at %(now)s: billing.periods.period_at's
+# period (the latest anchor-day midnight UTC at or before now, or the first period if that is
+# earlier than the first period's month), as billing_spend() (migration billing 0006) decides it.
+# An expression over the account row alone, so a statement that locks the row can use it.
+FREE_GRANT_DUE_SQL = """(a.free_period_start IS NULL OR a.free_period_start < (
         SELECT CASE WHEN date_trunc('month', p.start) < date_trunc('month', a.first_period_start AT TIME ZONE 'UTC')
                     THEN a.first_period_start ELSE p.start AT TIME ZONE 'UTC' END
         FROM (SELECT CASE WHEN b.this_month <= b.now_utc THEN b.this_month ELSE b.previous_month END AS start
@@ -139,7 +134,21 @@ SELECT CASE WHEN
                            date_trunc('month', n.now_utc) + (a.period_anchor_day - 1) * interval '1 day' AS this_month,
                            date_trunc('month', n.now_utc) - interval '1 month'
                                + (a.period_anchor_day - 1) * interval '1 day' AS previous_month
-                    FROM (SELECT %(now)s::timestamptz AT TIME ZONE 'UTC' AS now_utc) n) b) p)))
+                    FROM (SELECT %(now)s::timestamptz AT TIME ZONE 'UTC' AS now_utc) n) b) p))"""
+
+# The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
+# PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
+# expiry, or (when active) the current free period's grant not yet made; the period is
+# billing.periods.period_at's, as in billing_spend() (migration billing 0006). Times are written
+# by billing_iso() (migration billing 0009), as DRF's DateTimeField writes them.
+_BALANCE_JSON = (
+    """
+SELECT CASE WHEN
+    (a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
+                                    AND h.status = 'pending' AND h.expires_at <= %(now)s))
+    OR (a.status = 'active' AND """
+    + FREE_GRANT_DUE_SQL
+    + """)
   THEN NULL
   ELSE '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
        || ',"available":' || (l.free + l.paid) || ',"held":' || a.held_credits
@@ -158,6 +167,7 @@ CROSS JOIN LATERAL (
 ) l
 WHERE a.public_id = %(account)s
 """
+)
 
 
 def balance_json(public_id: str, now: datetime) -> str | None:

@@ -532,6 +532,8 @@ def _take(posting: _Posting, spendable: list[Grant], credits: int) -> list[tuple
     for grant in spendable:
         if left == 0:
             break
+        if grant.remaining == 0:  # used up by an earlier item of the same batch
+            continue
         part = min(grant.remaining, left)
         taken.append((grant, part))
         left -= part
