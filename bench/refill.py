@@ -614,7 +614,15 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "django_settings": SETTINGS_MODULE,
         "worker": f"celery -A config worker --pool=prefork --concurrency={args.concurrency}",
         "session_settings": "none: the bench and the workers run with the server's defaults",
+        # billing/services/job_sql.py: REFILL_SKIP_FOREIGN_KEY_CHECKS and the role's rights decide
+        "refill_skips_foreign_key_checks": _skips_foreign_key_checks(),
     }
+
+
+def _skips_foreign_key_checks() -> bool:
+    from billing.services import job_sql
+
+    return job_sql.refill_skips_foreign_key_checks()
 
 
 def _mib(kib: int) -> str:
@@ -633,6 +641,8 @@ def table(report: dict[str, Any]) -> str:
         f" {env['worker']}",
         f"chunks of {runs[-1]['chunk_accounts']:,} accounts; business time {report['as_of']};"
         f" scratch table for raw: {_raw_index_note(runs[-1])}",
+        "refill statement's foreign-key checks: "
+        + ("skipped (REFILL_SKIP_FOREIGN_KEY_CHECKS)" if env.get("refill_skips_foreign_key_checks") else "run"),
         "",
         _row("", [f"N={run['accounts']:,}" for run in runs]),
     ]

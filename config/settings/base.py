@@ -206,6 +206,9 @@ HOLD_MAX_EXPIRES_IN_SECONDS = 86400
 # A job run (refill, expiry, hold timeouts) with no chunk done for this long counts as cut
 # short; the next start abandons it and redoes what it left.
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 600, minimum=0, maximum=7 * 86400)
+# The refill chunk skips the foreign-key checks its own statement makes needless, where the
+# database role may (billing/services/job_sql.py says when and why); false keeps every check.
+REFILL_SKIP_FOREIGN_KEY_CHECKS = env_bool("REFILL_SKIP_FOREIGN_KEY_CHECKS", True)
 IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 48, minimum=24, maximum=24 * 90)
 
 # --- Stripe ---------------------------------------------------------------------------------

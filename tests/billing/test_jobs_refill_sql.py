@@ -208,3 +208,81 @@ def test_the_refill_locks_its_accounts_in_id_order_even_where_a_sequential_scan_
         cursor.execute(job_sql._NO_JIT_ID_ORDER)
         cursor.execute("SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')")
         assert cursor.fetchone() == ("off", "off")
+
+
+# --- the foreign-key checks the refill statement makes needless ---------------------------------
+
+_ORPHAN_GRANT = (
+    "INSERT INTO billing_grant (account_id, source, amount, remaining, priority, reason, created_at) "
+    "VALUES (-1, 'adjustment', 1, 1, 10, 'no such account', now()) RETURNING 1, 1"
+)
+
+
+def _run_then_check_references() -> None:
+    """refill_range, then the deferred foreign-key checks queued by then, at once."""
+    job_sql.refill_range({})
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def test_the_refill_statement_alone_runs_without_the_foreign_key_triggers(monkeypatch, settings):
+    """Proved with a statement whose row names no account: with the checks skipped it goes in
+    (nothing was queued to check), and the mode is back to normal for what follows it."""
+    monkeypatch.setattr(job_sql, "_REFILL", _ORPHAN_GRANT)
+    assert job_sql.refill_skips_foreign_key_checks()
+    with transaction.atomic():
+        _run_then_check_references()
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW session_replication_role")
+            assert cursor.fetchone()[0] == "origin"
+            with pytest.raises(IntegrityError), transaction.atomic():
+                cursor.execute(_ORPHAN_GRANT)  # the same row after the refill statement is checked
+        transaction.set_rollback(True)
+
+    settings.REFILL_SKIP_FOREIGN_KEY_CHECKS = False
+    assert not job_sql.refill_skips_foreign_key_checks()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _run_then_check_references()
+
+
+def test_the_checks_stay_on_for_a_role_that_may_not_skip_them_or_tables_with_triggers():
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE ROLE billing_test_plain_role NOLOGIN")
+            cursor.execute("GRANT SELECT ON billing_grant TO billing_test_plain_role")
+            cursor.execute("SET LOCAL ROLE billing_test_plain_role")
+        assert not job_sql.refill_skips_foreign_key_checks()
+        transaction.set_rollback(True)
+    assert job_sql.refill_skips_foreign_key_checks()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE FUNCTION billing_test_noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'"
+            )
+            cursor.execute(
+                "CREATE TRIGGER billing_test_audit AFTER INSERT ON billing_ledgerentry "
+                "FOR EACH ROW EXECUTE FUNCTION billing_test_noop()"
+            )
+        assert not job_sql.refill_skips_foreign_key_checks()
+        transaction.set_rollback(True)
+    assert job_sql.refill_skips_foreign_key_checks()
+
+
+def test_the_refill_writes_the_same_rows_with_and_without_the_checks(settings, assert_ledger_clean):
+    made = {}
+    for skip in (True, False):
+        settings.REFILL_SKIP_FOREIGN_KEY_CHECKS = skip
+        assert job_sql.refill_skips_foreign_key_checks() is skip
+        accounts = [make_account(now=utc(2027, 3, day), free=True) for day in (1, 2, 30)]
+        job_run_inline(job=REFILL, now=utc(2027, 3, 31))
+        job_run_inline(job=REFILL, now=utc(2027, 4, 30), size=2)
+        made[skip] = [
+            list(
+                LedgerEntry.objects.filter(account=account)
+                .order_by("id")
+                .values_list("kind", "credits", "balance_after", "grant__amount", "grant__period_start")
+            )
+            for account in accounts
+        ]
+    assert made[True] == made[False] and all(len(rows) == 2 for rows in made[True])
+    assert_ledger_clean()
