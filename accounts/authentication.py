@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from config.cache import ReusedClientRedisCache
+from config.cache import PendingCount, ReusedClientRedisCache
 
 from .models import ServiceKey, User, UserToken
 from .ratelimit import WINDOW_SECONDS, counter_key, current_window
@@ -103,30 +103,51 @@ def service_principal(raw: str, now: datetime) -> ServicePrincipal:
     The generation service calls on every request: a valid key is remembered in the shared
     cache, and revoking it deletes that entry (accounts.services.service_key_revoke).
     """
-    digest = hash_key(raw)
-    cache_key = service_key_cache_key(digest)
-    rate_ident = digest[:32]
-    counted = None
-    backend = caches["default"]
-    if isinstance(backend, ReusedClientRedisCache):
-        window = current_window(time.time())
-        counter = counter_key("service", rate_ident, window)
-        cached, count = backend.get_and_count(cache_key, counter, WINDOW_SECONDS * 2)
-        counted = (window, count)
-    else:
-        cached = cache.get(cache_key)
-    if cached is None:
-        key = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True).only("id", "name").first()
-        if key is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        cached = (key.pk, key.name, None)
-    key_id, name, touched = cached
-    # The entry also remembers when this key's last_used_at was last written (on the
-    # application clock), so a busy key writes it about once a minute, not per request.
-    if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
-        touch_last_used(ServiceKey, key_id, now)
-        cache.set(cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
-    return ServicePrincipal(key_id=key_id, name=name, rate_ident=rate_ident, counted=counted)
+    return PendingPrincipal(raw, now).result()
+
+
+class PendingPrincipal:
+    """service_principal() in two steps: made, it sends the key check and the count to Redis;
+    result() reads the answer. In between the caller may do other work (the balance route
+    reads the balance), so that the two round trips overlap. result() or abandon() must follow.
+    """
+
+    def __init__(self, raw: str, now: datetime) -> None:
+        self.now = now
+        self.digest = hash_key(raw)
+        self.rate_ident = self.digest[:32]
+        self.cache_key = service_key_cache_key(self.digest)
+        self.window = current_window(time.time())
+        backend = caches["default"]
+        self.pending: PendingCount | None = None
+        if isinstance(backend, ReusedClientRedisCache):
+            counter = counter_key("service", self.rate_ident, self.window)
+            self.pending = backend.start_get_and_count(self.cache_key, counter, WINDOW_SECONDS * 2)
+
+    def result(self) -> ServicePrincipal:
+        counted = None
+        if self.pending is not None:
+            cached, count = self.pending.result()
+            counted = (self.window, count)
+        else:
+            cached = cache.get(self.cache_key)
+        if cached is None:
+            key = ServiceKey.objects.filter(key_hash=self.digest, revoked_at__isnull=True).only("id", "name").first()
+            if key is None:
+                raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            cached = (key.pk, key.name, None)
+        key_id, name, touched = cached
+        # The entry also remembers when this key's last_used_at was last written (on the
+        # application clock), so a busy key writes it about once a minute, not per request.
+        now = self.now
+        if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
+            touch_last_used(ServiceKey, key_id, now)
+            cache.set(self.cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
+        return ServicePrincipal(key_id=key_id, name=name, rate_ident=self.rate_ident, counted=counted)
+
+    def abandon(self) -> None:
+        if self.pending is not None:
+            self.pending.abandon()
 
 
 class CsrfSessionAuthentication(authentication.SessionAuthentication):

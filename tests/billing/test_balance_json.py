@@ -137,3 +137,42 @@ def test_a_call_drf_answers_after_the_common_read_is_checked_and_counted_once(se
     assert refused.status_code == 401 and refused["WWW-Authenticate"] == "Bearer"
     assert refused.json()["error"]["code"] == "authentication_failed"
     assert _answer(wrong.get(path, unused="1"))[:2] == _answer(refused)[:2]
+
+
+def test_the_key_check_is_sent_before_the_read_and_read_after_it(service_key, settings, monkeypatch):
+    """The common read sends the key check and count to Redis, reads the balance, then reads
+    Redis's answer. A read that fails in between drops that answer with its connection: the
+    next call must not take it for its own (its count would then lag one call behind)."""
+    import billing.api
+
+    settings.RATE_LIMITS = {"service": 3, "user": 0, "anon": 0}
+    account = make_account()
+    give(account, 5)
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/balance"
+    real = billing.api.balance_json
+    order: list[str] = []
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(billing.api, "balance_json", failing)
+    with pytest.raises(RuntimeError):
+        api.get(path)  # counted: 1
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        order.append("read")
+        return real(*args, **kwargs)
+
+    pending_result = billing.api.PendingPrincipal.result
+
+    def result(self):  # type: ignore[no-untyped-def]
+        order.append("key")
+        return pending_result(self)
+
+    monkeypatch.setattr(billing.api, "balance_json", watched)
+    monkeypatch.setattr(billing.api.PendingPrincipal, "result", result)
+    answers = [api.get(path) for _ in range(3)]  # counted: 2, 3, 4
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].json()["available"] == 5
+    assert order[:2] == ["read", "key"]
