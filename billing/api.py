@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +31,9 @@ from accounts.permissions import IsService
 from accounts.throttling import service_call_allowed
 from billing.errors import AccountNotFound, HoldExpired, InsufficientCredits, UnknownOperation
 from billing.idempotency import (
+    HEADER as IDEMPOTENCY_HEADER_NAME,
+)
+from billing.idempotency import (
     KeyTaken,
     fingerprint,
     idempotent,
@@ -39,6 +43,7 @@ from billing.idempotency import (
     replay,
     request_key,
     stored_refusal,
+    valid_key,
 )
 from billing.models import ActorType, Debit, Hold, Operation
 from billing.selectors import balance_by_public_id, balance_get, balance_json, ledger_page, operation_price
@@ -241,6 +246,18 @@ def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
 
 
 class DebitCreateView(ServiceView):
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """DRF's view, behind the common debit answered without DRF's dispatch (debit_write)."""
+        dispatch = super().as_view(**initkwargs)
+
+        @functools.wraps(dispatch)  # keeps cls, initkwargs and csrf_exempt for Django and the schema
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            answered = debit_write(request, kwargs["account_id"])
+            return answered if answered is not None else dispatch(request, *args, **kwargs)
+
+        return view
+
     @extend_schema(
         request=DebitRequest,
         parameters=[IDEMPOTENCY_HEADER],
@@ -275,6 +292,16 @@ def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> 
     """A plain debit as one database call; None when the account has something to settle first
     (the caller then runs the general path, which does)."""
     scope, key, request_hash = request_key(request)
+    result, made = _plain_debit(account_id, data, KeyRecord(scope, key, request_hash), actor_of(request))
+    if made is not None:
+        return Response(made, status=status.HTTP_201_CREATED)
+    return _one_call_answer(result, scope, key, request_hash, data.get("operation", ""))
+
+
+def _plain_debit(
+    account_id: str, data: dict[str, Any], record: KeyRecord, actor: Actor
+) -> tuple[OneCall, dict[str, Any] | None]:
+    """billing_spend() for a plain debit body: its result, and the 201 body when it was made."""
     now = timezone.now()
     operation = data.get("operation", "")
 
@@ -300,18 +327,76 @@ def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> 
         credits=data.get("credits"),
         operation=operation,
         reference=data["reference"],
-        actor=actor_of(request),
-        record=KeyRecord(scope, key, request_hash),
+        actor=actor,
+        record=record,
         body=body,
         now=now,
     )
-    if result.outcome == MADE:
-        assert result.credits is not None and result.available is not None and result.held is not None
-        return Response(
-            answer(result.public_id, result.credits, result.available, result.held),
-            status=status.HTTP_201_CREATED,
-        )
-    return _one_call_answer(result, scope, key, request_hash, operation)
+    if result.outcome != MADE:
+        return result, None
+    assert result.credits is not None and result.available is not None and result.held is not None
+    return result, answer(result.public_id, result.credits, result.available, result.held)
+
+
+# Answered in full by the common debit: a POST of a small plain JSON body (no query, JSON or any
+# type accepted) with a service key, within its rate limit, that billing_spend() makes.
+_ALLOW_POST = "POST, OPTIONS"  # DRF's Allow header for a POST-only view (tests compare)
+_PLAIN_BODY_BYTES = 4096
+_RENDERER = JSONRenderer()
+
+
+def debit_write(request: HttpRequest, account_id: str) -> HttpResponse | None:
+    """The debit route's common call without DRF's dispatch; None for anything else, which
+    DRF's view answers (as balance_read: the key check and count are handed over, so a call
+    DRF then answers is checked and counted once). Only a debit made is answered here: any
+    other outcome of billing_spend() wrote nothing, and DRF's view runs the request again."""
+    if (
+        request.method != "POST"
+        or request.META.get("QUERY_STRING")
+        or request.META.get("HTTP_ACCEPT") not in _PLAIN_ACCEPT
+        or request.content_type != JSONRenderer.media_type
+        or request.content_params
+        or not one_call_available()
+    ):
+        return None
+    length = request.META.get("CONTENT_LENGTH", "")
+    if not length.isdigit() or int(length) > _PLAIN_BODY_BYTES:
+        return None
+    raw = service_key_of(request)
+    if raw is None:
+        return None
+    try:
+        principal = PendingPrincipal(raw, timezone.now()).result()
+    except AuthenticationFailed as refused:
+        setattr(request, SERVICE_KEY_CHECKED, refused)
+        return None
+    setattr(request, SERVICE_KEY_CHECKED, principal)
+    if not service_call_allowed(principal):
+        return None
+    key = request.headers.get(IDEMPOTENCY_HEADER_NAME)
+    if key is None or not valid_key(key):
+        return None
+    try:  # as DRF's JSON parser reads it: UTF-8, and no NaN or Infinity
+        document = json.loads(request.body.decode(), parse_constant=_refuse_constant)
+    except ValueError:
+        return None
+    data = debit_request_fast(document)
+    if data is None:
+        return None
+    record = KeyRecord(principal.scope, key, fingerprint("POST", request.path, document))
+    _, made = _plain_debit(account_id, data, record, Actor(ActorType.SERVICE, str(principal.key_id)))
+    if made is None:
+        return None
+    return HttpResponse(
+        _RENDERER.render(made),
+        status=status.HTTP_201_CREATED,
+        content_type=JSONRenderer.media_type,
+        headers={"Allow": _ALLOW_POST},
+    )
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _one_call_answer(result: OneCall, scope: str, key: str, request_hash: str, operation: str) -> Response | None:

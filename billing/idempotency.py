@@ -38,9 +38,14 @@ def _key_from(request: Request) -> str:
     key = request.headers.get(HEADER)
     if key is None or not key.strip():
         raise ApiError(400, "idempotency_key_required", f"This request needs an {HEADER} header.")
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+    if not valid_key(key):
         raise ApiError(400, "validation_error", f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
     return key
+
+
+def valid_key(key: str) -> bool:
+    """An Idempotency-Key a request may use (a blank one is refused as missing)."""
+    return bool(key.strip()) and len(key) <= MAX_KEY_LENGTH and key.isprintable() and key.isascii()
 
 
 def fingerprint(method: str, path: str, data: Any) -> str:
