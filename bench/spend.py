@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -56,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the spend path against bare ceilings.")
     parser.add_argument("--accounts", "-n", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=10, help="Duration of each measured scenario.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="Run the scenario list this many times, each for seconds/rounds, and add them up, so that "
+        "a scenario and its ceiling share the machine's drift (the batch runs once, for --seconds).",
+    )
     parser.add_argument("--clients", default="16,64", help="Concurrent clients, comma-separated.")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--batch-clients", type=int, default=4)
@@ -71,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--database must start with billing_bench: the bench drops and recreates it")
     if args.accounts < 1000:
         parser.error("--accounts must be at least 1000")
+    if not 1 <= args.rounds <= 10 or args.seconds // args.rounds < 2:
+        parser.error("--rounds must be from 1 to 10, with at least 2 seconds per round")
     if not 1 <= args.batch_size <= 1000:
         parser.error("--batch-size must be from 1 to 1000")
     try:
@@ -340,6 +350,34 @@ def run_wrk(
     return result
 
 
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scenario's rounds as one result: rates from the summed units and seconds, CPU per
+    unit from the summed CPU, the rounds' median p50 and worst p99; each round kept as measured."""
+    units = sum(part["units"] for part in parts)
+    seconds = sum(part["seconds"] for part in parts)
+    cpu: dict[str, float] = {}
+    for part in parts:
+        for group, spent in part["cpu_seconds"].items():
+            cpu[group] = cpu.get(group, 0.0) + spent
+    first = parts[0]
+    combined: dict[str, Any] = {
+        "kind": first["kind"],
+        "clients": first["clients"],
+        "unit": first["unit"],
+        "seconds": seconds,
+        "units_per_second": units / seconds if seconds else 0.0,
+        "failed": sum(part.get("failed", 0) for part in parts),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_unit": {group: (spent * 1000 / units if units else None) for group, spent in cpu.items()},
+        "rounds": parts,
+    }
+    if "requests" in first:
+        combined["requests_per_second"] = sum(part["requests"] for part in parts) / seconds
+        combined["p50_ms"] = statistics.median(part["p50_ms"] for part in parts)
+        combined["p99_ms"] = max(part["p99_ms"] for part in parts)
+    return combined
+
+
 def run_pgbench(args: argparse.Namespace, clients: int, seconds: int, hot: int = 0) -> dict[str, Any]:
     command = [
         "pgbench",
@@ -518,20 +556,31 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         log("warm-up done; ANALYZE")
         sql("ANALYZE")
         meter = CpuMeter(server, args.database)
-        for name, kind, clients, options in scenarios(args):
+        # This machine's speed drifts by tens of percent over minutes (pgbench alone has measured
+        # 4,500 to 7,000 transactions/s in one hour). A ratio of two scenarios run minutes apart
+        # carries that drift, so the list runs in rounds, each scenario for seconds/rounds per
+        # round, and each scenario's rounds are added up. The batch route, whose requests take
+        # about half a second, runs once for the full time: short slices would cut off too many.
+        plan = scenarios(args)
+        repeated = [run for run in plan if run[1] != "batch"]
+        order = [(run, args.seconds // args.rounds) for _ in range(args.rounds) for run in repeated]
+        order += [(run, args.seconds) for run in plan if run[1] == "batch"]
+        slices: dict[str, list[dict[str, Any]]] = {}
+        for (name, kind, clients, options), seconds in order:
             shared.checkpoint()
-            log(f"{name}: {clients} clients, {args.seconds} s")
+            log(f"{name}: {clients} clients, {seconds} s")
             before = meter.snapshot()
             if kind == "pgbench":
-                results[name] = run_pgbench(args, clients, args.seconds, options.get("hot", 0))
+                measured = run_pgbench(args, clients, seconds, options.get("hot", 0))
             else:
-                results[name] = run_wrk(server, token, kind, clients, args.seconds, accounts=args.accounts, **options)
-            spent = meter.spent(before, meter.snapshot())
-            units = results[name]["units_per_second"] * args.seconds
-            results[name]["cpu_seconds"] = spent
-            results[name]["cpu_ms_per_unit"] = {k: (v * 1000 / units if units else None) for k, v in spent.items()}
-            results[name].update(kind=kind, clients=clients)
-            log(f"{name}: {results[name]['units_per_second']:.0f}/s")
+                measured = run_wrk(server, token, kind, clients, seconds, accounts=args.accounts, **options)
+            measured.update(kind=kind, clients=clients, cpu_seconds=meter.spent(before, meter.snapshot()))
+            measured["units"] = measured["units_per_second"] * measured.get("seconds", seconds)
+            measured.setdefault("seconds", seconds)
+            slices.setdefault(name, []).append(measured)
+            log(f"{name}: {measured['units_per_second']:.0f}/s")
+        for name, parts in slices.items():
+            results[name] = combine(parts)
         report["worker_peak_rss_kib"] = max(server.peak_rss_kib.values(), default=0)
         report["worker_peak_rss_by_pid_kib"] = server.peak_rss_kib
     report["gunicorn_log"] = str(log_path.relative_to(ROOT))
