@@ -134,12 +134,18 @@ function done(summary, latency, requests)
   for key, value in pairs(total) do
     table.insert(parts, json_string(key) .. ":" .. value)
   end
+  -- The latency at every 0.1 percent, so that the bench can merge the rounds of a scenario.
+  local quantiles = {}
+  for i = 1, 1000 do
+    quantiles[i] = string.format("%d", latency:percentile(i / 10))
+  end
   local e = summary.errors
   io.write(string.format(
     'WRKJSON {"requests":%d,"duration_us":%d,"statuses":{%s},' ..
     '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"latency_us":{"mean":%.1f,"p50":%d,"p90":%d,"p99":%d,"max":%d}}\n',
+    '"latency_us":{"mean":%.1f,"p50":%d,"p90":%d,"p99":%d,"max":%d},"quantiles_us":[%s]}\n',
     summary.requests, summary.duration, table.concat(parts, ","),
     e.connect, e.read, e.write, e.status, e.timeout,
-    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    table.concat(quantiles, ",")))
 end
