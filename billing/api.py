@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -170,18 +171,23 @@ class ServiceView(LeanAPIView):
     permission_classes = [IsService]
 
 
+def _common_call_first(dispatch: Any, common: Callable[[HttpRequest, str], HttpResponse | None]) -> Any:
+    """A route's view that tries `common` (the route's common call answered without DRF's
+    dispatch) and falls back to DRF's view."""
+
+    @functools.wraps(dispatch)  # keeps cls, initkwargs and csrf_exempt for Django and the schema
+    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        answered = common(request, kwargs["account_id"])
+        return answered if answered is not None else dispatch(request, *args, **kwargs)
+
+    return view
+
+
 class BalanceView(ServiceView):
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
         """DRF's view, behind the common read answered without DRF's dispatch (balance_read)."""
-        dispatch = super().as_view(**initkwargs)
-
-        @functools.wraps(dispatch)  # keeps cls, initkwargs and csrf_exempt for Django and the schema
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            answered = balance_read(request, kwargs["account_id"])
-            return answered if answered is not None else dispatch(request, *args, **kwargs)
-
-        return view
+        return _common_call_first(super().as_view(**initkwargs), balance_read)
 
     @extend_schema(responses={200: BalanceOut, **READ_ERRORS}, tags=["balance"])
     def get(self, request: Request, account_id: str) -> HttpResponse:
@@ -249,14 +255,7 @@ class DebitCreateView(ServiceView):
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
         """DRF's view, behind the common debit answered without DRF's dispatch (debit_write)."""
-        dispatch = super().as_view(**initkwargs)
-
-        @functools.wraps(dispatch)  # keeps cls, initkwargs and csrf_exempt for Django and the schema
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            answered = debit_write(request, kwargs["account_id"])
-            return answered if answered is not None else dispatch(request, *args, **kwargs)
-
-        return view
+        return _common_call_first(super().as_view(**initkwargs), debit_write)
 
     @extend_schema(
         request=DebitRequest,

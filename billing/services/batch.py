@@ -26,7 +26,7 @@ from django.db import connection
 from billing.errors import InsufficientCredits
 from billing.models import new_debit_id
 from billing.selectors import FREE_GRANT_DUE_SQL
-from billing.services.ledger import _POSTING, MAX_CREDITS_PER_REQUEST, Actor, BatchDebit
+from billing.services.ledger import MAX_CREDITS_PER_REQUEST, Actor, BatchDebit, run_posting
 
 # Every account of the batch, locked in id order by one statement (LockRows takes the rows as
 # the sort returns them, so batches and single spends cannot deadlock), with whether it may be
@@ -173,7 +173,7 @@ def _lock_plain_accounts(public_ids: list[str], now: datetime) -> dict[str, _Acc
 
 
 def _write(accounts: dict[str, _Account], debits: list[dict[str, Any]], entries: list[dict[str, Any]]) -> None:
-    """The ledger's posting statement (billing.services.ledger._post_many) with these rows."""
+    """The ledger's posting statement (billing.services.ledger.run_posting) with these rows."""
     touched = {entry["account_id"] for entry in entries}
     changed = [account for account in accounts.values() if account.id in touched]
     deltas = [
@@ -188,12 +188,7 @@ def _write(accounts: dict[str, _Account], debits: list[dict[str, Any]], entries:
         "entries": _dumps(entries),
         "debits": _dumps(debits),
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_POSTING, params)
-        written = cursor.fetchall()
-    counts = (len(entries), len(changed), len(deltas), len(debits))
-    if not written or (len(written), *written[0][2:]) != counts:
-        raise AssertionError(f"the posting wrote {written[0][2:] if written else ()} rows, not {counts[1:]}")
+    run_posting(params, (len(entries), len(changed), len(deltas), len(debits)))
 
 
 def _dumps(rows: list[dict[str, Any]]) -> str:

@@ -230,17 +230,23 @@ def _post_many(
         ),
         "debits": _rows_json([{column: getattr(debit, column) for column in _DEBIT_COLUMNS} for debit in new_debits]),
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_POSTING, params)
-        written = cursor.fetchall()
-    counts = (len(entries), len(accounts), len(deltas), len(new_debits))
-    if not written or (len(written), *written[0][2:]) != counts:
-        raise AssertionError(f"the posting wrote {written[0][2:]} rows, not {counts[1:]}")
+    written = run_posting(params, (len(entries), len(accounts), len(deltas), len(new_debits)))
     for entry, (entry_id, debit_id, *_) in zip(entries, written, strict=True):
         entry.pk = entry_id
         if entry.debit is not None:
             entry.debit_id = entry.debit.pk = debit_id
             entry.debit._state.adding = False
+
+
+def run_posting(params: dict[str, str], counts: tuple[int, int, int, int]) -> list[tuple[Any, ...]]:
+    """Run the posting statement; its rows, after checking it wrote `counts` rows (entries,
+    accounts, lots, debits), as a last line of defence against a malformed posting."""
+    with connection.cursor() as cursor:
+        cursor.execute(_POSTING, params)
+        written = cursor.fetchall()
+    if not written or (len(written), *written[0][2:]) != counts:
+        raise AssertionError(f"the posting wrote {written[0][2:] if written else ()} rows, not {counts[1:]}")
+    return written
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> str:
