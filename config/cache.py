@@ -4,9 +4,9 @@ Django's RedisCacheClient builds a new `redis.Redis` object for every cache call
 8 that costs more than the round trip itself (each client builds its table of response
 callbacks). A client is thread-safe and only wraps its pool, so one per pool is kept and reused.
 
-A service request's key check and rate-limit count (get_and_count) go further: one script call
-on a connection each thread keeps for it, packed, sent and read directly. start_get_and_count
-sends it and leaves the reply to be read later, so a caller can overlap it with a database read.
+A service request's key check and rate-limit count (start_get_and_count) go further: one script
+call on a connection each thread keeps for it, packed, sent and read directly, its reply left to
+be read later so that a caller can overlap it with a database read.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _pack_get_and_count(value_key: str, counter_key: str, counter_timeout: int) 
 
 
 class PendingCount:
-    """A get_and_count() call sent to Redis, its reply not read yet."""
+    """A start_get_and_count() call sent to Redis, its reply not read yet."""
 
     def __init__(self, cache: ReusedClientRedisCache, client: Any, connection: Any, call: tuple[str, str, int]):
         self._cache, self._client, self._connection, self._call = cache, client, connection, call
@@ -95,45 +95,40 @@ class ReusedClientRedisCache(RedisCache):
         self._class = ReusedClientRedisCacheClient
         self._local = threading.local()
 
-    def get_and_count(self, key: str, counter: str, counter_timeout: int) -> tuple[Any, int]:
-        """`get(key)` and an increment of `counter` (created with `counter_timeout`), in one
-        round trip: what a request's authentication and rate limit need together.
+    def start_get_and_count(self, key: str, counter: str, counter_timeout: int) -> PendingCount:
+        """`get(key)` and an increment of `counter` (created with `counter_timeout`) in one round
+        trip, what a request's authentication and rate limit need together: sent now, read by
+        the result's result(), so that the caller can do other work (a database read) while Redis
+        answers. The caller must call result() or abandon() before this thread's next call.
 
         It is one script call (EVALSHA) on a connection this thread keeps: redis-py's per-call
         machinery (taking a connection from the pool and giving it back, retries, its
         instrumentation) costs several times the round trip, and every service request pays it.
         """
-        return self.start_get_and_count(key, counter, counter_timeout).result()
-
-    def start_get_and_count(self, key: str, counter: str, counter_timeout: int) -> PendingCount:
-        """get_and_count() sent now and read by the result's result(), so that the caller can do
-        other work (a database read) while Redis answers. The caller must call result() or
-        abandon() before this thread's next call."""
         # Both keys are the caller's own (hex digests and numbers): Django's per-character check
         # of them for memcached is skipped.
         call = (self.make_key(key), self.make_key(counter), counter_timeout)
         client = self._cache.get_client(call[0], write=True)
-        connection = self._kept_connection(client)
         try:
-            # Packed here and sent without redis-py's health check (a PING first when the
-            # connection was idle): a stale connection fails the call, which is made once more.
-            connection.send_packed_command([_pack_get_and_count(*call)], check_health=False)
+            connection = self._send_script(client, call)
         except (RedisConnectionError, RedisTimeoutError):
-            self._drop(connection)
-            return PendingCount(self, client, None, call)
-        except BaseException:
-            self._drop(connection)
-            raise
+            return PendingCount(self, client, None, call)  # result() makes the call once more
         return PendingCount(self, client, connection, call)
 
     def _call_script(self, client: Any, call: tuple[str, str, int]) -> Any:
+        return self._read_script_reply(self._send_script(client, call), call)
+
+    def _send_script(self, client: Any, call: tuple[str, str, int]) -> Any:
+        """Send the script call on the kept connection, packed here and without redis-py's
+        health check (a PING first when the connection was idle): a stale connection fails the
+        call, which the caller makes once more."""
         connection = self._kept_connection(client)
         try:
             connection.send_packed_command([_pack_get_and_count(*call)], check_health=False)
         except BaseException:
             self._drop(connection)
             raise
-        return self._read_script_reply(connection, call)
+        return connection
 
     def _read_script_reply(self, connection: Any, call: tuple[str, str, int]) -> Any:
         try:
