@@ -32,6 +32,11 @@ def spendable_grants(account: Account, now: datetime) -> QuerySet[Grant]:
     )
 
 
+# SPEND_ORDER (billing.services.ledger) in SQL, for lots read as `g`: earliest expiry first,
+# never-expiring last, then lower priority, then oldest.
+SPEND_ORDER_SQL = "g.expires_at ASC NULLS LAST, g.priority, g.created_at, g.id"
+
+
 def has_lapsed_holds(account: Account, now: datetime) -> bool:
     """Whether the account has pending holds past expiry that no sweep has released yet."""
     return account.held_credits > 0 and (
@@ -83,7 +88,7 @@ def balance_by_public_id(public_id: str, now: datetime) -> tuple[Balance, bool] 
         f"g.id, g.source, g.remaining, g.expires_at "
         f"FROM {account_table} a LEFT JOIN {grant_table} g ON g.account_id = a.id AND g.remaining > 0 "
         "AND (g.expires_at IS NULL OR g.expires_at > %s) "
-        "WHERE a.public_id = %s ORDER BY g.expires_at ASC NULLS LAST, g.priority, g.created_at, g.id"
+        f"WHERE a.public_id = %s ORDER BY {SPEND_ORDER_SQL}"
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, [Hold.Status.PENDING, now, now, public_id])
@@ -161,7 +166,9 @@ CROSS JOIN LATERAL (
            coalesce(string_agg(
                '{"id":' || g.id || ',"source":' || to_json(g.source)::text || ',"remaining":' || g.remaining
                || ',"expires_at":' || coalesce('"' || billing_iso(g.expires_at) || '"', 'null') || '}',
-               ',' ORDER BY g.expires_at ASC NULLS LAST, g.priority, g.created_at, g.id), '') AS grants
+               ',' ORDER BY """
+    + SPEND_ORDER_SQL
+    + """), '') AS grants
     FROM billing_grant g
     WHERE g.account_id = a.id AND g.remaining > 0 AND (g.expires_at IS NULL OR g.expires_at > %(now)s)
 ) l

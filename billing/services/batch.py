@@ -25,7 +25,7 @@ from django.db import connection
 
 from billing.errors import InsufficientCredits
 from billing.models import new_debit_id
-from billing.selectors import FREE_GRANT_DUE_SQL
+from billing.selectors import FREE_GRANT_DUE_SQL, SPEND_ORDER_SQL
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST, Actor, BatchDebit, run_posting
 
 # Every account of the batch, locked in id order by one statement (LockRows takes the rows as
@@ -38,11 +38,11 @@ _LOCK = (
     "FROM accounts_account a WHERE a.public_id = ANY(%(accounts)s::varchar[]) ORDER BY a.id FOR UPDATE"
 )
 
-# The lots of the plain accounts in spend order (SPEND_ORDER), read after the lock is granted.
+# The lots of the plain accounts in spend order, read after the lock is granted.
 _LOTS = (
     "SELECT g.account_id, g.id, g.remaining, g.expires_at <= %(now)s FROM billing_grant g "
     "WHERE g.account_id = ANY(%(ids)s::bigint[]) AND g.remaining > 0 "
-    "ORDER BY g.account_id, g.expires_at ASC NULLS LAST, g.priority, g.created_at, g.id"
+    "ORDER BY g.account_id, " + SPEND_ORDER_SQL
 )
 
 # Accounts with a pending hold past its expiry: the general path releases it first.

@@ -37,7 +37,7 @@ from billing.errors import (
 from billing.models import ActorType, Debit, Grant, Hold, LedgerEntry
 from billing.periods import Period, period_at
 from billing.policy import free_credits_for, policy_get
-from billing.selectors import has_lapsed_holds
+from billing.selectors import SPEND_ORDER_SQL, has_lapsed_holds
 
 M = TypeVar("M", Account, Grant)
 
@@ -421,8 +421,8 @@ def _grants_in_spend_order(account: Account) -> list[Grant]:
     # SPEND_ORDER in raw SQL (the ORM's compilation costs more than this indexed read).
     return _fetch(
         Grant,
-        f"SELECT {_columns(Grant)} FROM {Grant._meta.db_table} WHERE account_id = %s AND remaining > 0 "
-        "ORDER BY expires_at ASC NULLS LAST, priority, created_at, id",
+        f"SELECT {_columns(Grant)} FROM {Grant._meta.db_table} g WHERE account_id = %s AND remaining > 0 "
+        f"ORDER BY {SPEND_ORDER_SQL}",
         [account.pk],
     )
 
