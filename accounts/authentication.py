@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.core.cache import cache, caches
 from django.http import HttpRequest
 from django.utils import timezone
@@ -14,7 +15,7 @@ from rest_framework import authentication, exceptions
 from config.cache import PendingCount, ReusedClientRedisCache
 
 from .models import ServiceKey, User, UserToken
-from .ratelimit import WINDOW_SECONDS, counter_key, current_window
+from .ratelimit import WINDOW_SECONDS, count_leases, counter_key, current_window
 from .services import (
     LAST_USED_RESOLUTION,
     SERVICE_KEY_CACHE_SECONDS,
@@ -112,23 +113,28 @@ class PendingPrincipal:
     reads the balance), so that the two round trips overlap. result() or abandon() must follow.
     """
 
-    def __init__(self, raw: str, now: datetime) -> None:
+    def __init__(self, raw: str, now: datetime, *, calls: int = 1, window: int | None = None) -> None:
+        """`calls`: how many calls to count (the first is this one; LeasedServiceCall hands out
+        the others); `window`: the rate-limit window, if the caller has it already."""
         self.now = now
         self.digest = hash_key(raw)
         self.rate_ident = self.digest[:32]
         self.cache_key = service_key_cache_key(self.digest)
-        self.window = current_window(time.time())
+        self.window = current_window(time.time()) if window is None else window
         backend = caches["default"]
         self.pending: PendingCount | None = None
+        # The counter as the round trip left it (None without Redis, or before result()).
+        self.counter: int | None = None
+        self.calls = calls
         if isinstance(backend, ReusedClientRedisCache):
             counter = counter_key("service", self.rate_ident, self.window)
-            self.pending = backend.start_get_and_count(self.cache_key, counter, WINDOW_SECONDS * 2)
+            self.pending = backend.start_get_and_count(self.cache_key, counter, WINDOW_SECONDS * 2, calls)
 
     def result(self) -> ServicePrincipal:
         counted = None
         if self.pending is not None:
-            cached, count = self.pending.result()
-            counted = (self.window, count)
+            cached, self.counter = self.pending.result()
+            counted = (self.window, self.counter - self.calls + 1)
         else:
             cached = cache.get(self.cache_key)
         if cached is None:
@@ -148,6 +154,53 @@ class PendingPrincipal:
     def abandon(self) -> None:
         if self.pending is not None:
             self.pending.abandon()
+
+
+class LeasedServiceCall:
+    """The key check and rate-limit count of a call to a route whose database statement checks
+    the service key itself (the balance read: billing.selectors.balance_json_checked).
+
+    The key is checked against the database on every call, so such a call needs Redis only to be
+    counted, and this process counts a busy key's calls in blocks (accounts.ratelimit): a call
+    takes the next number of its block without a round trip, and when none is left it goes to
+    Redis as PendingPrincipal does (the cached key, last_used_at, the DB lookup on a miss),
+    counting the next calls too. Made, it starts that round trip if one is needed; result()
+    follows the statement, or abandon() when the statement failed.
+    """
+
+    def __init__(self, raw: str, now: datetime) -> None:
+        self.digest = hash_key(raw)
+        self.rate_ident = self.digest[:32]
+        self.window = current_window(time.time())
+        self.number = count_leases.take(self.rate_ident, self.window)
+        self.pending: PendingPrincipal | None = None
+        if self.number is None:
+            limit = settings.RATE_LIMITS.get("service", 0)
+            calls = count_leases.size(self.rate_ident, self.window, limit)
+            self.pending = PendingPrincipal(raw, now, calls=calls, window=self.window)
+
+    def result(self, key: tuple[int, str] | None) -> ServicePrincipal:
+        """The caller, given the key as the route's statement found it: (id, name), or None
+        when no unrevoked key has this hash. Raises AuthenticationFailed as authentication does."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            principal = pending.result()
+            if pending.counter is not None:
+                count_leases.keep(self.rate_ident, self.window, pending.counter, pending.calls)
+            if key is None or key[0] != principal.key_id:  # revoked since Redis cached it
+                raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+            return principal
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        assert self.number is not None  # no round trip: the call took a number of its block
+        return ServicePrincipal(
+            key_id=key[0], name=key[1], rate_ident=self.rate_ident, counted=(self.window, self.number)
+        )
+
+    def abandon(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.abandon()
 
 
 class CsrfSessionAuthentication(authentication.SessionAuthentication):

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import CreditPack, Grant, Hold, LedgerEntry, Operation, Purchase
+from billing.periods import free_period_due_at
 
 
 @dataclass(frozen=True)
@@ -142,25 +143,26 @@ FREE_GRANT_DUE_SQL = """(a.free_period_start IS NULL OR a.free_period_start < (
                     FROM (SELECT %(now)s::timestamptz AT TIME ZONE 'UTC' AS now_utc) n) b) p))"""
 
 # The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
-# PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
-# expiry, or (when active) the current free period's grant not yet made; the period is
-# billing.periods.period_at's, as in billing_spend() (migration billing 0006). Times are written
-# by billing_iso() (migration billing 0009), as DRF's DateTimeField writes them.
+# PostgreSQL, with what decides whether the account has something to settle first: a pending hold
+# past its expiry (decided here), or, when active, the current free period's grant not yet made
+# (decided by the caller from the account's period fields, with billing.periods: in Python it
+# costs a fraction of the date arithmetic in SQL). Times are written by billing_iso() (migration
+# billing 0009), as DRF's DateTimeField writes them. The service key with hash %(key)s, if one is
+# unrevoked, comes with it: the one row is there whether or not the account or the key exists.
 _BALANCE_JSON = (
     """
-SELECT CASE WHEN
-    (a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
-                                    AND h.status = 'pending' AND h.expires_at <= %(now)s))
-    OR (a.status = 'active' AND """
-    + FREE_GRANT_DUE_SQL
-    + """)
-  THEN NULL
-  ELSE '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
-       || ',"available":' || (l.free + l.paid) || ',"held":' || a.held_credits
-       || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}'
-  END
-FROM accounts_account a
-CROSS JOIN LATERAL (
+SELECT k.id, k.name, b.*
+FROM (SELECT 1) one
+LEFT JOIN accounts_servicekey k ON k.key_hash = %(key)s AND k.revoked_at IS NULL
+LEFT JOIN LATERAL (
+  SELECT '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
+         || ',"available":' || (l.free + l.paid) || ',"held":' || a.held_credits
+         || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}',
+         a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
+                                        AND h.status = 'pending' AND h.expires_at <= %(now)s),
+         a.status, a.free_period_start, a.first_period_start, a.period_anchor_day
+  FROM accounts_account a
+  CROSS JOIN LATERAL (
     SELECT coalesce(sum(g.remaining) FILTER (WHERE g.source <> 'purchase'), 0) AS free,
            coalesce(sum(g.remaining) FILTER (WHERE g.source = 'purchase'), 0) AS paid,
            coalesce(string_agg(
@@ -171,22 +173,49 @@ CROSS JOIN LATERAL (
     + """), '') AS grants
     FROM billing_grant g
     WHERE g.account_id = a.id AND g.remaining > 0 AND (g.expires_at IS NULL OR g.expires_at > %(now)s)
-) l
-WHERE a.public_id = %(account)s
+  ) l
+  WHERE a.public_id = %(account)s
+) b ON true
 """
 )
 
 
-def balance_json(public_id: str, now: datetime) -> str | None:
-    """The balance route's body as PostgreSQL renders it, in one statement; None when the
-    account is unknown or has something to settle first (the caller takes the general path).
+@dataclass(frozen=True)
+class BalanceJson:
+    # The unrevoked service key with the hash asked about: (id, name), or None.
+    key: tuple[int, str] | None
+    # The balance route's body, or None when the account is unknown or has something to settle.
+    body: str | None
+
+
+def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) -> BalanceJson | None:
+    """The balance route's body as PostgreSQL renders it, and the service key with `key_hash`,
+    in one statement; None off PostgreSQL (the caller takes the general path).
 
     The hottest read there is: building the body in the database saves the Python objects per
-    row and the rendering (tests compare it byte for byte with balance_data rendered as JSON).
+    row and the rendering (tests compare it byte for byte with balance_data rendered as JSON),
+    and checking the key in the same statement saves asking Redis for it
+    (accounts.authentication.LeasedServiceCall).
     """
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now})
-        row = cursor.fetchone()
-    return None if row is None else row[0]
+        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "key": key_hash})
+        key_id, key_name, body, lapsed_hold, status, free_period_start, first_period_start, anchor_day = (
+            cursor.fetchone()
+        )
+    key = None if key_id is None else (key_id, key_name)
+    if body is None or lapsed_hold:
+        return BalanceJson(key, None)
+    if status == Account.Status.ACTIVE and free_period_due_at(
+        free_period_start=free_period_start, first_period_start=first_period_start, anchor_day=anchor_day, now=now
+    ):
+        return BalanceJson(key, None)
+    return BalanceJson(key, body)
+
+
+def balance_json(public_id: str, now: datetime) -> str | None:
+    """The balance route's body as PostgreSQL renders it; None when the account is unknown or
+    has something to settle first, or off PostgreSQL."""
+    found = balance_json_checked(public_id, now, None)
+    return None if found is None else found.body

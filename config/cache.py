@@ -22,37 +22,42 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # A service request's authentication and rate limit in one command: the key's cached entry, and
-# the window's counter incremented (its expiry set once, as EXPIRE NX does).
+# the window's counter incremented by ARGV[2] calls (its expiry set once, as EXPIRE NX does).
 _GET_AND_COUNT = """
 local value = redis.call('GET', KEYS[1])
-local count = redis.call('INCRBY', KEYS[2], 1)
+local count = redis.call('INCRBY', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1], 'NX')
 return {value, count}
 """
 _GET_AND_COUNT_SHA = hashlib.sha1(_GET_AND_COUNT.encode()).hexdigest()
 
 
-# EVALSHA <sha> 2 <key> <counter> <ttl> in the Redis protocol (RESP: an array of bulk strings),
-# its constant head packed once.
-_EVALSHA_HEAD = b"*6\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n2\r\n" % _GET_AND_COUNT_SHA.encode()
+# EVALSHA <sha> 2 <key> <counter> <ttl> <calls> in the Redis protocol (RESP: an array of bulk
+# strings), its constant head packed once.
+_EVALSHA_HEAD = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n2\r\n" % _GET_AND_COUNT_SHA.encode()
+
+# A script call: (cache key, counter key, counter timeout, calls to count).
+ScriptCall = tuple[str, str, int, int]
 
 
-def _pack_get_and_count(value_key: str, counter_key: str, counter_timeout: int) -> bytes:
-    value, counter, ttl = value_key.encode(), counter_key.encode(), b"%d" % counter_timeout
-    return _EVALSHA_HEAD + b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+def _pack_get_and_count(value_key: str, counter_key: str, counter_timeout: int, calls: int) -> bytes:
+    value, counter, ttl, amount = value_key.encode(), counter_key.encode(), b"%d" % counter_timeout, b"%d" % calls
+    return _EVALSHA_HEAD + b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
         len(value),
         value,
         len(counter),
         counter,
         len(ttl),
         ttl,
+        len(amount),
+        amount,
     )
 
 
 class PendingCount:
     """A start_get_and_count() call sent to Redis, its reply not read yet."""
 
-    def __init__(self, cache: ReusedClientRedisCache, client: Any, connection: Any, call: tuple[str, str, int]):
+    def __init__(self, cache: ReusedClientRedisCache, client: Any, connection: Any, call: ScriptCall):
         self._cache, self._client, self._connection, self._call = cache, client, connection, call
 
     def result(self) -> tuple[Any, int]:
@@ -95,8 +100,8 @@ class ReusedClientRedisCache(RedisCache):
         self._class = ReusedClientRedisCacheClient
         self._local = threading.local()
 
-    def start_get_and_count(self, key: str, counter: str, counter_timeout: int) -> PendingCount:
-        """`get(key)` and an increment of `counter` (created with `counter_timeout`) in one round
+    def start_get_and_count(self, key: str, counter: str, counter_timeout: int, calls: int = 1) -> PendingCount:
+        """`get(key)` and `calls` added to `counter` (created with `counter_timeout`) in one round
         trip, what a request's authentication and rate limit need together: sent now, read by
         the result's result(), so that the caller can do other work (a database read) while Redis
         answers. The caller must call result() or abandon() before this thread's next call.
@@ -107,7 +112,7 @@ class ReusedClientRedisCache(RedisCache):
         """
         # Both keys are the caller's own (hex digests and numbers): Django's per-character check
         # of them for memcached is skipped.
-        call = (self.make_key(key), self.make_key(counter), counter_timeout)
+        call = (self.make_key(key), self.make_key(counter), counter_timeout, calls)
         client = self._cache.get_client(call[0], write=True)
         try:
             connection = self._send_script(client, call)
@@ -115,10 +120,10 @@ class ReusedClientRedisCache(RedisCache):
             return PendingCount(self, client, None, call)  # result() makes the call once more
         return PendingCount(self, client, connection, call)
 
-    def _call_script(self, client: Any, call: tuple[str, str, int]) -> Any:
+    def _call_script(self, client: Any, call: ScriptCall) -> Any:
         return self._read_script_reply(self._send_script(client, call), call)
 
-    def _send_script(self, client: Any, call: tuple[str, str, int]) -> Any:
+    def _send_script(self, client: Any, call: ScriptCall) -> Any:
         """Send the script call on the kept connection, packed here and without redis-py's
         health check (a PING first when the connection was idle): a stale connection fails the
         call, which the caller makes once more."""
@@ -130,7 +135,7 @@ class ReusedClientRedisCache(RedisCache):
             raise
         return connection
 
-    def _read_script_reply(self, connection: Any, call: tuple[str, str, int]) -> Any:
+    def _read_script_reply(self, connection: Any, call: ScriptCall) -> Any:
         try:
             try:
                 return connection.read_response()

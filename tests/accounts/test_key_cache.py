@@ -17,12 +17,27 @@ pytestmark = pytest.mark.django_db
 def test_a_recently_checked_key_costs_no_query(account):
     _, raw = service_key_create(name="gen")
     api = Api(raw)
-    assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200
+    path = f"/accounts/{account.public_id}/ledger"
+    assert api.get(path).status_code == 200
 
     with CaptureQueriesContext(connection) as queries:
-        assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200
+        assert api.get(path).status_code == 200
 
+    assert queries.captured_queries
     assert not [q for q in queries.captured_queries if "accounts_servicekey" in q["sql"]]
+
+
+def test_the_balance_read_checks_the_key_in_its_own_statement(account):
+    _, raw = service_key_create(name="gen")
+    api = Api(raw)
+    path = f"/accounts/{account.public_id}/balance"
+    assert api.get(path).status_code == 200
+
+    for _ in range(3):
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(path).status_code == 200
+        [statement] = [q["sql"] for q in queries.captured_queries]
+        assert "accounts_servicekey" in statement and "billing_grant" in statement
 
 
 def test_a_key_revoked_by_the_service_is_refused_at_once_even_when_cached(account):

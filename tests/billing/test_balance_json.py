@@ -150,13 +150,13 @@ def test_the_key_check_is_sent_before_the_read_and_read_after_it(service_key, se
     give(account, 5)
     api = Api(service_key)
     path = f"/accounts/{account.public_id}/balance"
-    real = billing.api.balance_json
+    real = billing.api.balance_json_checked
     order: list[str] = []
 
     def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(billing.api, "balance_json", failing)
+    monkeypatch.setattr(billing.api, "balance_json_checked", failing)
     with pytest.raises(RuntimeError):
         api.get(path)  # counted: 1
 
@@ -170,7 +170,7 @@ def test_the_key_check_is_sent_before_the_read_and_read_after_it(service_key, se
         order.append("key")
         return pending_result(self)
 
-    monkeypatch.setattr(billing.api, "balance_json", watched)
+    monkeypatch.setattr(billing.api, "balance_json_checked", watched)
     monkeypatch.setattr(billing.api.PendingPrincipal, "result", result)
     answers = [api.get(path) for _ in range(3)]  # counted: 2, 3, 4
     assert [a.status_code for a in answers] == [200, 200, 429]
