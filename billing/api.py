@@ -233,6 +233,7 @@ def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
         request.method != "GET"
         or request.META.get("QUERY_STRING")
         or request.META.get("HTTP_ACCEPT") not in _PLAIN_ACCEPT
+        or not one_call_available()  # the statement is PostgreSQL's
     ):
         return None
     raw = service_key_of(request)
@@ -247,12 +248,10 @@ def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
     call = LeasedServiceCall(raw, now)
     try:
         found = balance_json_checked(account_id, now, call.digest)
+        assert found is not None  # on PostgreSQL
     except BaseException:
         call.abandon()
         raise
-    if found is None:  # off PostgreSQL
-        call.abandon()
-        return None
     try:
         principal = call.result(found.key)
     except AuthenticationFailed as refused:
