@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 
 def _int_env(name: str, default: int, minimum: int, maximum: int) -> int:
@@ -39,3 +41,34 @@ backlog = 2048
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+
+# Request metrics (config/metrics.py): each worker writes its figures to files in one directory,
+# which /metrics adds up. A directory the environment names is used, its old files removed;
+# otherwise the server makes one and removes it on exit. Set here, in the master, before any
+# worker imports prometheus_client (the app is loaded in the workers, after the fork).
+_made_metrics_dir: list[str] = []
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="billing-metrics-")
+        _made_metrics_dir.append(path)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    for path in _made_metrics_dir:
+        shutil.rmtree(path, ignore_errors=True)

@@ -10,7 +10,7 @@ from billing import api as billing_api
 from billing import purchase_api
 from billing import web as billing_web
 
-from . import health
+from . import health, metrics
 from .converters import PublicIdConverter
 
 register_converter(PublicIdConverter, "pubid")
@@ -56,6 +56,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 

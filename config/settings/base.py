@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.MetricsMiddleware",  # outermost: counts and times every answer
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -195,6 +196,15 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; empty turns it off (403).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip()
+if METRICS_TOKEN and (len(METRICS_TOKEN) < 16 or not METRICS_TOKEN.isascii() or not METRICS_TOKEN.isprintable()):
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 printable ASCII characters")
+if any(c.isspace() for c in METRICS_TOKEN):
+    raise ImproperlyConfigured("METRICS_TOKEN must not contain spaces")
+# How long /metrics reuses the ledger gauges it read (shared by all processes through the cache).
+METRICS_STATE_SECONDS = env_int("METRICS_STATE_SECONDS", 30, minimum=0, maximum=3600)
 
 # --- Billing policy -------------------------------------------------------------------------
 FREE_CREDITS_FIRST_PERIOD = env_int("FREE_CREDITS_FIRST_PERIOD", 50, minimum=0, maximum=10**6)
