@@ -207,9 +207,10 @@ def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) ->
     key = None if key_id is None else (key_id, key_name)
     if body is None or lapsed_hold:
         return BalanceJson(key, None)
-    if status == Account.Status.ACTIVE and free_period_due_at(
+    due = free_period_due_at(
         free_period_start=free_period_start, first_period_start=first_period_start, anchor_day=anchor_day, now=now
-    ):
+    )
+    if status == Account.Status.ACTIVE and due is not None:
         return BalanceJson(key, None)
     return BalanceJson(key, body)
 
