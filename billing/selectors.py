@@ -188,17 +188,15 @@ class BalanceJson:
     body: str | None
 
 
-def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) -> BalanceJson | None:
+def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) -> BalanceJson:
     """The balance route's body as PostgreSQL renders it, and the service key with `key_hash`,
-    in one statement; None off PostgreSQL (the caller takes the general path).
+    in one statement (PostgreSQL only: the caller checks).
 
     The hottest read there is: building the body in the database saves the Python objects per
     row and the rendering (tests compare it byte for byte with balance_data rendered as JSON),
     and checking the key in the same statement saves asking Redis for it
     (accounts.authentication.LeasedServiceCall).
     """
-    if connection.vendor != "postgresql":
-        return None
     with connection.cursor() as cursor:
         cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "key": key_hash})
         key_id, key_name, body, lapsed_hold, status, free_period_start, first_period_start, anchor_day = (
@@ -218,5 +216,6 @@ def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) ->
 def balance_json(public_id: str, now: datetime) -> str | None:
     """The balance route's body as PostgreSQL renders it; None when the account is unknown or
     has something to settle first, or off PostgreSQL."""
-    found = balance_json_checked(public_id, now, None)
-    return None if found is None else found.body
+    if connection.vendor != "postgresql":
+        return None
+    return balance_json_checked(public_id, now, None).body
