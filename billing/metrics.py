@@ -98,7 +98,7 @@ def ledger_state() -> list[Gauge]:
         found["accounts"][row["status"]] = row["n"]
         found["available"][row["status"]] = row["available"] or 0
         found["held"][row["status"]] = row["held"] or 0
-    lots = Grant.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), remaining__gt=0)
+    lots = Grant.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), spendable=True)
     for lot in lots.order_by().values("source").annotate(left=Sum("remaining")):
         kind = "paid" if lot["source"] == Grant.Source.PURCHASE else "free"
         found["remaining"][kind] = found["remaining"].get(kind, 0) + lot["left"]

@@ -106,7 +106,7 @@ _LOCK_WITH_LAPSED_LOTS = """
 SELECT a.id FROM accounts_account a
 WHERE a.id BETWEEN %(low)s AND %(high)s
   AND EXISTS (SELECT 1 FROM billing_grant g
-              WHERE g.account_id = a.id AND g.remaining > 0 AND g.expires_at <= %(now)s)
+              WHERE g.account_id = a.id AND g.spendable AND g.expires_at <= %(now)s)
 ORDER BY a.id
 FOR UPDATE
 """
@@ -116,7 +116,7 @@ FOR UPDATE
 _EXPIRE = """
 WITH lapsed AS (
     SELECT id, account_id, remaining FROM billing_grant
-    WHERE account_id = ANY(%(ids)s) AND remaining > 0 AND expires_at <= %(now)s
+    WHERE account_id = ANY(%(ids)s) AND spendable AND expires_at <= %(now)s
 ),
 zeroed AS (
     UPDATE billing_grant g SET remaining = 0

@@ -110,7 +110,7 @@ def account_ranges(*, job: str, now: datetime, size: int) -> Iterator[tuple[int,
 
 def _due(job: str, now: datetime) -> QuerySet:
     if job == JobRun.Job.EXPIRE_GRANTS:
-        return Grant.objects.filter(remaining__gt=0, expires_at__lte=now)
+        return Grant.objects.filter(spendable=True, expires_at__lte=now)
     return Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now)
 
 

@@ -421,7 +421,7 @@ def _grants_in_spend_order(account: Account) -> list[Grant]:
     # SPEND_ORDER in raw SQL (the ORM's compilation costs more than this indexed read).
     return _fetch(
         Grant,
-        f"SELECT {_columns(Grant)} FROM {Grant._meta.db_table} g WHERE account_id = %s AND remaining > 0 "
+        f"SELECT {_columns(Grant)} FROM {Grant._meta.db_table} g WHERE account_id = %s AND spendable "
         f"ORDER BY {SPEND_ORDER_SQL}",
         [account.pk],
     )
@@ -848,7 +848,7 @@ def _batch_settle(accounts: list[Account], actor: Actor, now: datetime) -> dict[
     simple = [a.pk for a in accounts if a.held_credits == 0 and free_period_due(a, now) is None]
     lots: dict[int, list[Grant]] = {pk: [] for pk in simple}
     if simple:
-        for grant in Grant.objects.filter(account_id__in=simple, remaining__gt=0).order_by("account_id", *SPEND_ORDER):
+        for grant in Grant.objects.filter(account_id__in=simple, spendable=True).order_by("account_id", *SPEND_ORDER):
             lots[grant.account_id].append(grant)
     states = {}
     for account in accounts:

@@ -199,6 +199,34 @@ def test_a_debit_is_one_statement_and_its_key_holds_the_answer(service_key, asse
 
 
 @pytest.mark.django_db
+def test_a_debit_that_leaves_credits_in_a_lot_updates_it_in_place(service_key, assert_ledger_clean):
+    """The spendable index names the generated `spendable`, not `remaining` (migration billing
+    0010): PostgreSQL updates a lot that keeps credits as a HOT update, without new index
+    entries; only the debit that empties it changes an indexed value."""
+    account = make_account()
+    lot = give(account, 4)
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/debits"
+
+    def hot_updates() -> int:  # this test's transaction's, which every request runs in
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_get_xact_tuples_hot_updated('billing_grant'::regclass)")
+            return cursor.fetchone()[0]
+
+    before = hot_updates()
+    assert [api.post(path, {"credits": 1, "reference": "r"}).status_code for _ in range(3)] == [201] * 3
+    assert hot_updates() == before + 3
+    assert api.post(path, {"credits": 1, "reference": "r"}).status_code == 201  # empties the lot
+    assert hot_updates() == before + 3
+    lot.refresh_from_db()
+    assert lot.remaining == 0 and lot.spendable is False
+    assert Grant.objects.filter(account=account, spendable=True).count() == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'billing_grant'")
+        assert cursor.fetchone()[0] == ["fillfactor=85"]
+    assert_ledger_clean()
+
+
 def test_an_operation_is_charged_its_price(service_key):
     account = make_account()
     give(account, 10)
