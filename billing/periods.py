@@ -6,8 +6,10 @@ every month has it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,39 @@ def free_period_due_at(
     if free_period_start is not None and free_period_start >= period.start:
         return None
     return period
+
+
+@dataclass(frozen=True)
+class MonthBounds:
+    """The calendar of the UTC month a moment falls in, as SQL that decides period_at's start for
+    any anchor day takes it (billing.selectors.FREE_GRANT_DUE_SQL): the day of the month, and the
+    first days of this, the previous and the next month."""
+
+    day: int
+    this_month: date
+    previous_month: date
+    next_month: date
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "day": self.day,
+            "this_month": self.this_month,
+            "previous_month": self.previous_month,
+            "next_month": self.next_month,
+        }
+
+
+def month_bounds(moment: datetime) -> MonthBounds:
+    return _month_bounds(moment.astimezone(UTC).date())
+
+
+@functools.lru_cache(maxsize=8)
+def _month_bounds(day: date) -> MonthBounds:
+    this_month = day.replace(day=1)
+    return MonthBounds(
+        day=day.day,
+        this_month=this_month,
+        previous_month=(this_month - timedelta(days=1)).replace(day=1),
+        next_month=(this_month + timedelta(days=31)).replace(day=1),
+    )

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import CreditPack, Grant, Hold, LedgerEntry, Operation, Purchase
-from billing.periods import free_period_due_at
+from billing.periods import month_bounds
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Balance:
 def spendable_grants(account: Account, now: datetime) -> QuerySet[Grant]:
     """Unexpired lots with credits left, in spend order. A lot is expired from the exact second."""
     return (
-        Grant.objects.filter(account=account, remaining__gt=0)
+        Grant.objects.filter(account=account, spendable=True)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .order_by(F("expires_at").asc(nulls_last=True), "priority", "created_at", "id")
     )
@@ -87,7 +87,7 @@ def balance_by_public_id(public_id: str, now: datetime) -> tuple[Balance, bool] 
         f"CASE WHEN a.held_credits > 0 THEN EXISTS (SELECT 1 FROM {hold_table} h WHERE h.account_id = a.id "
         "AND h.status = %s AND h.expires_at <= %s) ELSE false END, "
         f"g.id, g.source, g.remaining, g.expires_at "
-        f"FROM {account_table} a LEFT JOIN {grant_table} g ON g.account_id = a.id AND g.remaining > 0 "
+        f"FROM {account_table} a LEFT JOIN {grant_table} g ON g.account_id = a.id AND g.spendable "
         "AND (g.expires_at IS NULL OR g.expires_at > %s) "
         f"WHERE a.public_id = %s ORDER BY {SPEND_ORDER_SQL}"
     )
@@ -128,39 +128,45 @@ def purchases_of(*, account: Account, limit: int = 100) -> list[Purchase]:
     return list(Purchase.objects.filter(account=account).select_related("pack").order_by("-created_at", "-id")[:limit])
 
 
-# Whether account `a`'s current free period has no grant yet at %(now)s: billing.periods.period_at's
-# period (the latest anchor-day midnight UTC at or before now, or the first period if that is
-# earlier than the first period's month), as billing_spend() (migration billing 0006) decides it.
-# An expression over the account row alone, so a statement that locks the row can use it.
-FREE_GRANT_DUE_SQL = """(a.free_period_start IS NULL OR a.free_period_start < (
-        SELECT CASE WHEN date_trunc('month', p.start) < date_trunc('month', a.first_period_start AT TIME ZONE 'UTC')
-                    THEN a.first_period_start ELSE p.start AT TIME ZONE 'UTC' END
-        FROM (SELECT CASE WHEN b.this_month <= b.now_utc THEN b.this_month ELSE b.previous_month END AS start
-              FROM (SELECT n.now_utc,
-                           date_trunc('month', n.now_utc) + (a.period_anchor_day - 1) * interval '1 day' AS this_month,
-                           date_trunc('month', n.now_utc) - interval '1 month'
-                               + (a.period_anchor_day - 1) * interval '1 day' AS previous_month
-                    FROM (SELECT %(now)s::timestamptz AT TIME ZONE 'UTC' AS now_utc) n) b) p))"""
+# Whether account `a`'s current free period has no grant yet: billing.periods.period_at's period
+# at now, decided from the calendar bounds of now's UTC month (billing.periods.month_bounds, whose
+# `params` the statement takes): the anchor day's midnight this month if that day is not after
+# today, else last month's, or the first period's start if that falls in a later month (a clock
+# moved back). An expression over the account row alone, so a statement that locks the row can use
+# it, and comparisons only: date arithmetic per row would cost several times more.
+FREE_GRANT_DUE_SQL = """(a.free_period_start IS NULL OR a.free_period_start < CASE
+      WHEN a.period_anchor_day <= %(day)s
+      THEN CASE WHEN a.first_period_start >= %(next_month)s::timestamp AT TIME ZONE 'UTC' THEN a.first_period_start
+                ELSE (%(this_month)s::date + (a.period_anchor_day - 1))::timestamp AT TIME ZONE 'UTC' END
+      ELSE CASE WHEN a.first_period_start >= %(this_month)s::timestamp AT TIME ZONE 'UTC' THEN a.first_period_start
+                ELSE (%(previous_month)s::date + (a.period_anchor_day - 1))::timestamp AT TIME ZONE 'UTC' END
+    END)"""
 
 # The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
-# PostgreSQL, with what decides whether the account has something to settle first: a pending hold
-# past its expiry (decided here), or, when active, the current free period's grant not yet made
-# (decided by the caller from the account's period fields, with billing.periods: in Python it
-# costs a fraction of the date arithmetic in SQL). Times are written by billing_iso() (migration
-# billing 0009), as DRF's DateTimeField writes them. The service key with hash %(key)s, if one is
-# unrevoked, comes with it: the one row is there whether or not the account or the key exists.
+# PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
+# expiry, or, when active, the current free period's grant not yet made (FREE_GRANT_DUE_SQL:
+# deciding it here saves loading the account's dates into Python). Times are written by
+# billing_iso() (migration billing 0009), as DRF's DateTimeField writes them. The service key with
+# hash %(key)s, if one is unrevoked, comes with it: the one row is there whether or not the
+# account or the key exists.
 _BALANCE_JSON = (
     """
-SELECT k.id, k.name, b.*
+SELECT k.id, k.name, b.body
 FROM (SELECT 1) one
 LEFT JOIN accounts_servicekey k ON k.key_hash = %(key)s AND k.revoked_at IS NULL
 LEFT JOIN LATERAL (
-  SELECT '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
+  SELECT CASE
+    WHEN a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
+                                        AND h.status = 'pending' AND h.expires_at <= %(now)s)
+    THEN NULL
+    WHEN a.status = 'active' AND """
+    + FREE_GRANT_DUE_SQL
+    + """
+    THEN NULL
+    ELSE '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
          || ',"available":' || (l.free + l.paid) || ',"held":' || a.held_credits
-         || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}',
-         a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
-                                        AND h.status = 'pending' AND h.expires_at <= %(now)s),
-         a.status, a.free_period_start, a.first_period_start, a.period_anchor_day
+         || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}'
+  END AS body
   FROM accounts_account a
   CROSS JOIN LATERAL (
     SELECT coalesce(sum(g.remaining) FILTER (WHERE g.source <> 'purchase'), 0) AS free,
@@ -172,7 +178,7 @@ LEFT JOIN LATERAL (
     + SPEND_ORDER_SQL
     + """), '') AS grants
     FROM billing_grant g
-    WHERE g.account_id = a.id AND g.remaining > 0 AND (g.expires_at IS NULL OR g.expires_at > %(now)s)
+    WHERE g.account_id = a.id AND g.spendable AND (g.expires_at IS NULL OR g.expires_at > %(now)s)
   ) l
   WHERE a.public_id = %(account)s
 ) b ON true
@@ -198,19 +204,9 @@ def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) ->
     (accounts.authentication.LeasedServiceCall).
     """
     with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "key": key_hash})
-        key_id, key_name, body, lapsed_hold, status, free_period_start, first_period_start, anchor_day = (
-            cursor.fetchone()
-        )
-    key = None if key_id is None else (key_id, key_name)
-    if body is None or lapsed_hold:
-        return BalanceJson(key, None)
-    due = free_period_due_at(
-        free_period_start=free_period_start, first_period_start=first_period_start, anchor_day=anchor_day, now=now
-    )
-    if status == Account.Status.ACTIVE and due is not None:
-        return BalanceJson(key, None)
-    return BalanceJson(key, body)
+        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "key": key_hash, **month_bounds(now).params})
+        key_id, key_name, body = cursor.fetchone()
+    return BalanceJson(None if key_id is None else (key_id, key_name), body)
 
 
 def balance_json(public_id: str, now: datetime) -> str | None:

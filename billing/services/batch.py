@@ -25,6 +25,7 @@ from django.db import connection
 
 from billing.errors import InsufficientCredits
 from billing.models import new_debit_id
+from billing.periods import month_bounds
 from billing.selectors import FREE_GRANT_DUE_SQL, SPEND_ORDER_SQL
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST, Actor, BatchDebit, run_posting
 
@@ -41,7 +42,7 @@ _LOCK = (
 # The lots of the plain accounts in spend order, read after the lock is granted.
 _LOTS = (
     "SELECT g.account_id, g.id, g.remaining, g.expires_at <= %(now)s FROM billing_grant g "
-    "WHERE g.account_id = ANY(%(ids)s::bigint[]) AND g.remaining > 0 "
+    "WHERE g.account_id = ANY(%(ids)s::bigint[]) AND g.spendable "
     "ORDER BY g.account_id, " + SPEND_ORDER_SQL
 )
 
@@ -150,7 +151,7 @@ def debits_create_plain(*, items: list[BatchDebit], actor: Actor, now: datetime)
 def _lock_plain_accounts(public_ids: list[str], now: datetime) -> dict[str, _Account]:
     """Lock every account of the batch; the plain ones with their lots, by public id."""
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK, {"accounts": public_ids, "now": now})
+        cursor.execute(_LOCK, {"accounts": public_ids, **month_bounds(now).params})
         rows = cursor.fetchall()
         plain = {row[0]: _Account(row[0], row[2], row[3], [], [], 0) for row in rows if row[4]}
         held = [pk for pk, account in plain.items() if account.held > 0]

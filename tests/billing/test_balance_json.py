@@ -11,14 +11,17 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
+from accounts.authentication import PendingPrincipal
 from accounts.models import Account
 from billing.models import Grant
 from billing.periods import period_at
 from billing.selectors import balance_get, balance_json
 from billing.serializers import balance_data
+from billing.services.batch import _lock_plain_accounts
 from billing.services.ledger import Actor, free_period_due, hold_create
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
@@ -73,27 +76,51 @@ def test_it_steps_aside_for_an_unknown_account_a_lapsed_hold_and_a_due_free_gran
 
 
 def test_the_free_period_decision_matches_billing_periods():
+    """The SQL decision (FREE_GRANT_DUE_SQL), in the balance read and in the batch's lock, against
+    billing.periods: instants on month and day edges and at random, anchors at both ends, a first
+    period before, at and after now's month (a clock moved back), on its anchor day's midnight or
+    not (an anchor changed later), and a last free period just at, before and after the one due."""
     rng = random.Random(11)
     account = make_account()
     base = datetime(2024, 1, 1, tzinfo=UTC)
-    instants = [datetime(2024, 2, 29, tzinfo=UTC), datetime(2025, 12, 31, 23, 59, tzinfo=UTC)]
-    instants += [base + timedelta(seconds=rng.randrange(3 * 365 * 86400)) for _ in range(20)]
-    checked = 0
+    instants = [
+        datetime(2024, 2, 29, tzinfo=UTC),
+        datetime(2024, 3, 1, tzinfo=UTC) - timedelta(microseconds=1),
+        datetime(2025, 1, 1, tzinfo=UTC),
+        datetime(2025, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2026, 3, 28, tzinfo=UTC) - timedelta(microseconds=1),
+    ]
+    instants += [base + timedelta(seconds=rng.randrange(3 * 365 * 86400)) for _ in range(16)]
+    checked = due_seen = 0
     for now in instants:
         for anchor in (1, 15, 28):
-            for months_before in (-1, 0, 2):
-                first = datetime(now.year, now.month, anchor, tzinfo=UTC) - timedelta(days=31 * months_before)
-                first = first.replace(day=anchor)
-                period = period_at(first_period_start=first, anchor_day=anchor, now=now)
-                for granted in (period.start, period.start - timedelta(microseconds=1)):
-                    Account.objects.filter(pk=account.pk).update(
-                        period_anchor_day=anchor, first_period_start=first, free_period_start=granted
-                    )
-                    account.refresh_from_db()
-                    due = free_period_due(account, now) is not None
-                    assert (balance_json(account.public_id, now) is None) == due, (now, anchor, first, granted)
-                    checked += 1
-    assert checked == 22 * 3 * 3 * 2
+            for months_before in (-1, 0, 1, 13):
+                month = datetime(now.year, now.month, anchor, tzinfo=UTC) - timedelta(days=31 * months_before)
+                for first in (
+                    month.replace(day=anchor),
+                    month.replace(day=anchor) + timedelta(hours=rng.randrange(1, 96)),
+                ):
+                    period = period_at(first_period_start=first, anchor_day=anchor, now=now)
+                    for granted in (
+                        None,
+                        period.start,
+                        period.start - timedelta(microseconds=1),
+                        period.start + timedelta(days=1),
+                    ):
+                        Account.objects.filter(pk=account.pk).update(
+                            period_anchor_day=anchor, first_period_start=first, free_period_start=granted
+                        )
+                        account.refresh_from_db()
+                        due = free_period_due(account, now) is not None
+                        case = (now, anchor, first, granted)
+                        assert (balance_json(account.public_id, now) is None) == due, case
+                        with transaction.atomic():
+                            plain = _lock_plain_accounts([account.public_id], now)
+                        assert (account.public_id not in plain) == due, case
+                        checked += 1
+                        due_seen += due
+    assert checked == 21 * 3 * 4 * 2 * 4
+    assert 0 < due_seen < checked
 
 
 # --- the balance route's common read, before DRF's dispatch (billing.api.balance_read) ---------
@@ -164,14 +191,14 @@ def test_the_key_check_is_sent_before_the_read_and_read_after_it(service_key, se
         order.append("read")
         return real(*args, **kwargs)
 
-    pending_result = billing.api.PendingPrincipal.result
+    pending_result = PendingPrincipal.result
 
     def result(self):  # type: ignore[no-untyped-def]
         order.append("key")
         return pending_result(self)
 
     monkeypatch.setattr(billing.api, "balance_json_checked", watched)
-    monkeypatch.setattr(billing.api.PendingPrincipal, "result", result)
+    monkeypatch.setattr(PendingPrincipal, "result", result)
     answers = [api.get(path) for _ in range(3)]  # counted: 2, 3, 4
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[0].json()["available"] == 5
