@@ -28,6 +28,9 @@ from .services import (
 # the AuthenticationFailed to raise.
 SERVICE_KEY_CHECKED = "_billing_service_key_checked"
 
+# A service key's calls record their Idempotency-Keys under this prefix and the key's id.
+SERVICE_SCOPE_PREFIX = "svc:"
+
 
 @dataclass(frozen=True)
 class ServicePrincipal:
@@ -44,7 +47,7 @@ class ServicePrincipal:
 
     @property
     def scope(self) -> str:
-        return f"svc:{self.key_id}"
+        return f"{SERVICE_SCOPE_PREFIX}{self.key_id}"
 
 
 def principal_scope(user: object) -> str:
@@ -158,14 +161,17 @@ class PendingPrincipal:
 
 class LeasedServiceCall:
     """The key check and rate-limit count of a call to a route whose database statement checks
-    the service key itself (the balance read: billing.selectors.balance_json_checked).
+    the service key itself (the balance read: billing.selectors.balance_json_checked; the debit:
+    billing.services.one_call.debit_create_keyed).
 
     The key is checked against the database on every call, so such a call needs Redis only to be
     counted, and this process counts a busy key's calls in blocks (accounts.ratelimit): a call
     takes the next number of its block without a round trip, and when none is left it goes to
     Redis as PendingPrincipal does (the cached key, last_used_at, the DB lookup on a miss),
     counting the next calls too. Made, it starts that round trip if one is needed; result()
-    follows the statement, or abandon() when the statement failed.
+    follows the statement, or abandon() when the statement failed. A statement that writes must
+    know the rate-limit decision first: counted() settles the round trip before it, and
+    within_limit() tells for a number taken from the block.
     """
 
     def __init__(self, raw: str, now: datetime) -> None:
@@ -196,6 +202,29 @@ class LeasedServiceCall:
         return ServicePrincipal(
             key_id=key[0], name=key[1], rate_ident=self.rate_ident, counted=(self.window, self.number)
         )
+
+    def counted(self) -> ServicePrincipal | None:
+        """The caller, when the call went to Redis: its key as Redis or the database has it (the
+        statement then checks it again), with the call counted. None when the call took a number
+        of its block: result() then follows the statement, with the key the statement found."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None
+        principal = pending.result()
+        if pending.counter is not None:
+            count_leases.keep(self.rate_ident, self.window, pending.counter, pending.calls)
+        return principal
+
+    def within_limit(self) -> bool:
+        """Whether the number the call took of its block is within the service rate limit."""
+        limit = settings.RATE_LIMITS.get("service", 0)
+        return not limit or (self.number is not None and self.number <= limit)
+
+    def result_from_database(self) -> ServicePrincipal:
+        """result() for a call that no statement of the route checked: its key read from the
+        database, so that the route can hand the call over counted once."""
+        key = ServiceKey.objects.filter(key_hash=self.digest, revoked_at__isnull=True).values_list("id", "name").first()
+        return self.result(key)
 
     def abandon(self) -> None:
         pending, self.pending = self.pending, None

@@ -18,8 +18,8 @@ def current_window(now: float) -> int:
 
 # --- counting a busy key's calls in blocks --------------------------------------------------------
 #
-# A route that checks the service key in its own database statement (the balance read) need not
-# ask Redis about the key on every call, only count the call. It counts in blocks: one round trip
+# A route that checks the service key in its own database statement (the balance read, the plain
+# debit) need not ask Redis about the key on every call, only count the call. It counts in blocks: one round trip
 # adds n calls to the window's counter, and the process hands out the n count numbers it got
 # (counter - n + 1 .. counter) to its next n calls, each allowed as a call counted alone with
 # that number would be (number <= limit). Numbers are never shared, so no more calls than the

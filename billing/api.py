@@ -22,8 +22,8 @@ from rest_framework.response import Response
 
 from accounts.authentication import (
     SERVICE_KEY_CHECKED,
+    SERVICE_SCOPE_PREFIX,
     LeasedServiceCall,
-    PendingPrincipal,
     ServicePrincipal,
     principal_scope,
     service_key_of,
@@ -98,12 +98,14 @@ from billing.services.ledger import (
 )
 from billing.services.one_call import (
     INSUFFICIENT,
+    KEY_REFUSED,
     KEY_TAKEN,
     MADE,
     REPLAY,
     UNKNOWN_OPERATION,
     KeyRecord,
     OneCall,
+    debit_create_keyed,
     debit_create_one_call,
     hold_capture_one_call,
     hold_create_one_call,
@@ -302,16 +304,20 @@ def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> 
     """A plain debit as one database call; None when the account has something to settle first
     (the caller then runs the general path, which does)."""
     scope, key, request_hash = request_key(request)
-    result, made = _plain_debit(account_id, data, KeyRecord(scope, key, request_hash), actor_of(request))
+    spend = functools.partial(
+        debit_create_one_call, actor=actor_of(request), record=KeyRecord(scope, key, request_hash)
+    )
+    result, made = _plain_debit(account_id, data, spend)
     if made is not None:
         return Response(made, status=status.HTTP_201_CREATED)
     return _one_call_answer(result, scope, key, request_hash, data.get("operation", ""))
 
 
 def _plain_debit(
-    account_id: str, data: dict[str, Any], record: KeyRecord, actor: Actor
+    account_id: str, data: dict[str, Any], spend: Callable[..., OneCall]
 ) -> tuple[OneCall, dict[str, Any] | None]:
-    """billing_spend() for a plain debit body: its result, and the 201 body when it was made."""
+    """A plain debit body spent by `spend` (debit_create_one_call or debit_create_keyed, given
+    the rest of their arguments): its result, and the 201 body when it was made."""
     now = timezone.now()
     operation = data.get("operation", "")
 
@@ -332,13 +338,11 @@ def _plain_debit(
         # The answer without what billing_spend() adds: `credits` (an operation's price) and `balance`.
         return {name: value for name, value in answer(public_id, 0, 0, 0).items() if name not in ("credits", "balance")}
 
-    result = debit_create_one_call(
+    result = spend(
         account=account_id,
         credits=data.get("credits"),
         operation=operation,
         reference=data["reference"],
-        actor=actor,
-        record=record,
         body=body,
         now=now,
     )
@@ -359,7 +363,14 @@ def debit_write(request: HttpRequest, account_id: str) -> HttpResponse | None:
     """The debit route's common call without DRF's dispatch; None for anything else, which
     DRF's view answers (as balance_read: the key check and count are handed over, so a call
     DRF then answers is checked and counted once). Only a debit made is answered here: any
-    other outcome of billing_spend() wrote nothing, and DRF's view runs the request again."""
+    other outcome of billing_spend() wrote nothing, and DRF's view runs the request again.
+
+    The request is read first: one this route does not answer leaves everything, the key check
+    and the count included, to DRF. The debit's statement checks the service key itself
+    (debit_create_keyed), so the call goes to Redis only to be counted, and most calls of a busy
+    key are counted from this process's block of counts (LeasedServiceCall). The rate limit is
+    decided before the statement: over it, nothing is written.
+    """
     if (
         request.method != "POST"
         or request.META.get("QUERY_STRING")
@@ -375,14 +386,6 @@ def debit_write(request: HttpRequest, account_id: str) -> HttpResponse | None:
     raw = service_key_of(request)
     if raw is None:
         return None
-    try:
-        principal = PendingPrincipal(raw, timezone.now()).result()
-    except AuthenticationFailed as refused:
-        setattr(request, SERVICE_KEY_CHECKED, refused)
-        return None
-    setattr(request, SERVICE_KEY_CHECKED, principal)
-    if not service_call_allowed(principal):
-        return None
     key = request.headers.get(IDEMPOTENCY_HEADER_NAME)
     if key is None or not valid_key(key):
         return None
@@ -393,8 +396,34 @@ def debit_write(request: HttpRequest, account_id: str) -> HttpResponse | None:
     data = debit_request_fast(document)
     if data is None:
         return None
-    record = KeyRecord(principal.scope, key, fingerprint("POST", request.path, document))
-    _, made = _plain_debit(account_id, data, record, Actor(ActorType.SERVICE, str(principal.key_id)))
+    call = LeasedServiceCall(raw, timezone.now())
+    try:
+        principal = call.counted()
+        if principal is None and not call.within_limit():
+            principal = call.result_from_database()
+    except AuthenticationFailed as refused:
+        setattr(request, SERVICE_KEY_CHECKED, refused)
+        return None
+    if principal is not None and not service_call_allowed(principal):
+        setattr(request, SERVICE_KEY_CHECKED, principal)
+        return None
+    spend = functools.partial(
+        debit_create_keyed,
+        key_hash=call.digest,
+        scope_prefix=SERVICE_SCOPE_PREFIX,
+        key=key,
+        request_hash=fingerprint("POST", request.path, document),
+    )
+    result, made = _plain_debit(account_id, data, spend)
+    try:
+        if result.outcome == KEY_REFUSED:
+            raise AuthenticationFailed("Invalid or revoked API key.")
+        if principal is None:  # the statement checked the key, or (taken meanwhile) rolled back
+            principal = call.result(result.key) if result.key is not None else call.result_from_database()
+    except AuthenticationFailed as refused:
+        setattr(request, SERVICE_KEY_CHECKED, refused)
+        return None
+    setattr(request, SERVICE_KEY_CHECKED, principal)
     if made is None:
         return None
     return HttpResponse(

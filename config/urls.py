@@ -15,20 +15,22 @@ from .converters import PublicIdConverter
 
 register_converter(PublicIdConverter, "pubid")
 
+# Django tries the patterns in order: the generation service's routes, called on every request,
+# come first (no two patterns here match the same path, so the order decides nothing else).
 api_v1 = [
+    path("accounts/<pubid:account_id>/balance", billing_api.BalanceView.as_view(), name="balance"),
+    path("accounts/<pubid:account_id>/debits", billing_api.DebitCreateView.as_view(), name="debit-create"),
+    path("accounts/<pubid:account_id>/holds", billing_api.HoldCreateView.as_view(), name="hold-create"),
+    path("holds/<pubid:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),
+    path("debits/batch", billing_api.DebitBatchView.as_view(), name="debit-batch"),
+    path("holds/<pubid:hold_id>/release", billing_api.HoldReleaseView.as_view(), name="hold-release"),
+    path("holds/<pubid:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
+    path("debits/<pubid:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
+    path("accounts/<pubid:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
     path("auth/signup", accounts_api.SignupView.as_view(), name="signup"),
     path("auth/token", accounts_api.TokenView.as_view(), name="token"),
     path("me", accounts_api.MeView.as_view(), name="me"),
     path("me/ledger", accounts_api.MeLedgerView.as_view(), name="me-ledger"),
-    path("accounts/<pubid:account_id>/balance", billing_api.BalanceView.as_view(), name="balance"),
-    path("accounts/<pubid:account_id>/debits", billing_api.DebitCreateView.as_view(), name="debit-create"),
-    path("accounts/<pubid:account_id>/holds", billing_api.HoldCreateView.as_view(), name="hold-create"),
-    path("accounts/<pubid:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
-    path("debits/batch", billing_api.DebitBatchView.as_view(), name="debit-batch"),
-    path("debits/<pubid:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
-    path("holds/<pubid:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
-    path("holds/<pubid:hold_id>/capture", billing_api.HoldCaptureView.as_view(), name="hold-capture"),
-    path("holds/<pubid:hold_id>/release", billing_api.HoldReleaseView.as_view(), name="hold-release"),
     path("packs", purchase_api.PackListView.as_view(), name="packs"),
     path("me/checkout", purchase_api.CheckoutView.as_view(), name="me-checkout"),
     path("me/payment-intents", purchase_api.PaymentIntentView.as_view(), name="me-payment-intents"),
