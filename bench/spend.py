@@ -482,14 +482,25 @@ def statements_per_request(token: str) -> dict[str, int | None]:
 # --- one run ------------------------------------------------------------------------------------
 
 
+def ratio_clients(args: argparse.Namespace) -> int:
+    """The client count the ratios compare at: 16, or the first one asked for."""
+    return 16 if 16 in args.client_counts else args.client_counts[0]
+
+
 def scenarios(args: argparse.Namespace) -> list[tuple[str, str, int, dict[str, Any]]]:
-    """(name, kind, clients, options) in the order they run."""
+    """(name, kind, clients, options) in the order they run. Each scenario runs next to the
+    ceilings it is compared with, the batch included (its ceiling is pgbench at the ratios'
+    client count), so that the machine's drift within a round touches both alike."""
     runs: list[tuple[str, str, int, dict[str, Any]]] = []
     for clients in args.client_counts:
         runs += [
             (f"debit_{clients}", "debit", clients, {}),
             (f"bare_debit_{clients}", "bare_debit", clients, {}),
             (f"pgbench_{clients}", "pgbench", clients, {}),
+        ]
+        if clients == ratio_clients(args):
+            runs.append((f"batch_{args.batch_clients}", "batch", args.batch_clients, {"batch": args.batch_size}))
+        runs += [
             (f"hold_capture_{clients}", "hold", clients, {}),
             (f"balance_{clients}", "balance", clients, {}),
             (f"bare_read_{clients}", "bare_read", clients, {}),
@@ -498,7 +509,6 @@ def scenarios(args: argparse.Namespace) -> list[tuple[str, str, int, dict[str, A
         ("hot_16", "debit", 16, {"hot": HOT_ACCOUNT}),
         ("bare_hot_16", "bare_debit", 16, {"hot": HOT_ACCOUNT}),
         ("pgbench_hot_16", "pgbench", 16, {"hot": HOT_ACCOUNT}),
-        (f"batch_{args.batch_clients}", "batch", args.batch_clients, {"batch": args.batch_size}),
     ]
     if args.only:
         wanted = set(args.only.split(","))
@@ -514,7 +524,7 @@ def ratios(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     def div(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
-    c = 16 if 16 in args.client_counts else args.client_counts[0]
+    c = ratio_clients(args)
     batch = rate(f"batch_{args.batch_clients}")
     return {
         "debit_vs_bare": div(rate(f"debit_{c}"), rate(f"bare_debit_{c}")),

@@ -54,10 +54,13 @@ local function next_key()
   return run_id .. "-" .. thread_id .. "-" .. counter
 end
 
-local function headers(with_key)
+-- A request with a body says its type; a GET has none, as a real client sends it.
+local function headers(with_key, with_body)
   local h = {}
   h["Authorization"] = "Bearer " .. token
-  h["Content-Type"] = "application/json"
+  if with_body ~= false then
+    h["Content-Type"] = "application/json"
+  end
   if with_key then
     h["Idempotency-Key"] = next_key()
   end
@@ -91,7 +94,7 @@ function request()
       '{"credits":1,"reference":"bench"}')
   elseif mode == "balance" then
     last_kind = "balance"
-    return wrk.format("GET", "/api/v1/accounts/" .. public_id(pick()) .. "/balance", headers(false))
+    return wrk.format("GET", "/api/v1/accounts/" .. public_id(pick()) .. "/balance", headers(false, false))
   elseif mode == "batch" then
     last_kind = "batch"
     return wrk.format("POST", "/api/v1/debits/batch", headers(false), batch_body())
