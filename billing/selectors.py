@@ -146,9 +146,12 @@ FREE_GRANT_DUE_SQL = """(a.free_period_start IS NULL OR a.free_period_start < CA
 # PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
 # expiry, or, when active, the current free period's grant not yet made (FREE_GRANT_DUE_SQL:
 # deciding it here saves loading the account's dates into Python). Times are written by
-# billing_iso() (migration billing 0009), as DRF's DateTimeField writes them. The service key with
-# hash %(key)s, if one is unrevoked, comes with it: the one row is there whether or not the
-# account or the key exists.
+# billing_iso(), as DRF's DateTimeField writes them. The service key with hash %(key)s, if one is
+# unrevoked, comes with it: the one row is there whether or not the account or the key exists.
+# What PostgreSQL spends is per execution, mostly in setting up the plan's nodes and expressions:
+# the lapsed-hold check is a function call (billing_lapsed_hold, migration billing 0011), which
+# costs nothing for an account with no held credits, where a subquery's node would be set up on
+# every read, and each JSON object is one format() call rather than a chain of concatenations.
 _BALANCE_JSON = (
     """
 SELECT k.id, k.name, b.body
@@ -156,24 +159,21 @@ FROM (SELECT 1) one
 LEFT JOIN accounts_servicekey k ON k.key_hash = %(key)s AND k.revoked_at IS NULL
 LEFT JOIN LATERAL (
   SELECT CASE
-    WHEN a.held_credits > 0 AND EXISTS (SELECT 1 FROM billing_hold h WHERE h.account_id = a.id
-                                        AND h.status = 'pending' AND h.expires_at <= %(now)s)
-    THEN NULL
+    WHEN a.held_credits > 0 AND billing_lapsed_hold(a.id, %(now)s) THEN NULL
     WHEN a.status = 'active' AND """
     + FREE_GRANT_DUE_SQL
     + """
     THEN NULL
-    ELSE '{"account":' || to_json(a.public_id)::text || ',"status":' || to_json(a.status)::text
-         || ',"available":' || (l.free + l.paid) || ',"held":' || a.held_credits
-         || ',"free":' || l.free || ',"paid":' || l.paid || ',"grants":[' || l.grants || ']}'
+    ELSE format('{"account":%%s,"status":%%s,"available":%%s,"held":%%s,"free":%%s,"paid":%%s,"grants":[%%s]}',
+                to_json(a.public_id), to_json(a.status), l.free + l.paid, a.held_credits, l.free, l.paid, l.grants)
   END AS body
   FROM accounts_account a
   CROSS JOIN LATERAL (
     SELECT coalesce(sum(g.remaining) FILTER (WHERE g.source <> 'purchase'), 0) AS free,
            coalesce(sum(g.remaining) FILTER (WHERE g.source = 'purchase'), 0) AS paid,
            coalesce(string_agg(
-               '{"id":' || g.id || ',"source":' || to_json(g.source)::text || ',"remaining":' || g.remaining
-               || ',"expires_at":' || coalesce('"' || billing_iso(g.expires_at) || '"', 'null') || '}',
+               format('{"id":%%s,"source":%%s,"remaining":%%s,"expires_at":%%s}', g.id, to_json(g.source),
+                      g.remaining, coalesce('"' || billing_iso(g.expires_at) || '"', 'null')),
                ',' ORDER BY """
     + SPEND_ORDER_SQL
     + """), '') AS grants

@@ -203,3 +203,25 @@ def test_the_key_check_is_sent_before_the_read_and_read_after_it(service_key, se
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[0].json()["available"] == 5
     assert order[:2] == ["read", "key"]
+
+
+@pytest.mark.parametrize("micro", [0, 1, 17, 500_000, 999_999])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(9999, 12, 31, 8, 0, 5, tzinfo=UTC),
+    ],
+)
+def test_billing_iso_writes_a_time_as_drf_does_whatever_the_session_time_zone(moment, micro):
+    from django.db import connection
+    from rest_framework.fields import DateTimeField
+
+    value = moment.replace(microsecond=micro)
+    written = []
+    with connection.cursor() as cursor:
+        for zone in ("UTC", "Asia/Kolkata"):
+            cursor.execute("SELECT set_config('TimeZone', %s, true), billing_iso(%s)", [zone, value])
+            written.append(cursor.fetchone()[1])
+    assert written == [DateTimeField().to_representation(value)] * 2
