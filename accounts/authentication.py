@@ -188,11 +188,8 @@ class LeasedServiceCall:
     def result(self, key: tuple[int, str] | None) -> ServicePrincipal:
         """The caller, given the key as the route's statement found it: (id, name), or None
         when no unrevoked key has this hash. Raises AuthenticationFailed as authentication does."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            principal = pending.result()
-            if pending.counter is not None:
-                count_leases.keep(self.rate_ident, self.window, pending.counter, pending.calls)
+        principal = self.counted()
+        if principal is not None:
             if key is None or key[0] != principal.key_id:  # revoked since Redis cached it
                 raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
             return principal
