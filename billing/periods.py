@@ -47,17 +47,6 @@ def period_at(*, first_period_start: datetime, anchor_day: int, now: datetime) -
     return Period(index=index, start=start, end=add_months(start, 1, anchor_day))
 
 
-def free_period_due_at(
-    *, free_period_start: datetime | None, first_period_start: datetime, anchor_day: int, now: datetime
-) -> Period | None:
-    """The period at `now` if its free grant is still to be made: the account records the start
-    of the last period it had one for (free_period_start)."""
-    period = period_at(first_period_start=first_period_start, anchor_day=anchor_day, now=now)
-    if free_period_start is not None and free_period_start >= period.start:
-        return None
-    return period
-
-
 @dataclass(frozen=True)
 class MonthBounds:
     """The calendar of the UTC month a moment falls in, as SQL that decides period_at's start for

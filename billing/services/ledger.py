@@ -35,7 +35,7 @@ from billing.errors import (
     InvalidAmount,
 )
 from billing.models import ActorType, Debit, Grant, Hold, LedgerEntry
-from billing.periods import Period, free_period_due_at
+from billing.periods import Period, period_at
 from billing.policy import free_credits_for, policy_get
 from billing.selectors import SPEND_ORDER_SQL, has_lapsed_holds
 
@@ -473,12 +473,10 @@ def free_period_due(account: Account, now: datetime) -> Period | None:
     """The current free-credit period if its grant is still to be made (no query needed)."""
     if account.is_suspended:
         return None
-    return free_period_due_at(
-        free_period_start=account.free_period_start,
-        first_period_start=account.first_period_start,
-        anchor_day=account.period_anchor_day,
-        now=now,
-    )
+    period = period_at(first_period_start=account.first_period_start, anchor_day=account.period_anchor_day, now=now)
+    if account.free_period_start is not None and account.free_period_start >= period.start:
+        return None
+    return period
 
 
 def _grant_free_if_due(posting: _Posting) -> Grant | None:
