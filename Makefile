@@ -23,22 +23,14 @@ chromium:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
 	else echo "Chromium is missing and this is not root: install Debian's chromium and chromium-driver" >&2; fi
 
-# `make run` needs only Python: the browser is installed for the test suite alone.
-
+# `make run` needs only Python: the browser is installed for the test suite alone. Without
+# DATABASE_URL, config/devserver.py starts the embedded PostgreSQL (data and socket in
+# var/postgres), migrates, seeds, prints the URLs and runs honcho (Procfile: web, worker, beat);
+# Ctrl-C stops them, then PostgreSQL. `exec`: the supervisor is make's own child, so the SIGTERM
+# make passes on when it is itself terminated reaches it.
 run: install
-	mkdir -p var/celery/queue var/celery/processed var/celery/control
-	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py migrate --noinput
-	DJANGO_SETTINGS_MODULE=config.settings.local $(BIN)/python manage.py seed
-	@echo ""
-	@echo "Web:       http://127.0.0.1:$(PORT)/signup  http://127.0.0.1:$(PORT)/billing"
-	@echo "API:       http://127.0.0.1:$(PORT)/api/v1/"
-	@echo "API docs:  http://127.0.0.1:$(PORT)/api/docs/"
-	@echo "Admin:     http://127.0.0.1:$(PORT)/admin/  (make an operator: $(BIN)/python manage.py createsuperuser)"
-	@echo "Health:    http://127.0.0.1:$(PORT)/healthz  http://127.0.0.1:$(PORT)/readyz"
-	@echo "Service key for the generation service: $(BIN)/python manage.py create_service_key generation"
-	@echo "Payments:  set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET (and STRIPE_API_BASE for localstripe) to enable buying"
-	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" DJANGO_SETTINGS_MODULE=config.settings.local PORT=$(PORT) $(BIN)/honcho start
+	exec env PATH="$(CURDIR)/$(BIN):$$PATH" DJANGO_SETTINGS_MODULE=config.settings.local PORT=$(PORT) \
+		$(BIN)/python -m config.devserver
 
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
@@ -51,8 +43,13 @@ lint: install
 check-ledger: install
 	$(BIN)/python manage.py check_ledger
 
+# The embedded PostgreSQL's data is under var/: never removed under a running server.
 clean:
-	rm -rf $(VENV) var db.sqlite3
+	@if [ -e var/postgres/postmaster.pid ]; then \
+		echo "var/postgres/postmaster.pid exists: stop make run first (after a crash: check no postgres runs on var/postgres, then remove that file)" >&2; \
+		exit 1; \
+	fi
+	rm -rf $(VENV) var
 
 # The free monthly refill benchmark (bench/README.md): N accounts in the dedicated PostgreSQL
 # database billing_bench (dropped and recreated), real Celery workers on Redis database 13.

@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config import localdb
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -90,30 +92,35 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-# PostgreSQL is the source of truth in production; SQLite is the embedded default.
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+# PostgreSQL is the only database. Unset, DATABASE_URL names the embedded server `make run`
+# starts (config/devserver.py): database `billing`, user `postgres`, over the Unix socket in its
+# data directory var/postgres (BILLING_VAR_DIR moves var/; see config/localdb.py), so a
+# `manage.py` command in another terminal reaches the same database with no variable set.
+VAR_DIR = localdb.var_dir()
+DATABASE_URL = env.str("DATABASE_URL", default="").strip() or localdb.database_url(VAR_DIR)
+_scheme, _sep, _ = DATABASE_URL.partition("://")
+if not _sep or _scheme.lower() not in ("postgres", "postgresql"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be a postgres:// or postgresql:// URL (PostgreSQL is the only database), "
+        f"got {f'{_scheme}://...' if _sep else 'no scheme'}"
+    )
 try:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 except Exception as exc:  # django-environ raises several types for a bad URL
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # IMMEDIATE takes SQLite's write lock when a transaction starts, so two debits on the
-    # embedded database serialise instead of both reading the same balance.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DB_CONN_MAX_AGE", 60, minimum=0, maximum=3600))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Parameters bound by the server, and statements a connection runs repeatedly prepared
-    # (from the DB_PREPARE_THRESHOLD-th run): the spend path's statements are then parsed and
-    # planned once per connection, not per request. 0 turns preparing off (for a pooler such as
-    # PgBouncer in transaction mode).
-    _prepare_threshold = env_int("DB_PREPARE_THRESHOLD", 2, minimum=0, maximum=1000)
-    DATABASES["default"]["OPTIONS"] = {
-        "server_side_binding": True,
-        "prepare_threshold": _prepare_threshold or None,
-    }
-else:
-    raise ImproperlyConfigured("DATABASE_URL must name a postgres:// or sqlite:// database")
+DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DB_CONN_MAX_AGE", 60, minimum=0, maximum=3600))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Parameters bound by the server, and statements a connection runs repeatedly prepared
+# (from the DB_PREPARE_THRESHOLD-th run): the spend path's statements are then parsed and
+# planned once per connection, not per request. 0 turns preparing off (for a pooler such as
+# PgBouncer in transaction mode). The URL's query parameters (`host=` of a socket directory,
+# `sslmode=`, ...) are kept as connection options.
+_prepare_threshold = env_int("DB_PREPARE_THRESHOLD", 2, minimum=0, maximum=1000)
+DATABASES["default"]["OPTIONS"] = {
+    **DATABASES["default"].get("OPTIONS", {}),
+    "server_side_binding": True,
+    "prepare_threshold": _prepare_threshold or None,
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -127,7 +134,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_DATA_DIR = BASE_DIR / "var" / "celery"
+CELERY_DATA_DIR = VAR_DIR / "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
