@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from billing.api import LEDGER_PARAMETERS, _errors, ledger_response, parse
 from billing.selectors import balance_get
 from billing.serializers import LedgerPageOut
-from billing.services.ledger import Actor, account_settle, needs_settle
+from billing.services.ledger import Actor, account_settle
 from config.errors import ApiError
 
 from .models import Account, User
@@ -29,8 +29,7 @@ from .services import user_signup, user_token_create
 def me_data(user: User) -> dict:
     account = Account.objects.get(user=user)
     now = timezone.now()
-    if needs_settle(account, now):
-        account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
+    account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
     balance = balance_get(account=account, now=now)
     return MeOut({"user": user, "account": account.public_id, "balance": balance}).data
 

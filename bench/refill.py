@@ -75,7 +75,7 @@ ORDER BY u.id
 _RAW_INSERT = f"""
 INSERT INTO {{table}} ({GRANT_COLUMNS})
 SELECT a.id, 'free_monthly', c.credits, c.credits, (p.pstart + interval '1 month') AT TIME ZONE 'UTC',
-       %(priority)s, p.pstart AT TIME ZONE 'UTC', 'free credits, period ' || p.idx, %(as_of_tz)s
+       billing_priority('free_monthly'), p.pstart AT TIME ZONE 'UTC', 'free credits, period ' || p.idx, %(as_of_tz)s
 FROM accounts_account a
 CROSS JOIN LATERAL (
     SELECT CASE WHEN b.boundary <= %(as_of)s::timestamp THEN b.boundary ELSE b.boundary - interval '1 month' END
@@ -199,15 +199,12 @@ def table_indexes(table: str) -> list[str]:
 
 
 def grant_params(as_of: datetime) -> dict[str, Any]:
-    from billing.models import Grant
     from billing.policy import policy_get
-    from billing.services.ledger import DEFAULT_PRIORITY
 
     policy = policy_get()
     return {
         "as_of": as_of.astimezone(UTC).replace(tzinfo=None),
         "as_of_tz": as_of,
-        "priority": DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
         "first_credits": policy.free_credits_first_period,
         "later_credits": policy.free_credits_per_period,
     }
@@ -256,11 +253,9 @@ def explain_chunk(as_of: datetime, n: int, size: int) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the refill statement on a chunk in the middle, rolled back."""
     from django.db import transaction
 
-    from billing.models import Grant
     from billing.policy import policy_get
     from billing.services import job_sql
     from billing.services.jobs import ACTORS
-    from billing.services.ledger import DEFAULT_PRIORITY
 
     low = max(1, n // 2 - size // 2)
     policy = policy_get()
@@ -270,7 +265,6 @@ def explain_chunk(as_of: datetime, n: int, size: int) -> dict[str, Any]:
         now=as_of,
         first_credits=policy.free_credits_first_period,
         later_credits=policy.free_credits_per_period,
-        priority=DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
         actor_id=ACTORS["refill"],
     )
     started = time.perf_counter()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from rest_framework.response import Response
 
 from accounts.authentication import (
     SERVICE_KEY_CHECKED,
-    SERVICE_SCOPE_PREFIX,
     LeasedServiceCall,
     ServicePrincipal,
     principal_scope,
@@ -31,10 +29,7 @@ from accounts.authentication import (
 from accounts.models import Account
 from accounts.permissions import IsService
 from accounts.throttling import service_call_allowed
-from billing.errors import AccountNotFound, HoldExpired, InsufficientCredits, UnknownOperation
-from billing.idempotency import (
-    HEADER as IDEMPOTENCY_HEADER_NAME,
-)
+from billing.errors import AccountNotFound, UnknownOperation
 from billing.idempotency import (
     KeyTaken,
     fingerprint,
@@ -45,11 +40,9 @@ from billing.idempotency import (
     replay,
     request_key,
     stored_refusal,
-    valid_key,
 )
 from billing.models import ActorType, Debit, Hold, Operation
 from billing.selectors import (
-    balance_by_public_id,
     balance_get,
     balance_json,
     balance_json_checked,
@@ -82,34 +75,24 @@ from billing.serializers import (
     new_debit_data,
     new_hold_data,
 )
-from billing.services.batch import PlainDebit, debits_create_plain
 from billing.services.ledger import (
-    Actor,
-    BatchDebit,
-    account_settle,
-    debit_create,
-    debit_refund,
-    debits_create_batch,
-    free_period_due,
-    hold_capture,
-    hold_create,
-    hold_release,
-    request_transaction,
-)
-from billing.services.one_call import (
-    INSUFFICIENT,
-    KEY_REFUSED,
     KEY_TAKEN,
     MADE,
     REPLAY,
-    UNKNOWN_OPERATION,
+    Actor,
+    BatchDebit,
     KeyRecord,
-    OneCall,
-    debit_create_keyed,
-    debit_create_one_call,
-    hold_capture_one_call,
-    hold_create_one_call,
-    one_call_available,
+    Spent,
+    account_settle,
+    debit_create,
+    debit_refund,
+    debit_spend,
+    debits_create_batch,
+    hold_capture_recorded,
+    hold_create,
+    hold_release,
+    hold_spend,
+    request_transaction,
 )
 from config.converters import PublicIdConverter
 from config.errors import ApiError, billing_error_response, error_body, validation_body
@@ -207,14 +190,10 @@ class BalanceView(ServiceView):
         rendered = balance_json(account_id, now) if request.accepted_media_type == JSONRenderer.media_type else None
         if rendered is not None:
             return HttpResponse(rendered, content_type=JSONRenderer.media_type)
-        found = balance_by_public_id(account_id, now)
-        if found is None:
-            raise ApiError(404, "not_found", "No such object.")
-        balance, lapsed_holds = found
-        if lapsed_holds or free_period_due(balance.account, now) is not None:
-            account = account_settle(account=balance.account, actor=Actor.system("balance_read"), now=now)
-            balance = balance_get(account=account, now=now)
-        return Response(balance_data(balance))
+        # Unknown, something to settle first, or another rendering asked for: settle (cheap when
+        # there is nothing to do) and read.
+        account = account_settle(account=account_or_404(account_id), actor=Actor.system("balance_read"), now=now)
+        return Response(balance_data(balance_get(account=account, now=now)))
 
 
 # Answered in full by the common read: a plain GET (no query, JSON or any type accepted) with a
@@ -235,7 +214,6 @@ def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
         request.method != "GET"
         or request.META.get("QUERY_STRING")
         or request.META.get("HTTP_ACCEPT") not in _PLAIN_ACCEPT
-        or not one_call_available()  # the statement is PostgreSQL's
     ):
         return None
     raw = service_key_of(request)
@@ -265,11 +243,6 @@ def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
 
 
 class DebitCreateView(ServiceView):
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        """DRF's view, behind the common debit answered without DRF's dispatch (debit_write)."""
-        return _common_call_first(super().as_view(**initkwargs), debit_write)
-
     @extend_schema(
         request=DebitRequest,
         parameters=[IDEMPOTENCY_HEADER],
@@ -278,10 +251,8 @@ class DebitCreateView(ServiceView):
     )
     def post(self, request: Request, account_id: str) -> Response:
         plain = debit_request_fast(request.data)
-        if plain is not None and one_call_available():
-            answered = _debit_one_call(request, account_id, plain)
-            if answered is not None:
-                return answered
+        if plain is not None:
+            return _debit_recorded(request, account_id, plain)
 
         def handle() -> Response:
             data = plain or parse(DebitRequest, request.data)
@@ -300,24 +271,23 @@ class DebitCreateView(ServiceView):
         return idempotent(request, handle)
 
 
-def _debit_one_call(request: Request, account_id: str, data: dict[str, Any]) -> Response | None:
-    """A plain debit as one database call; None when the account has something to settle first
-    (the caller then runs the general path, which does)."""
+def _debit_recorded(request: Request, account_id: str, data: dict[str, Any]) -> Response:
+    """A plain debit as one database call, which records the key with its answer."""
     scope, key, request_hash = request_key(request)
-    spend = functools.partial(
-        debit_create_one_call, actor=actor_of(request), record=KeyRecord(scope, key, request_hash)
+    record = KeyRecord(scope, key, request_hash)
+    result, made = _plain_debit(
+        account_id, data, functools.partial(debit_spend, actor=actor_of(request), record=record)
     )
-    result, made = _plain_debit(account_id, data, spend)
     if made is not None:
         return Response(made, status=status.HTTP_201_CREATED)
-    return _one_call_answer(result, scope, key, request_hash, data.get("operation", ""))
+    return _not_made(result, record, data.get("operation", ""))
 
 
 def _plain_debit(
-    account_id: str, data: dict[str, Any], spend: Callable[..., OneCall]
-) -> tuple[OneCall, dict[str, Any] | None]:
-    """A plain debit body spent by `spend` (debit_create_one_call or debit_create_keyed, given
-    the rest of their arguments): its result, and the 201 body when it was made."""
+    account_id: str, data: dict[str, Any], spend: Callable[..., Spent]
+) -> tuple[Spent, dict[str, Any] | None]:
+    """A plain debit body spent by `spend` (debit_spend, given the rest of its arguments): its
+    result, and the 201 body when it was made."""
     now = timezone.now()
     operation = data.get("operation", "")
 
@@ -335,7 +305,7 @@ def _plain_debit(
         )
 
     def body(public_id: str) -> dict[str, Any]:
-        # The answer without what billing_spend() adds: `credits` (an operation's price) and `balance`.
+        # The answer without what billing_debit() adds: `credits` (an operation's price) and `balance`.
         return {name: value for name, value in answer(public_id, 0, 0, 0).items() if name not in ("credits", "balance")}
 
     result = spend(
@@ -352,108 +322,20 @@ def _plain_debit(
     return result, answer(result.public_id, result.credits, result.available, result.held)
 
 
-# Answered in full by the common debit: a POST of a small plain JSON body (no query, JSON or any
-# type accepted) with a service key, within its rate limit, that billing_spend() makes.
-_ALLOW_POST = "POST, OPTIONS"  # DRF's Allow header for a POST-only view (tests compare)
-_PLAIN_BODY_BYTES = 4096
-_RENDERER = JSONRenderer()
-
-
-def debit_write(request: HttpRequest, account_id: str) -> HttpResponse | None:
-    """The debit route's common call without DRF's dispatch; None for anything else, which
-    DRF's view answers (as balance_read: the key check and count are handed over, so a call
-    DRF then answers is checked and counted once). Only a debit made is answered here: any
-    other outcome of billing_spend() wrote nothing, and DRF's view runs the request again.
-
-    The request is read first: one this route does not answer leaves everything, the key check
-    and the count included, to DRF. The debit's statement checks the service key itself
-    (debit_create_keyed), so the call goes to Redis only to be counted, and most calls of a busy
-    key are counted from this process's block of counts (LeasedServiceCall). The rate limit is
-    decided before the statement: over it, nothing is written.
-    """
-    if (
-        request.method != "POST"
-        or request.META.get("QUERY_STRING")
-        or request.META.get("HTTP_ACCEPT") not in _PLAIN_ACCEPT
-        or request.content_type != JSONRenderer.media_type
-        or request.content_params
-        or not one_call_available()
-    ):
-        return None
-    length = request.META.get("CONTENT_LENGTH", "")
-    if not length.isdigit() or int(length) > _PLAIN_BODY_BYTES:
-        return None
-    raw = service_key_of(request)
-    if raw is None:
-        return None
-    key = request.headers.get(IDEMPOTENCY_HEADER_NAME)
-    if key is None or not valid_key(key):
-        return None
-    try:  # as DRF's JSON parser reads it: UTF-8, and no NaN or Infinity
-        document = json.loads(request.body.decode(), parse_constant=_refuse_constant)
-    except ValueError:
-        return None
-    data = debit_request_fast(document)
-    if data is None:
-        return None
-    call = LeasedServiceCall(raw, timezone.now())
-    try:
-        principal = call.counted()
-        if principal is None and not call.within_limit():
-            principal = call.result_from_database()
-    except AuthenticationFailed as refused:
-        setattr(request, SERVICE_KEY_CHECKED, refused)
-        return None
-    if principal is not None and not service_call_allowed(principal):
-        setattr(request, SERVICE_KEY_CHECKED, principal)
-        return None
-    spend = functools.partial(
-        debit_create_keyed,
-        key_hash=call.digest,
-        scope_prefix=SERVICE_SCOPE_PREFIX,
-        key=key,
-        request_hash=fingerprint("POST", request.path, document),
-    )
-    result, made = _plain_debit(account_id, data, spend)
-    try:
-        if result.outcome == KEY_REFUSED:
-            raise AuthenticationFailed("Invalid or revoked API key.")
-        if principal is None:  # the statement checked the key, or (taken meanwhile) rolled back
-            principal = call.result(result.key) if result.key is not None else call.result_from_database()
-    except AuthenticationFailed as refused:
-        setattr(request, SERVICE_KEY_CHECKED, refused)
-        return None
-    setattr(request, SERVICE_KEY_CHECKED, principal)
-    if made is None:
-        return None
-    return HttpResponse(
-        _RENDERER.render(made),
-        status=status.HTTP_201_CREATED,
-        content_type=JSONRenderer.media_type,
-        headers={"Allow": _ALLOW_POST},
-    )
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _one_call_answer(result: OneCall, scope: str, key: str, request_hash: str, operation: str) -> Response | None:
-    """The answer to a one-call spend that did not happen: a replay, a recorded refusal, a 400;
-    None when the account has something to settle first."""
+def _not_made(result: Spent, record: KeyRecord, operation: str) -> Response:
+    """The answer to a spend that was not made: a replay, a recorded refusal, or a 400 or 404
+    that records nothing (a corrected retry may use the key)."""
     if result.outcome in (REPLAY, KEY_TAKEN):
-        return replay(scope, key, request_hash)
-    if result.outcome == INSUFFICIENT:
-        assert result.available is not None and result.credits is not None
-        refusal = InsufficientCredits(available=result.available, requested=result.credits)
-        return refuse(scope, key, request_hash, refusal)
-    if result.outcome == UNKNOWN_OPERATION:
-        raise UnknownOperation(f"Unknown or inactive operation {operation!r}.", field="operation")
-    return None
+        return replay(record.scope, record.key, record.request_hash)
+    refusal = result.refusal(operation)
+    assert refusal is not None
+    if not stored_refusal(refusal):
+        raise refusal
+    return refuse(record.scope, record.key, record.request_hash, refusal)
 
 
-def _hold_one_call(request: Request, account_id: str, data: dict[str, Any]) -> Response | None:
-    """A plain hold as one database call; None when the account has something to settle first."""
+def _hold_recorded(request: Request, account_id: str, data: dict[str, Any]) -> Response:
+    """A plain hold as one database call, which records the key with its answer."""
     scope, key, request_hash = request_key(request)
     now = timezone.now()
     operation = data.get("operation", "")
@@ -470,24 +352,25 @@ def _hold_one_call(request: Request, account_id: str, data: dict[str, Any]) -> R
         )
 
     def body(public_id: str) -> dict[str, Any]:
-        # The answer without what billing_spend() adds: `credits` (an operation's price).
+        # The answer without what billing_hold() adds: `credits` (an operation's price).
         return {name: value for name, value in answer(public_id, 0).items() if name != "credits"}
 
-    result = hold_create_one_call(
+    record = KeyRecord(scope, key, request_hash)
+    result = hold_spend(
         account=account_id,
         credits=data.get("credits"),
         operation=operation,
         reference=data["reference"],
         expires_in=data["expires_in"],
         actor=actor_of(request),
-        record=KeyRecord(scope, key, request_hash),
+        record=record,
         body=body,
         now=now,
     )
     if result.outcome == MADE:
         assert result.credits is not None
         return Response(answer(result.public_id, result.credits), status=status.HTTP_201_CREATED)
-    return _one_call_answer(result, scope, key, request_hash, operation)
+    return _not_made(result, record, operation)
 
 
 @dataclass(frozen=True)
@@ -603,46 +486,22 @@ def _batch_run(items: list[_BatchItem], results: list[dict[str, Any] | None], sc
             results[item.index] = _batch_result(item.key, found.status_code or 0, found.response_body, replayed=True)
     now = timezone.now()
     answered: list[tuple[_BatchItem, int, Any, bool]] = []  # item, status, body, recorded
-    if one_call_available():
-        # The accounts with nothing to settle are charged without a model per row; the rest
-        # (left as None) go to debits_create_batch below, in the same transaction. The account
-        # locks are held until commit, so the bodies are copies of one made beforehand.
-        prototype = new_debit_data(
-            public_id="",
-            account="",
-            credits=0,
-            operation="",
-            reference="",
-            metadata={},
-            created_at=now,
-            available=0,
-            held=0,
-        )
-        plain = debits_create_plain(items=[item.debit for item in todo], actor=actor, now=now)
-        rest = []
-        for item, made in zip(todo, plain, strict=True):
-            if made is None:
-                rest.append(item)
-            elif isinstance(made, PlainDebit):
-                debit = item.debit
-                body = {
-                    **prototype,
-                    "id": made.public_id,
-                    "account": debit.account,
-                    "credits": debit.credits,
-                    "operation": debit.operation,
-                    "reference": debit.reference,
-                    "metadata": debit.metadata or {},
-                    "balance": {"available": made.available, "held": made.held},
-                }
-                answered.append((item, 201, body, True))
-            else:
-                answered.append((item, made.status_code, billing_error_response(made).data, stored_refusal(made)))
-        todo = rest
     outcomes = debits_create_batch(items=[item.debit for item in todo], actor=actor, now=now)
     for item, outcome in zip(todo, outcomes, strict=True):
+        debit = item.debit
         if outcome.debit is not None:
-            answered.append((item, 201, debit_data(outcome.debit, outcome.available, outcome.held), True))
+            body = new_debit_data(
+                public_id=outcome.debit,
+                account=debit.account,
+                credits=debit.credits,
+                operation=debit.operation,
+                reference=debit.reference,
+                metadata=debit.metadata or {},
+                created_at=now,
+                available=outcome.available,
+                held=outcome.held,
+            )
+            answered.append((item, 201, body, True))
         else:
             error = outcome.error
             assert error is not None
@@ -683,10 +542,8 @@ class HoldCreateView(ServiceView):
     )
     def post(self, request: Request, account_id: str) -> Response:
         plain = hold_request_fast(request.data)
-        if plain is not None and one_call_available():
-            answered = _hold_one_call(request, account_id, plain)
-            if answered is not None:
-                return answered
+        if plain is not None:
+            return _hold_recorded(request, account_id, plain)
 
         def handle() -> Response:
             data = plain or parse(HoldRequest, request.data)
@@ -723,31 +580,22 @@ class HoldCaptureView(ServiceView):
         tags=["holds"],
     )
     def post(self, request: Request, hold_id: str) -> Response:
-        plain = capture_request_fast(request.data)
-        if plain is not None and one_call_available():
-            scope, key, request_hash = request_key(request)
-            outcome, body = hold_capture_one_call(
-                hold=hold_id,
-                credits=plain.get("credits"),
-                actor=actor_of(request),
-                record=KeyRecord(scope, key, request_hash),
-                now=timezone.now(),
-            )
-            if outcome == MADE:
-                assert body is not None
-                return Response({name: body[name] for name in HOLD_FIELDS})
-            if outcome in (REPLAY, KEY_TAKEN):
-                return replay(scope, key, request_hash)
-
-        def handle() -> Response:
-            data = parse(CaptureRequest, request.data) if plain is None else plain
-            hold = hold_capture(hold=hold_id, credits=data.get("credits"), actor=actor_of(request))
-            if hold.status == Hold.Status.EXPIRED:
-                # Returned, not raised: the release that came with the refusal must commit.
-                return billing_error_response(HoldExpired(hold=hold.public_id))
-            return Response(hold_data(hold))
-
-        return idempotent(request, handle)
+        scope, key, request_hash = request_key(request)
+        data = capture_request_fast(request.data) or parse(CaptureRequest, request.data)
+        record = KeyRecord(scope, key, request_hash)
+        captured = hold_capture_recorded(
+            hold=hold_id, credits=data.get("credits"), actor=actor_of(request), now=timezone.now(), record=record
+        )
+        if captured.outcome == MADE:
+            assert captured.body is not None
+            return Response({name: captured.body[name] for name in HOLD_FIELDS})
+        if captured.outcome in (REPLAY, KEY_TAKEN):
+            return replay(scope, key, request_hash)
+        refusal = captured.refusal(hold_id)
+        if not stored_refusal(refusal):
+            raise refusal
+        # A lapsed hold was released by the call, committed already: the refusal is recorded.
+        return refuse(scope, key, request_hash, refusal)
 
 
 class HoldReleaseView(ServiceView):

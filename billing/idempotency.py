@@ -89,29 +89,18 @@ def keys_store_many(scope: str, rows: list[tuple[str, str, int, Any]]) -> bool:
     now = timezone.now()
     table = IdempotencyKey._meta.db_table
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # One JSON document for all rows: one statement text, one parameter to send.
-            document = json.dumps(
-                [{"k": key, "h": request_hash, "s": status, "b": body} for key, request_hash, status, body in rows],
-                cls=DjangoJSONEncoder,
-            )
-            cursor.execute(
-                f'INSERT INTO {table} (scope, "key", request_hash, created_at, status_code, response_body) '
-                "SELECT %(scope)s, u.k, u.h, %(now)s, u.s, u.b FROM ROWS FROM (json_to_recordset(%(rows)s::json) "
-                "AS (k varchar, h varchar, s integer, b jsonb)) WITH ORDINALITY AS u(k, h, s, b, n) ORDER BY u.n "
-                'ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
-                {"scope": scope, "now": now, "rows": document},
-            )
-        else:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
-            flat: list[Any] = []
-            for key, request_hash, status_code, body in rows:
-                flat += [scope, key, request_hash, now, status_code, json.dumps(body, cls=DjangoJSONEncoder)]
-            cursor.execute(
-                f'INSERT INTO {table} (scope, "key", request_hash, created_at, status_code, response_body) '
-                f'VALUES {values} ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
-                flat,
-            )
+        # One JSON document for all rows: one statement text, one parameter to send.
+        document = json.dumps(
+            [{"k": key, "h": request_hash, "s": status, "b": body} for key, request_hash, status, body in rows],
+            cls=DjangoJSONEncoder,
+        )
+        cursor.execute(
+            f'INSERT INTO {table} (scope, "key", request_hash, created_at, status_code, response_body) '
+            "SELECT %(scope)s, u.k, u.h, %(now)s, u.s, u.b FROM ROWS FROM (json_to_recordset(%(rows)s::json) "
+            "AS (k varchar, h varchar, s integer, b jsonb)) WITH ORDINALITY AS u(k, h, s, b, n) ORDER BY u.n "
+            'ON CONFLICT (scope, "key") DO NOTHING RETURNING id',
+            {"scope": scope, "now": now, "rows": document},
+        )
         return len(cursor.fetchall()) == len(rows)
 
 

@@ -179,7 +179,7 @@ class Hold(models.Model):
         return self.public_id
 
 
-LEDGER_KINDS = ["grant", "debit", "hold", "release", "capture", "refund", "expire", "clawback", "adjust"]
+LEDGER_KINDS = ["grant", "debit", "hold", "release", "capture", "refund", "expire", "clawback", "void", "adjust"]
 
 
 class LedgerEntry(models.Model):
@@ -198,6 +198,7 @@ class LedgerEntry(models.Model):
         REFUND = "refund"
         EXPIRE = "expire"
         CLAWBACK = "clawback"
+        VOID = "void"
         ADJUST = "adjust"
 
     # Indexed by ledger_account_newest_idx, whose leading column is the account.

@@ -6,10 +6,8 @@ every month has it.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -45,39 +43,3 @@ def period_at(*, first_period_start: datetime, anchor_day: int, now: datetime) -
     if index < 0:  # a clock moved back before signup: treat as the first period
         start, index = first, 0
     return Period(index=index, start=start, end=add_months(start, 1, anchor_day))
-
-
-@dataclass(frozen=True)
-class MonthBounds:
-    """The calendar of the UTC month a moment falls in, as SQL that decides period_at's start for
-    any anchor day takes it (billing.selectors.FREE_GRANT_DUE_SQL): the day of the month, and the
-    first days of this, the previous and the next month."""
-
-    day: int
-    this_month: date
-    previous_month: date
-    next_month: date
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {
-            "day": self.day,
-            "this_month": self.this_month,
-            "previous_month": self.previous_month,
-            "next_month": self.next_month,
-        }
-
-
-def month_bounds(moment: datetime) -> MonthBounds:
-    return _month_bounds(moment.astimezone(UTC).date())
-
-
-@functools.lru_cache(maxsize=8)
-def _month_bounds(day: date) -> MonthBounds:
-    this_month = day.replace(day=1)
-    return MonthBounds(
-        day=day.day,
-        this_month=this_month,
-        previous_month=(this_month - timedelta(days=1)).replace(day=1),
-        next_month=(this_month + timedelta(days=31)).replace(day=1),
-    )

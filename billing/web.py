@@ -21,7 +21,7 @@ from billing.forms import BuyForm, HistoryQuery, PurchaseQuery
 from billing.models import Grant, Purchase
 from billing.selectors import balance_get, ledger_page, packs_active, purchases_of
 from billing.services import stripe_gateway
-from billing.services.ledger import Actor, account_settle, needs_settle
+from billing.services.ledger import Actor, account_settle
 from billing.services.purchases import purchase_start
 
 logger = logging.getLogger(__name__)
@@ -109,9 +109,8 @@ def render_billing(
     history_error: str = "",
 ) -> HttpResponse:
     now = timezone.now()
-    if needs_settle(account, now):
-        # A new period's free credits are granted (and lapsed lots expired) on first read.
-        account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
+    # A new period's free credits are granted (and lapsed lots expired) on first read.
+    account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
     balance = balance_get(account=account, now=now)
     entries, next_before = ledger_page(account=account, before_id=before, limit=HISTORY_PAGE_SIZE)
     context = {

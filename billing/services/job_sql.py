@@ -13,43 +13,17 @@ Business time comes in as a parameter (`now`), never from the database clock.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings as django_settings
 from django.db import connection, transaction
 
-# The free period of each account at `now`, as billing.periods.period_at computes it: the latest
-# anchor-day midnight (UTC) at or before now, and before the first period (a clock set back) the
-# first period; its index counts calendar months (UTC) from the first period's.
-#
-# The anchor day is 1-28 (a check constraint), so this month's anchor-day midnight is at or
-# before now exactly when anchor_day <= now's day of the month; the period then starts in this
-# month, otherwise in the previous one (every month has the day). The caller passes the first
-# instants (UTC) of the previous, this and the next month, so each row costs comparisons of
-# timestamps and one addition of whole days as 24-hour steps (no time zone lookup), and no
-# calendar arithmetic: the period's month is at or after the first period's (index >= 0) exactly
-# when the first period starts before the month after it, and is the first period's (index 0)
-# when the first period starts in it. These expressions read only the account row, so the
-# refill computes them inside its UPDATE of that row (an UPDATE cannot join its own table
-# laterally). Only the grant's reason text needs the index as a number: once per grant.
-_MONTH = (
-    "(CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_start)s::timestamptz"
-    " ELSE %(prev_month_start)s::timestamptz END)"
-)
-_NEXT_MONTH = (
-    "(CASE WHEN a.period_anchor_day <= %(day)s THEN %(next_month_start)s::timestamptz"
-    " ELSE %(month_start)s::timestamptz END)"
-)
-_START = (
-    f"(CASE WHEN a.first_period_start >= {_NEXT_MONTH} THEN a.first_period_start"
-    f" ELSE {_MONTH} + (a.period_anchor_day - 1) * interval '24 hours' END)"
-)
-_CREDITS = f"(CASE WHEN a.first_period_start >= {_MONTH} THEN %(first_credits)s ELSE %(later_credits)s END)::bigint"
-_FIRST_UTC = "(a.first_period_start AT TIME ZONE 'UTC')"
-_INDEX = (
-    "GREATEST((CASE WHEN a.period_anchor_day <= %(day)s THEN %(month_no)s::int ELSE %(month_no)s::int - 1 END)"
-    f" - (date_part('year', {_FIRST_UTC}) * 12 + date_part('month', {_FIRST_UTC}))::int, 0)"
-)
+# The free period each account is owed at `now` (billing_free_due), its start
+# (billing_period_start), amount (billing_free_credits), end and index: the money engine's SQL
+# functions (billing/sql/), which the planner inlines into the statement, so the refill and the
+# lazy grant (billing_grant_free) decide periods by the same text.
+_START = "billing_period_start(a.first_period_start, a.period_anchor_day, %(now)s)"
+_CREDITS = f"billing_free_credits(a.first_period_start, {_START}, %(first_credits)s, %(later_credits)s)"
 
 # One statement per chunk, the account first:
 # - `moved` updates every due account in the range (active, its recorded free period older than
@@ -72,12 +46,11 @@ WITH moved AS (
     SET free_period_start = {_START},
         available_credits = a.available_credits + {_CREDITS}
     WHERE a.id BETWEEN %(low)s AND %(high)s
-      AND a.status = 'active'
-      AND (a.free_period_start IS NULL OR a.free_period_start < {_START})
+      AND billing_free_due(a.status, a.free_period_start, a.first_period_start, a.period_anchor_day, %(now)s)
       AND NOT EXISTS (SELECT 1 FROM billing_grant g
                       WHERE g.account_id = a.id AND g.period_start = {_START} OFFSET 0)
-    RETURNING a.id AS account_id, a.free_period_start AS period_start, {_INDEX} AS idx, {_CREDITS} AS credits,
-              a.available_credits, a.held_credits
+    RETURNING a.id AS account_id, a.free_period_start AS period_start, a.first_period_start AS first_start,
+              {_CREDITS} AS credits, a.available_credits, a.held_credits
 ),
 numbered AS (
     SELECT nextval('billing_grant_id_seq') AS grant_id, m.*
@@ -86,9 +59,9 @@ numbered AS (
 granted AS (
     INSERT INTO billing_grant
         (id, account_id, source, amount, remaining, expires_at, priority, period_start, reason, created_at)
-    SELECT grant_id, account_id, 'free_monthly', credits, credits,
-           ((period_start AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC', %(priority)s,
-           period_start, 'free credits, period ' || idx, %(now)s
+    SELECT grant_id, account_id, 'free_monthly', credits, credits, billing_period_end(period_start),
+           billing_priority('free_monthly'), period_start,
+           'free credits, period ' || billing_period_index(first_start, period_start), %(now)s
     FROM numbered
 ),
 entries AS (
@@ -106,42 +79,9 @@ _LOCK_WITH_LAPSED_LOTS = """
 SELECT a.id FROM accounts_account a
 WHERE a.id BETWEEN %(low)s AND %(high)s
   AND EXISTS (SELECT 1 FROM billing_grant g
-              WHERE g.account_id = a.id AND g.spendable AND g.expires_at <= %(now)s)
+              WHERE g.account_id = a.id AND g.spendable AND billing_expired(g.expires_at, %(now)s))
 ORDER BY a.id
 FOR UPDATE
-"""
-
-# Entry k of an account gets balance_after = (balance after all of them) - (what the entries
-# after k moved), which is the running balance in insertion order.
-_EXPIRE = """
-WITH lapsed AS (
-    SELECT id, account_id, remaining FROM billing_grant
-    WHERE account_id = ANY(%(ids)s) AND spendable AND expires_at <= %(now)s
-),
-zeroed AS (
-    UPDATE billing_grant g SET remaining = 0
-    FROM lapsed l WHERE g.id = l.id
-    RETURNING g.id, g.account_id, l.remaining AS credits
-),
-totals AS (SELECT account_id, sum(credits) AS total FROM zeroed GROUP BY account_id),
-moved AS (
-    UPDATE accounts_account a SET available_credits = a.available_credits - t.total
-    FROM totals t WHERE a.id = t.account_id
-    RETURNING a.id AS account_id, a.available_credits AS after, a.held_credits
-),
-entries AS (
-    INSERT INTO billing_ledgerentry
-        (account_id, kind, credits, held_credits, balance_after, held_after, grant_id,
-         actor_type, actor_id, reference, created_at)
-    SELECT z.account_id, 'expire', -z.credits, 0,
-           m.after + COALESCE(sum(z.credits) OVER later, 0), m.held_credits, z.id,
-           'system', %(actor_id)s, '', %(now)s
-    FROM zeroed z JOIN moved m ON m.account_id = z.account_id
-    WINDOW later AS (PARTITION BY z.account_id ORDER BY z.id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-    ORDER BY z.account_id, z.id
-    RETURNING credits
-)
-SELECT count(*), COALESCE(-sum(credits), 0) FROM entries
 """
 
 _LOCK_WITH_LAPSED_HOLDS = """
@@ -149,63 +89,10 @@ SELECT a.id FROM accounts_account a
 WHERE a.id BETWEEN %(low)s AND %(high)s
   AND a.held_credits > 0
   AND EXISTS (SELECT 1 FROM billing_hold h
-              WHERE h.account_id = a.id AND h.status = 'pending' AND h.expires_at <= %(now)s)
+              WHERE h.account_id = a.id AND h.status = 'pending' AND billing_expired(h.expires_at, %(now)s))
 ORDER BY a.id
 FOR UPDATE
 """
-
-# A lapsed hold gives each lot back what it took (a `release` entry); a lot that has expired
-# meanwhile expires those credits again at once (an `expire` entry), as the ledger service does.
-_RELEASE_HOLDS = """
-WITH lapsed AS (
-    UPDATE billing_hold h SET status = 'expired', settled_at = %(now)s
-    WHERE h.account_id = ANY(%(ids)s) AND h.status = 'pending' AND h.expires_at <= %(now)s
-    RETURNING h.id, h.account_id
-),
-alloc AS (
-    SELECT e.id AS entry_id, e.hold_id, e.grant_id, l.account_id, -e.credits AS n
-    FROM billing_ledgerentry e JOIN lapsed l ON e.hold_id = l.id
-    WHERE e.kind = 'hold'
-),
-moves AS (
-    SELECT a.account_id, a.entry_id, 1 AS step, 'release' AS kind, a.n AS credits, -a.n AS held,
-           a.grant_id, a.hold_id
-    FROM alloc a
-    UNION ALL
-    SELECT a.account_id, a.entry_id, 2, 'expire', -a.n, 0, a.grant_id, NULL
-    FROM alloc a JOIN billing_grant g ON g.id = a.grant_id
-    WHERE g.expires_at <= %(now)s
-),
-lots AS (
-    UPDATE billing_grant g SET remaining = g.remaining + x.net
-    FROM (SELECT grant_id, sum(credits) AS net FROM moves GROUP BY grant_id) x
-    WHERE g.id = x.grant_id AND x.net <> 0
-    RETURNING g.id
-),
-totals AS (SELECT account_id, sum(credits) AS c, sum(held) AS h FROM moves GROUP BY account_id),
-moved AS (
-    UPDATE accounts_account a
-    SET available_credits = a.available_credits + t.c, held_credits = a.held_credits + t.h
-    FROM totals t WHERE a.id = t.account_id
-    RETURNING a.id AS account_id, a.available_credits AS after, a.held_credits AS held_after
-),
-entries AS (
-    INSERT INTO billing_ledgerentry
-        (account_id, kind, credits, held_credits, balance_after, held_after, grant_id, hold_id,
-         actor_type, actor_id, reference, created_at)
-    SELECT m.account_id, m.kind, m.credits, m.held,
-           t.after - COALESCE(sum(m.credits) OVER later, 0),
-           t.held_after - COALESCE(sum(m.held) OVER later, 0),
-           m.grant_id, m.hold_id, 'system', %(actor_id)s, '', %(now)s
-    FROM moves m JOIN moved t ON t.account_id = m.account_id
-    WINDOW later AS (PARTITION BY m.account_id ORDER BY m.entry_id, m.step
-                     ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-    ORDER BY m.account_id, m.entry_id, m.step
-    RETURNING kind
-)
-SELECT (SELECT count(*) FROM lapsed), (SELECT COALESCE(sum(credits), 0) FROM moves WHERE kind = 'release')
-"""
-
 
 # The planner overestimates these CTE chains and JIT-compiles them: 35-85 ms per chunk for
 # nothing. Off for the chunk's transaction only.
@@ -287,24 +174,14 @@ def _lock(sql: str, params: dict) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def refill_params(
-    *, low: int, high: int, now: datetime, first_credits: int, later_credits: int, priority: int, actor_id: str
-) -> dict:
+def refill_params(*, low: int, high: int, now: datetime, first_credits: int, later_credits: int, actor_id: str) -> dict:
     """The parameters of the refill statement (_REFILL) for the accounts in [low, high] at `now`."""
-    now_utc = now.astimezone(UTC)
-    month_start = now_utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return {
         "low": low,
         "high": high,
         "now": now,
-        "day": now_utc.day,
-        "month_start": month_start,
-        "prev_month_start": (month_start - timedelta(days=1)).replace(day=1),
-        "next_month_start": (month_start + timedelta(days=31)).replace(day=1),
-        "month_no": now_utc.year * 12 + now_utc.month,
         "first_credits": first_credits,
         "later_credits": later_credits,
-        "priority": priority,
         "actor_id": actor_id,
     }
 
@@ -323,16 +200,31 @@ def refill_range(params: dict) -> tuple[int, int]:
 
 
 def expire_range(*, low: int, high: int, now: datetime, actor_id: str) -> tuple[int, int]:
-    """Write `expire` entries for every lapsed lot with credits left in [low, high]."""
+    """Expire every lapsed lot with credits left in [low, high] (billing_expire_lots)."""
     ids = _lock(_LOCK_WITH_LAPSED_LOTS, {"low": low, "high": high, "now": now})
     if not ids:
         return 0, 0
-    return _one(_EXPIRE, {"ids": ids, "now": now, "actor_id": actor_id})
+    return _one(
+        "SELECT * FROM billing_expire_lots(%(ids)s, %(now)s, 'system', %(actor_id)s)",
+        {"ids": ids, "now": now, "actor_id": actor_id},
+    )
+
+
+# The lapsed holds of the locked accounts, counted before billing_lock settles each account
+# (releasing them, and settling whatever else has lapsed there).
+_RELEASE_HOLDS = """
+SELECT count(*), COALESCE(sum(h.credits), 0) FROM billing_hold h
+WHERE h.account_id = ANY(%(ids)s) AND h.status = 'pending' AND billing_expired(h.expires_at, %(now)s)
+"""
+_SETTLE = "SELECT count((billing_lock(id, %(now)s, 'system', %(actor_id)s)).id), 0 FROM unnest(%(ids)s::bigint[]) id"
 
 
 def release_holds_range(*, low: int, high: int, now: datetime, actor_id: str) -> tuple[int, int]:
-    """Release every pending hold past its expiry in [low, high]."""
-    ids = _lock(_LOCK_WITH_LAPSED_HOLDS, {"low": low, "high": high, "now": now})
-    if not ids:
+    """Release every pending hold past its expiry in [low, high], settling each account."""
+    params = {"low": low, "high": high, "now": now, "actor_id": actor_id}
+    params["ids"] = _lock(_LOCK_WITH_LAPSED_HOLDS, params)
+    if not params["ids"]:
         return 0, 0
-    return _one(_RELEASE_HOLDS, {"ids": ids, "now": now, "actor_id": actor_id})
+    counted = _one(_RELEASE_HOLDS, params)
+    _one(_SETTLE, params)
+    return counted

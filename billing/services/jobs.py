@@ -7,8 +7,6 @@ mid-chunk leaves nothing of it, and the next run, which rescans every account, f
 exactly once. The work itself is idempotent (the account records its latest free period, and a
 unique constraint on (account, period_start) backs that up), so a duplicated chunk is a no-op.
 
-On SQLite (the embedded `make run` default) the same chunks settle one account at a time
-through the ledger service, which is simpler and fast enough for a development database.
 """
 
 from __future__ import annotations
@@ -20,14 +18,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, QuerySet, Sum
+from django.db.models import F, Max, Min, QuerySet
 from django.utils import timezone
 
 from accounts.models import Account
-from billing.models import ActorType, Grant, Hold, JobChunk, JobRun, LedgerEntry
+from billing.models import Grant, Hold, JobChunk, JobRun
 from billing.policy import policy_get
 from billing.services import job_sql
-from billing.services.ledger import DEFAULT_PRIORITY, Actor, account_settle
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +68,8 @@ def job_start(*, job: str, now: datetime | None = None, chunk_accounts: int = CH
 
 
 def _lock_job(job: str) -> None:
-    if _postgres():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"billing.job.{job}"])
-    # SQLite's IMMEDIATE transactions already serialise writers.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"billing.job.{job}"])
 
 
 def _chunks(run: JobRun, size: int) -> list[JobChunk]:
@@ -190,27 +185,18 @@ def _commit_without_waiting_for_flush() -> None:
     grant again on the next read or spend, and reads already treat lapsed lots and holds as
     expired and released before a job writes them (DESIGN.md).
     """
-    if _postgres():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def _check_deferred_constraints() -> None:
     """Run the chunk's deferred foreign-key checks now, before the run row is locked for the
     counters, so that other chunks wait for that row only as long as an UPDATE takes."""
-    if _postgres():
-        with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-
-
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _refill(low: int, high: int, now: datetime) -> ChunkResult:
-    if not _postgres():
-        accounts = Account.objects.filter(id__range=(low, high), status=Account.Status.ACTIVE)
-        return _settle_each(accounts, low, high, now, JobRun.Job.REFILL)
     policy = policy_get()
     params = job_sql.refill_params(
         low=low,
@@ -218,54 +204,18 @@ def _refill(low: int, high: int, now: datetime) -> ChunkResult:
         now=now,
         first_credits=policy.free_credits_first_period,
         later_credits=policy.free_credits_per_period,
-        priority=DEFAULT_PRIORITY[Grant.Source.FREE_MONTHLY],
         actor_id=ACTORS[JobRun.Job.REFILL],
     )
-    rows, credits = job_sql.refill_range(params)
-    return ChunkResult(rows, credits)
+    return ChunkResult(*job_sql.refill_range(params))
 
 
 def _expire_grants(low: int, high: int, now: datetime) -> ChunkResult:
-    if not _postgres():
-        due = _due(JobRun.Job.EXPIRE_GRANTS, now).filter(account_id__gte=low, account_id__lte=high)
-        accounts = Account.objects.filter(id__in=due.values("account_id"))
-        return _settle_each(accounts, low, high, now, JobRun.Job.EXPIRE_GRANTS)
-    rows, credits = job_sql.expire_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.EXPIRE_GRANTS])
-    return ChunkResult(rows, credits)
+    return ChunkResult(*job_sql.expire_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.EXPIRE_GRANTS]))
 
 
 def _release_holds(low: int, high: int, now: datetime) -> ChunkResult:
-    if not _postgres():
-        due = _due(JobRun.Job.RELEASE_HOLDS, now).filter(account_id__gte=low, account_id__lte=high)
-        accounts = Account.objects.filter(id__in=due.values("account_id"))
-        return _settle_each(accounts, low, high, now, JobRun.Job.RELEASE_HOLDS)
-    rows, credits = job_sql.release_holds_range(low=low, high=high, now=now, actor_id=ACTORS[JobRun.Job.RELEASE_HOLDS])
-    return ChunkResult(rows, credits)
-
-
-# What each job's work shows up as in the ledger, to count it on the portable path.
-_COUNTED_KIND: dict[str, str] = {
-    JobRun.Job.REFILL: LedgerEntry.Kind.GRANT,
-    JobRun.Job.EXPIRE_GRANTS: LedgerEntry.Kind.EXPIRE,
-    JobRun.Job.RELEASE_HOLDS: LedgerEntry.Kind.RELEASE,
-}
-
-
-def _settle_each(accounts: QuerySet, low: int, high: int, now: datetime, job: str) -> ChunkResult:
-    """The portable path: settle each account through the ledger service, then count the
-    entries it wrote for this job (holds released, lots expired or grants made)."""
-    actor = Actor(ActorType.SYSTEM, ACTORS[job])
-    mark = LedgerEntry.objects.aggregate(last=Max("id"))["last"] or 0
-    for account_id in accounts.order_by("id").values_list("id", flat=True):
-        account_settle(account=Account(pk=account_id), actor=actor, now=now)
-    written = LedgerEntry.objects.filter(
-        id__gt=mark, account_id__gte=low, account_id__lte=high, actor_id=actor.id, kind=_COUNTED_KIND[job]
-    )
-    totals = written.aggregate(
-        lots=Count("grant_id", distinct=True), holds=Count("hold_id", distinct=True), credits=Sum("credits")
-    )
-    rows = totals["holds"] if job == JobRun.Job.RELEASE_HOLDS else totals["lots"]
-    return ChunkResult(rows, abs(totals["credits"] or 0))
+    actor_id = ACTORS[JobRun.Job.RELEASE_HOLDS]
+    return ChunkResult(*job_sql.release_holds_range(low=low, high=high, now=now, actor_id=actor_id))
 
 
 _WORK: dict[str, Callable[[int, int, datetime], ChunkResult]] = {

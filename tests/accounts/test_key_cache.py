@@ -37,7 +37,7 @@ def test_the_balance_read_checks_the_key_in_its_own_statement(account):
         with CaptureQueriesContext(connection) as queries:
             assert api.get(path).status_code == 200
         [statement] = [q["sql"] for q in queries.captured_queries]
-        assert "accounts_servicekey" in statement and "billing_grant" in statement
+        assert "accounts_servicekey" in statement and "billing_spendable_lots" in statement
 
 
 def test_a_key_revoked_by_the_service_is_refused_at_once_even_when_cached(account):

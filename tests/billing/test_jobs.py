@@ -134,8 +134,9 @@ def test_a_suspended_account_is_skipped(assert_ledger_clean):
 def test_the_lazy_grant_and_the_job_grant_a_period_once_whichever_comes_first(assert_ledger_clean):
     lazy_first = make_account(now=utc(2027, 3, 1), free=True)
     job_first = make_account(now=utc(2027, 3, 1), free=True)
-    give(lazy_first, 5)
-    give(job_first, 5)
+    # A grant settles the account first: each gets its first period's 50 with it.
+    give(lazy_first, 5, now=utc(2027, 3, 1))
+    give(job_first, 5, now=utc(2027, 3, 1))
     debit_create(account=lazy_first, credits=1, actor=SVC, now=utc(2027, 4, 1, 0, 1))
 
     refill(utc(2027, 4, 1, 0, 5))
@@ -143,7 +144,7 @@ def test_the_lazy_grant_and_the_job_grant_a_period_once_whichever_comes_first(as
     assert free_grant_ensure(account=job_first, actor=SVC, now=utc(2027, 4, 2)) is None
 
     for account in (lazy_first, job_first):
-        assert [amount for _, _, amount in free_grants(account)] == [15]
+        assert [amount for _, _, amount in free_grants(account)] == [50, 15]
     assert_ledger_clean()
 
 

@@ -190,7 +190,7 @@ def test_the_refill_locks_its_accounts_in_id_order_even_where_a_sequential_scan_
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE accounts_account")
     params = job_sql.refill_params(
-        low=0, high=2**62, now=utc(2027, 3, 1), first_credits=50, later_credits=15, priority=10, actor_id="test"
+        low=0, high=2**62, now=utc(2027, 3, 1), first_credits=50, later_credits=15, actor_id="test"
     )
 
     def scan_of_accounts(settings: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import Grant
-from billing.selectors import balance_by_public_id, balance_get
+from billing.selectors import balance_get
 from billing.serializers import BalanceOut, DebitOut, HoldOut, balance_data, debit_data, hold_data
 from billing.services.ledger import Actor, debit_create, debit_refund, hold_capture, hold_create
 from tests.billing.factories import give
@@ -47,15 +47,3 @@ def test_balance_data_is_the_balance_serializer(account):
     balance = balance_get(account=account, now=now)
     assert len(balance.grants) == 3
     assert balance_data(balance) == plain(BalanceOut(balance).data)
-
-
-def test_the_one_statement_balance_read_matches_the_ordinary_one(account):
-    now = timezone.now()
-    give(account, 5, source=Grant.Source.PURCHASE, expires_at=now + timedelta(days=300))
-    give(account, 4, expires_at=now - timedelta(seconds=1))  # lapsed: not shown
-    found = balance_by_public_id(account.public_id, now)
-    assert found is not None
-    fast, lapsed_holds = found
-    assert lapsed_holds is False
-    assert balance_data(fast) == balance_data(balance_get(account=account, now=now))
-    assert balance_by_public_id("acct_nosuch", now) is None

@@ -1,0 +1,47 @@
+-- Settle a hold of a locked account: charge p_captured of its credits (a `capture` entry, when
+-- p_status is 'captured'), charging its lots in the order they were held, and give the rest
+-- back to the lots it came from (a `release` entry each). What goes back to a lot that has
+-- lapsed meanwhile expires at once (an `expire` entry; the lot is unchanged). Marks the hold
+-- p_status. balance and on_hold are the account's balances, before and after.
+CREATE OR REPLACE FUNCTION billing_hold_return(
+    p_hold billing_hold, p_captured bigint, p_status varchar, p_now timestamptz,
+    p_actor_type varchar, p_actor_id varchar, INOUT balance bigint, INOUT on_hold bigint
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lot record;
+    still bigint := p_captured;
+    charged bigint;
+    rest bigint;
+BEGIN
+    IF p_status = 'captured' THEN
+        on_hold := on_hold - p_captured;
+        PERFORM billing_entry(p_hold.account_id, 'capture', 0, -p_captured, balance, on_hold, NULL, p_hold.id, NULL,
+                              p_actor_type, p_actor_id, p_hold.reference, p_now);
+    END IF;
+    FOR lot IN
+        SELECT e.grant_id, -e.credits AS held, g.expires_at
+        FROM billing_ledgerentry e JOIN billing_grant g ON g.id = e.grant_id
+        WHERE e.hold_id = p_hold.id AND e.kind = 'hold'
+        ORDER BY e.id
+    LOOP
+        charged := least(lot.held, still);
+        still := still - charged;
+        rest := lot.held - charged;
+        CONTINUE WHEN rest <= 0;
+        balance := balance + rest;
+        on_hold := on_hold - rest;
+        PERFORM billing_entry(p_hold.account_id, 'release', rest, -rest, balance, on_hold, lot.grant_id, p_hold.id,
+                              NULL, p_actor_type, p_actor_id, p_hold.reference, p_now);
+        IF billing_expired(lot.expires_at, p_now) THEN
+            balance := balance - rest;
+            PERFORM billing_entry(p_hold.account_id, 'expire', -rest, 0, balance, on_hold, lot.grant_id, NULL, NULL,
+                                  p_actor_type, p_actor_id, p_hold.reference, p_now);
+        ELSE
+            UPDATE billing_grant SET remaining = remaining + rest WHERE id = lot.grant_id;
+        END IF;
+    END LOOP;
+    UPDATE billing_hold SET status = p_status, captured_credits = p_captured, settled_at = p_now
+    WHERE id = p_hold.id;
+END
+$$;

@@ -1,0 +1,47 @@
+-- Refund the debit with id p_debit, once: lock and settle its account, give each lot back what
+-- the debit took from it (a `refund` entry each); what goes back to a lot that has lapsed
+-- expires at once. Outcomes: made; not_found; already_refunded.
+CREATE OR REPLACE FUNCTION billing_refund(
+    p_debit bigint, p_now timestamptz, p_actor_type varchar, p_actor_id varchar, OUT outcome text
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    acct accounts_account;
+    d billing_debit;
+    lot record;
+    balance bigint;
+BEGIN
+    SELECT * INTO d FROM billing_debit WHERE id = p_debit;
+    IF NOT FOUND THEN
+        outcome := 'not_found';
+        RETURN;
+    END IF;
+    acct := billing_lock(d.account_id, p_now, p_actor_type, p_actor_id);
+    -- Compare-and-set under the lock: only one refund ever sets refunded_at.
+    UPDATE billing_debit SET refunded_at = p_now WHERE id = d.id AND refunded_at IS NULL;
+    IF NOT FOUND THEN
+        outcome := 'already_refunded';
+        RETURN;
+    END IF;
+    balance := acct.available_credits;
+    FOR lot IN
+        SELECT e.grant_id, -e.credits AS taken, g.expires_at
+        FROM billing_ledgerentry e JOIN billing_grant g ON g.id = e.grant_id
+        WHERE e.debit_id = d.id AND e.kind = 'debit'
+        ORDER BY e.id
+    LOOP
+        balance := balance + lot.taken;
+        PERFORM billing_entry(acct.id, 'refund', lot.taken, 0, balance, acct.held_credits, lot.grant_id, NULL, d.id,
+                              p_actor_type, p_actor_id, d.reference, p_now);
+        IF billing_expired(lot.expires_at, p_now) THEN
+            balance := balance - lot.taken;
+            PERFORM billing_entry(acct.id, 'expire', -lot.taken, 0, balance, acct.held_credits, lot.grant_id, NULL,
+                                  NULL, p_actor_type, p_actor_id, d.reference, p_now);
+        ELSE
+            UPDATE billing_grant SET remaining = remaining + lot.taken WHERE id = lot.grant_id;
+        END IF;
+    END LOOP;
+    UPDATE accounts_account SET available_credits = balance WHERE id = acct.id;
+    outcome := 'made';
+END
+$$;

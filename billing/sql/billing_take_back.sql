@@ -1,0 +1,32 @@
+-- Take back up to p_credits (all when NULL) of what is still unspent on the lot p_grant: a
+-- `clawback` (a refund or dispute of a purchase) or a `void` (an operator cancels a grant), as
+-- p_kind says. Locks and settles the account first, so a lot that lapsed is expired, not taken
+-- back; credits spent or held are not there to take. Returns how many were taken (NULL when
+-- there is no such lot).
+CREATE OR REPLACE FUNCTION billing_take_back(
+    p_grant bigint, p_credits bigint, p_kind varchar, p_reference varchar, p_now timestamptz,
+    p_actor_type varchar, p_actor_id varchar, OUT taken bigint
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    acct accounts_account;
+    lot billing_grant;
+BEGIN
+    IF p_kind NOT IN ('clawback', 'void') THEN
+        RAISE EXCEPTION 'billing_take_back: % is not a kind of taking back', p_kind;
+    END IF;
+    acct := billing_lock((SELECT g.account_id FROM billing_grant g WHERE g.id = p_grant), p_now,
+                         p_actor_type, p_actor_id);
+    IF acct.id IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO lot FROM billing_grant WHERE id = p_grant;
+    taken := least(coalesce(p_credits, lot.remaining), lot.remaining);
+    IF taken > 0 THEN
+        UPDATE billing_grant SET remaining = remaining - taken WHERE id = p_grant;
+        UPDATE accounts_account SET available_credits = available_credits - taken WHERE id = acct.id;
+        PERFORM billing_entry(acct.id, p_kind, -taken, 0, acct.available_credits - taken, acct.held_credits, p_grant,
+                              NULL, NULL, p_actor_type, p_actor_id, p_reference, p_now);
+    END IF;
+END
+$$;
