@@ -565,8 +565,8 @@ class HoldDetailView(ServiceView):
     @extend_schema(responses={200: HoldOut, **READ_ERRORS}, tags=["holds"])
     def get(self, request: Request, hold_id: str) -> Response:
         hold = get_or_404(Hold.objects.select_related("account"), public_id=hold_id)
-        if hold.status == Hold.Status.PENDING and hold.expires_at <= timezone.now():
-            # The automatic release is due: do it now rather than show a stale `pending`.
+        if hold.status == Hold.Status.PENDING:
+            # Settled first, a hold past its expiry shows as released (`expired`), not a stale `pending`.
             account_settle(account=hold.account, actor=Actor.system("hold_timeouts"))
             hold.refresh_from_db()
         return Response(hold_data(hold))

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 
 from accounts.models import Account
 from billing.models import Grant, Hold, JobRun, Purchase, StripeEvent
+from billing.selectors import lapsed
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +99,12 @@ def ledger_state() -> list[Gauge]:
         found["accounts"][row["status"]] = row["n"]
         found["available"][row["status"]] = row["available"] or 0
         found["held"][row["status"]] = row["held"] or 0
-    lots = Grant.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), spendable=True)
+    lots = Grant.objects.alias(lapsed=lapsed(now)).filter(spendable=True, lapsed=False)
     for lot in lots.order_by().values("source").annotate(left=Sum("remaining")):
         kind = "paid" if lot["source"] == Grant.Source.PURCHASE else "free"
         found["remaining"][kind] = found["remaining"].get(kind, 0) + lot["left"]
     holds = Hold.objects.filter(status=Hold.Status.PENDING).aggregate(
-        open=Count("id", filter=Q(expires_at__gt=now)), lapsed=Count("id", filter=Q(expires_at__lte=now))
+        open=Count("id", filter=~Q(lapsed(now))), lapsed=Count("id", filter=Q(lapsed(now)))
     )
     found["holds"] = {"open": holds["open"], "lapsed": holds["lapsed"]}
     events = StripeEvent.objects.filter(status__in=[StripeEvent.Status.RECEIVED, StripeEvent.Status.FAILED])

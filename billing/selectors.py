@@ -6,11 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import BooleanField, F, Func, QuerySet, Value
 from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import CreditPack, Grant, LedgerEntry, Operation, Purchase
+
+
+def lapsed(at: datetime) -> Func:
+    """The expiry rule (billing_expired) for a queryset's `expires_at` at `at`: filter on it with
+    .alias(lapsed=lapsed(now)).filter(lapsed=True) (or False)."""
+    return Func(F("expires_at"), Value(at), function="billing_expired", output_field=BooleanField())
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import Account
 from billing.models import Grant, Hold, JobChunk, JobRun
 from billing.policy import policy_get
+from billing.selectors import lapsed
 from billing.services import job_sql
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,8 @@ def account_ranges(*, job: str, now: datetime, size: int) -> Iterator[tuple[int,
 
 def _due(job: str, now: datetime) -> QuerySet:
     if job == JobRun.Job.EXPIRE_GRANTS:
-        return Grant.objects.filter(spendable=True, expires_at__lte=now)
-    return Hold.objects.filter(status=Hold.Status.PENDING, expires_at__lte=now)
+        return Grant.objects.alias(lapsed=lapsed(now)).filter(spendable=True, lapsed=True)
+    return Hold.objects.alias(lapsed=lapsed(now)).filter(status=Hold.Status.PENDING, lapsed=True)
 
 
 def pending_chunk_ids(run: JobRun) -> list[int]:
