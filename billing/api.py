@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.authentication import (
-    SERVICE_KEY_CHECKED,
-    LeasedServiceCall,
-    ServicePrincipal,
-    principal_scope,
-    service_key_of,
-)
+from accounts.authentication import ServicePrincipal, principal_scope
 from accounts.models import Account
 from accounts.permissions import IsService
-from accounts.throttling import service_call_allowed
 from billing.errors import AccountNotFound, UnknownOperation
 from billing.idempotency import (
     KeyTaken,
@@ -43,9 +36,7 @@ from billing.idempotency import (
 )
 from billing.models import ActorType, Debit, Hold, Operation
 from billing.selectors import (
-    balance_get,
     balance_json,
-    balance_json_checked,
     ledger_page,
     operation_price,
 )
@@ -64,7 +55,6 @@ from billing.serializers import (
     HoldRequest,
     LedgerPageOut,
     LedgerQuery,
-    balance_data,
     batch_item_fast,
     capture_request_fast,
     debit_data,
@@ -164,82 +154,17 @@ class ServiceView(LeanAPIView):
     permission_classes = [IsService]
 
 
-def _common_call_first(dispatch: Any, common: Callable[[HttpRequest, str], HttpResponse | None]) -> Any:
-    """A route's view that tries `common` (the route's common call answered without DRF's
-    dispatch) and falls back to DRF's view."""
-
-    @functools.wraps(dispatch)  # keeps cls, initkwargs and csrf_exempt for Django and the schema
-    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        answered = common(request, kwargs["account_id"])
-        return answered if answered is not None else dispatch(request, *args, **kwargs)
-
-    return view
-
-
 class BalanceView(ServiceView):
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        """DRF's view, behind the common read answered without DRF's dispatch (balance_read)."""
-        return _common_call_first(super().as_view(**initkwargs), balance_read)
-
     @extend_schema(responses={200: BalanceOut, **READ_ERRORS}, tags=["balance"])
     def get(self, request: Request, account_id: str) -> HttpResponse:
         now = timezone.now()
-        # The database renders the body as JSONRenderer does by default; a client asking for
-        # another rendering (`indent=`) gets it from the renderer.
-        rendered = balance_json(account_id, now) if request.accepted_media_type == JSONRenderer.media_type else None
-        if rendered is not None:
-            return HttpResponse(rendered, content_type=JSONRenderer.media_type)
-        # Unknown, something to settle first, or another rendering asked for: settle (cheap when
-        # there is nothing to do) and read.
-        account = account_settle(account=account_or_404(account_id), actor=Actor.system("balance_read"), now=now)
-        return Response(balance_data(balance_get(account=account, now=now)))
-
-
-# Answered in full by the common read: a plain GET (no query, JSON or any type accepted) with a
-# service key, within its rate limit, of an account with nothing to settle.
-_PLAIN_ACCEPT = (None, "*/*", JSONRenderer.media_type)
-_ALLOW_GET = "GET, HEAD, OPTIONS"  # DRF's Allow header for a GET-only view (tests compare)
-
-
-def balance_read(request: HttpRequest, account_id: str) -> HttpResponse | None:
-    """The balance route's common read without DRF's dispatch (about 0.1 ms of CPU a call);
-    None for anything else, which DRF's view answers.
-
-    It checks the service key and counts the call as BearerAuthentication does and leaves the
-    outcome on the request for it, so a call DRF then answers is still checked and counted once;
-    the answer, headers included, is DRF's (tests compare the two).
-    """
-    if (
-        request.method != "GET"
-        or request.META.get("QUERY_STRING")
-        or request.META.get("HTTP_ACCEPT") not in _PLAIN_ACCEPT
-    ):
-        return None
-    raw = service_key_of(request)
-    if raw is None:
-        return None
-    now = timezone.now()
-    # The statement checks the key against the database, so the call goes to Redis only to be
-    # counted, and most calls of a busy key are counted from this process's block of counts
-    # (LeasedServiceCall). When it does go, the count is sent first and the read runs while
-    # Redis answers: one wait for both round trips instead of two in a row. The read changes
-    # nothing, so when the key is refused or over its limit its result is only dropped.
-    call = LeasedServiceCall(raw, now)
-    try:
-        found = balance_json_checked(account_id, now, call.digest)
-    except BaseException:
-        call.abandon()
-        raise
-    try:
-        principal = call.result(found.key)
-    except AuthenticationFailed as refused:
-        setattr(request, SERVICE_KEY_CHECKED, refused)
-        return None
-    setattr(request, SERVICE_KEY_CHECKED, principal)
-    if not service_call_allowed(principal) or found.body is None:
-        return None
-    return HttpResponse(found.body, content_type=JSONRenderer.media_type, headers={"Allow": _ALLOW_GET})
+        body = balance_json(account_id, now)
+        if body is None:  # unknown, or something to settle first
+            account_settle(account=account_or_404(account_id), actor=Actor.system("balance_read"), now=now)
+            body = balance_json(account_id, now)
+        if request.accepted_media_type != JSONRenderer.media_type:  # a rendering asked for, as `indent=`
+            return Response(json.loads(body))
+        return HttpResponse(body, content_type=JSONRenderer.media_type)
 
 
 class DebitCreateView(ServiceView):

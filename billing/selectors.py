@@ -76,30 +76,24 @@ def purchases_of(*, account: Account, limit: int = 100) -> list[Purchase]:
     return list(Purchase.objects.filter(account=account).select_related("pack").order_by("-created_at", "-id")[:limit])
 
 
-# The balance body (billing.serializers.balance_data, rendered as the API renders JSON) built by
-# PostgreSQL, or NULL when the account has something to settle first: a pending hold past its
-# expiry, or the current free period's grant not yet made (billing_free_due:
-# deciding it here saves loading the account's dates into Python). Times are written by
-# billing_iso(), as DRF's DateTimeField writes them. The service key with hash %(key)s, if one is
-# unrevoked, comes with it: the one row is there whether or not the account or the key exists.
+# The balance route's body, rendered by PostgreSQL (the one place the API's balance shape is
+# written; BalanceOut only describes it), or NULL when the account is unknown or has something to
+# settle first: a pending hold past its expiry, or the current free period's grant not yet made
+# (billing_free_due). Times are written by billing_iso(), as DRF's DateTimeField writes them.
 # What PostgreSQL spends is per execution, mostly in setting up the plan's nodes and expressions:
-# the lapsed-hold check is a function call (billing_lapsed_hold, migration billing 0011), which
-# costs nothing for an account with no held credits, where a subquery's node would be set up on
-# every read, and each JSON object is one format() call rather than a chain of concatenations.
+# the lapsed-hold check is a function call (billing_lapsed_hold), which costs nothing for an
+# account with no held credits, where a subquery's node would be set up on every read, and each
+# JSON object is one format() call rather than a chain of concatenations.
 _BALANCE_JSON = """
-SELECT k.id, k.name, b.body
-FROM (SELECT 1) one
-LEFT JOIN accounts_servicekey k ON k.key_hash = %(key)s AND k.revoked_at IS NULL
-LEFT JOIN LATERAL (
-  SELECT CASE
+SELECT CASE
     WHEN a.held_credits > 0 AND billing_lapsed_hold(a.id, %(now)s) THEN NULL
     WHEN billing_free_due(a.status, a.free_period_start, a.first_period_start, a.period_anchor_day, %(now)s)
     THEN NULL
     ELSE format('{"account":%%s,"status":%%s,"available":%%s,"held":%%s,"free":%%s,"paid":%%s,"grants":[%%s]}',
                 to_json(a.public_id), to_json(a.status), l.free + l.paid, a.held_credits, l.free, l.paid, l.grants)
-  END AS body
-  FROM accounts_account a
-  CROSS JOIN LATERAL (
+END
+FROM accounts_account a
+CROSS JOIN LATERAL (
     SELECT coalesce(sum(g.remaining) FILTER (WHERE g.source <> 'purchase'), 0) AS free,
            coalesce(sum(g.remaining) FILTER (WHERE g.source = 'purchase'), 0) AS paid,
            coalesce(string_agg(
@@ -107,36 +101,15 @@ LEFT JOIN LATERAL (
                       g.remaining, coalesce('"' || billing_iso(g.expires_at) || '"', 'null')),
                ',' ORDER BY g.place), '') AS grants
     FROM billing_spendable_lots(a.id, %(now)s) g
-  ) l
-  WHERE a.public_id = %(account)s
-) b ON true
+) l
+WHERE a.public_id = %(account)s
 """
-
-
-@dataclass(frozen=True)
-class BalanceJson:
-    # The unrevoked service key with the hash asked about: (id, name), or None.
-    key: tuple[int, str] | None
-    # The balance route's body, or None when the account is unknown or has something to settle.
-    body: str | None
-
-
-def balance_json_checked(public_id: str, now: datetime, key_hash: str | None) -> BalanceJson:
-    """The balance route's body as PostgreSQL renders it, and the service key with `key_hash`,
-    in one statement (PostgreSQL only: the caller checks).
-
-    The hottest read there is: building the body in the database saves the Python objects per
-    row and the rendering (tests compare it byte for byte with balance_data rendered as JSON),
-    and checking the key in the same statement saves asking Redis for it
-    (accounts.authentication.LeasedServiceCall).
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "key": key_hash})
-        key_id, key_name, body = cursor.fetchone()
-    return BalanceJson(None if key_id is None else (key_id, key_name), body)
 
 
 def balance_json(public_id: str, now: datetime) -> str | None:
     """The balance route's body as PostgreSQL renders it; None when the account is unknown or
     has something to settle first."""
-    return balance_json_checked(public_id, now, None).body
+    with connection.cursor() as cursor:
+        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now})
+        row = cursor.fetchone()
+    return None if row is None else row[0]
