@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.http import HttpResponse
@@ -26,7 +24,6 @@ from billing.errors import AccountNotFound, UnknownOperation
 from billing.idempotency import (
     KeyTaken,
     fingerprint,
-    idempotent,
     keys_store_many,
     keys_stored,
     refuse,
@@ -34,14 +31,9 @@ from billing.idempotency import (
     request_key,
     stored_refusal,
 )
-from billing.models import ActorType, Debit, Hold, Operation
-from billing.selectors import (
-    balance_json,
-    ledger_page,
-    operation_price,
-)
+from billing.models import ActorType, Hold, Operation
+from billing.selectors import balance_json, hold_json, ledger_page
 from billing.serializers import (
-    HOLD_FIELDS,
     BalanceOut,
     CaptureRequest,
     DebitBatchItem,
@@ -57,30 +49,23 @@ from billing.serializers import (
     LedgerQuery,
     batch_item_fast,
     capture_request_fast,
-    debit_data,
     debit_request_fast,
     encode_cursor,
-    hold_data,
     hold_request_fast,
-    new_debit_data,
-    new_hold_data,
 )
 from billing.services.ledger import (
     KEY_TAKEN,
-    MADE,
     REPLAY,
     Actor,
     BatchDebit,
     KeyRecord,
-    Spent,
+    Moved,
     account_settle,
-    debit_create,
-    debit_refund,
+    debit_refund_recorded,
     debit_spend,
     debits_create_batch,
     hold_capture_recorded,
-    hold_create,
-    hold_release,
+    hold_release_recorded,
     hold_spend,
     request_transaction,
 )
@@ -131,16 +116,6 @@ def account_or_404(public_id: str) -> Account:
     return get_or_404(Account.objects.all(), public_id=public_id)
 
 
-def spend_credits(data: dict[str, Any]) -> tuple[int, str]:
-    """The credits a request spends, from its explicit amount or its operation's price."""
-    if "credits" in data:
-        return data["credits"], ""
-    price = operation_price(data["operation"])
-    if price is None:
-        raise UnknownOperation(f"Unknown or inactive operation {data['operation']!r}.", field="operation")
-    return price, data["operation"]
-
-
 def parse(serializer_class: type, data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
@@ -167,6 +142,24 @@ class BalanceView(ServiceView):
         return HttpResponse(body, content_type=JSONRenderer.media_type)
 
 
+def answered(moved: Moved, record: KeyRecord, status_code: int) -> Response:
+    """The answer to a movement whose function recorded the key: the body it made, the answer
+    recorded before (a replay), a refusal recorded under the key (402, 403, 409), or a 400 or
+    404 that records nothing, so that a corrected retry may use the key."""
+    if moved.outcome in (REPLAY, KEY_TAKEN):
+        return replay(record.scope, record.key, record.request_hash)
+    if moved.refusal is None:
+        return Response(moved.body, status=status_code)
+    if not stored_refusal(moved.refusal):
+        raise moved.refusal
+    # The call committed what it settled; the refusal is recorded on its own.
+    return refuse(record.scope, record.key, record.request_hash, moved.refusal)
+
+
+def key_record(request: Request) -> KeyRecord:
+    return KeyRecord(*request_key(request))
+
+
 class DebitCreateView(ServiceView):
     @extend_schema(
         request=DebitRequest,
@@ -175,127 +168,19 @@ class DebitCreateView(ServiceView):
         tags=["debits"],
     )
     def post(self, request: Request, account_id: str) -> Response:
-        plain = debit_request_fast(request.data)
-        if plain is not None:
-            return _debit_recorded(request, account_id, plain)
-
-        def handle() -> Response:
-            data = plain or parse(DebitRequest, request.data)
-            credits, operation = spend_credits(data)
-            debit = debit_create(
-                account=account_id,
-                credits=credits,
-                operation=operation,
-                reference=data["reference"],
-                metadata=data.get("metadata"),
-                actor=actor_of(request),
-            )
-            body = debit_data(debit, debit.account.available_credits, debit.account.held_credits)
-            return Response(body, status=status.HTTP_201_CREATED)
-
-        return idempotent(request, handle)
-
-
-def _debit_recorded(request: Request, account_id: str, data: dict[str, Any]) -> Response:
-    """A plain debit as one database call, which records the key with its answer."""
-    scope, key, request_hash = request_key(request)
-    record = KeyRecord(scope, key, request_hash)
-    result, made = _plain_debit(
-        account_id, data, functools.partial(debit_spend, actor=actor_of(request), record=record)
-    )
-    if made is not None:
-        return Response(made, status=status.HTTP_201_CREATED)
-    return _not_made(result, record, data.get("operation", ""))
-
-
-def _plain_debit(
-    account_id: str, data: dict[str, Any], spend: Callable[..., Spent]
-) -> tuple[Spent, dict[str, Any] | None]:
-    """A plain debit body spent by `spend` (debit_spend, given the rest of its arguments): its
-    result, and the 201 body when it was made."""
-    now = timezone.now()
-    operation = data.get("operation", "")
-
-    def answer(public_id: str, credits: int, available: int, held: int) -> dict[str, Any]:
-        return new_debit_data(
-            public_id=public_id,
+        record = key_record(request)
+        data = debit_request_fast(request.data) or parse(DebitRequest, request.data)
+        moved = debit_spend(
             account=account_id,
-            credits=credits,
-            operation=operation,
+            credits=data.get("credits"),
+            operation=data.get("operation", ""),
             reference=data["reference"],
-            metadata={},
-            created_at=now,
-            available=available,
-            held=held,
+            metadata=data.get("metadata"),
+            actor=actor_of(request),
+            now=timezone.now(),
+            record=record,
         )
-
-    def body(public_id: str) -> dict[str, Any]:
-        # The answer without what billing_debit() adds: `credits` (an operation's price) and `balance`.
-        return {name: value for name, value in answer(public_id, 0, 0, 0).items() if name not in ("credits", "balance")}
-
-    result = spend(
-        account=account_id,
-        credits=data.get("credits"),
-        operation=operation,
-        reference=data["reference"],
-        body=body,
-        now=now,
-    )
-    if result.outcome != MADE:
-        return result, None
-    assert result.credits is not None and result.available is not None and result.held is not None
-    return result, answer(result.public_id, result.credits, result.available, result.held)
-
-
-def _not_made(result: Spent, record: KeyRecord, operation: str) -> Response:
-    """The answer to a spend that was not made: a replay, a recorded refusal, or a 400 or 404
-    that records nothing (a corrected retry may use the key)."""
-    if result.outcome in (REPLAY, KEY_TAKEN):
-        return replay(record.scope, record.key, record.request_hash)
-    refusal = result.refusal(operation)
-    assert refusal is not None
-    if not stored_refusal(refusal):
-        raise refusal
-    return refuse(record.scope, record.key, record.request_hash, refusal)
-
-
-def _hold_recorded(request: Request, account_id: str, data: dict[str, Any]) -> Response:
-    """A plain hold as one database call, which records the key with its answer."""
-    scope, key, request_hash = request_key(request)
-    now = timezone.now()
-    operation = data.get("operation", "")
-
-    def answer(public_id: str, credits: int) -> dict[str, Any]:
-        return new_hold_data(
-            public_id=public_id,
-            account=account_id,
-            credits=credits,
-            operation=operation,
-            reference=data["reference"],
-            created_at=now,
-            expires_at=now + timedelta(seconds=data["expires_in"]),
-        )
-
-    def body(public_id: str) -> dict[str, Any]:
-        # The answer without what billing_hold() adds: `credits` (an operation's price).
-        return {name: value for name, value in answer(public_id, 0).items() if name != "credits"}
-
-    record = KeyRecord(scope, key, request_hash)
-    result = hold_spend(
-        account=account_id,
-        credits=data.get("credits"),
-        operation=operation,
-        reference=data["reference"],
-        expires_in=data["expires_in"],
-        actor=actor_of(request),
-        record=record,
-        body=body,
-        now=now,
-    )
-    if result.outcome == MADE:
-        assert result.credits is not None
-        return Response(answer(result.public_id, result.credits), status=status.HTTP_201_CREATED)
-    return _not_made(result, record, operation)
+        return answered(moved, record, status.HTTP_201_CREATED)
 
 
 @dataclass(frozen=True)
@@ -409,30 +294,16 @@ def _batch_run(items: list[_BatchItem], results: list[dict[str, Any] | None], sc
             results[item.index] = _batch_result(item.key, 409, reused)
         else:
             results[item.index] = _batch_result(item.key, found.status_code or 0, found.response_body, replayed=True)
-    now = timezone.now()
-    answered: list[tuple[_BatchItem, int, Any, bool]] = []  # item, status, body, recorded
-    outcomes = debits_create_batch(items=[item.debit for item in todo], actor=actor, now=now)
+    done: list[tuple[_BatchItem, int, Any, bool]] = []  # item, status, body, recorded
+    outcomes = debits_create_batch(items=[item.debit for item in todo], actor=actor, now=timezone.now())
     for item, outcome in zip(todo, outcomes, strict=True):
-        debit = item.debit
-        if outcome.debit is not None:
-            body = new_debit_data(
-                public_id=outcome.debit,
-                account=debit.account,
-                credits=debit.credits,
-                operation=debit.operation,
-                reference=debit.reference,
-                metadata=debit.metadata or {},
-                created_at=now,
-                available=outcome.available,
-                held=outcome.held,
-            )
-            answered.append((item, 201, body, True))
+        if outcome.error is None:
+            done.append((item, 201, outcome.body, True))
         else:
             error = outcome.error
-            assert error is not None
-            answered.append((item, error.status_code, billing_error_response(error).data, stored_refusal(error)))
+            done.append((item, error.status_code, billing_error_response(error).data, stored_refusal(error)))
     rows = []
-    for item, status_code, body, recorded in answered:
+    for item, status_code, body, recorded in done:
         results[item.index] = _batch_result(item.key, status_code, body)
         if recorded:
             rows.append((item.key, item.request_hash, status_code, body))
@@ -448,14 +319,10 @@ class DebitRefundView(ServiceView):
         tags=["debits"],
     )
     def post(self, request: Request, debit_id: str) -> Response:
-        def handle() -> Response:
-            parse(EmptyRequest, request.data)
-            debit = get_or_404(Debit.objects.select_related("account"), public_id=debit_id)
-            debit = debit_refund(debit=debit, actor=actor_of(request))
-            debit.account.refresh_from_db(fields=["available_credits", "held_credits"])
-            return Response(DebitOut(debit).data)
-
-        return idempotent(request, handle)
+        record = key_record(request)
+        parse(EmptyRequest, request.data)
+        moved = debit_refund_recorded(debit=debit_id, actor=actor_of(request), now=timezone.now(), record=record)
+        return answered(moved, record, status.HTTP_200_OK)
 
 
 class HoldCreateView(ServiceView):
@@ -466,24 +333,19 @@ class HoldCreateView(ServiceView):
         tags=["holds"],
     )
     def post(self, request: Request, account_id: str) -> Response:
-        plain = hold_request_fast(request.data)
-        if plain is not None:
-            return _hold_recorded(request, account_id, plain)
-
-        def handle() -> Response:
-            data = plain or parse(HoldRequest, request.data)
-            credits, operation = spend_credits(data)
-            hold = hold_create(
-                account=account_id,
-                credits=credits,
-                operation=operation,
-                reference=data["reference"],
-                expires_in=data["expires_in"],
-                actor=actor_of(request),
-            )
-            return Response(hold_data(hold), status=status.HTTP_201_CREATED)
-
-        return idempotent(request, handle)
+        record = key_record(request)
+        data = hold_request_fast(request.data) or parse(HoldRequest, request.data)
+        moved = hold_spend(
+            account=account_id,
+            credits=data.get("credits"),
+            operation=data.get("operation", ""),
+            reference=data["reference"],
+            expires_in=data["expires_in"],
+            actor=actor_of(request),
+            now=timezone.now(),
+            record=record,
+        )
+        return answered(moved, record, status.HTTP_201_CREATED)
 
 
 class HoldDetailView(ServiceView):
@@ -493,8 +355,7 @@ class HoldDetailView(ServiceView):
         if hold.status == Hold.Status.PENDING:
             # Settled first, a hold past its expiry shows as released (`expired`), not a stale `pending`.
             account_settle(account=hold.account, actor=Actor.system("hold_timeouts"))
-            hold.refresh_from_db()
-        return Response(hold_data(hold))
+        return Response(hold_json(hold_id))
 
 
 class HoldCaptureView(ServiceView):
@@ -505,22 +366,12 @@ class HoldCaptureView(ServiceView):
         tags=["holds"],
     )
     def post(self, request: Request, hold_id: str) -> Response:
-        scope, key, request_hash = request_key(request)
+        record = key_record(request)
         data = capture_request_fast(request.data) or parse(CaptureRequest, request.data)
-        record = KeyRecord(scope, key, request_hash)
-        captured = hold_capture_recorded(
+        moved = hold_capture_recorded(
             hold=hold_id, credits=data.get("credits"), actor=actor_of(request), now=timezone.now(), record=record
         )
-        if captured.outcome == MADE:
-            assert captured.body is not None
-            return Response({name: captured.body[name] for name in HOLD_FIELDS})
-        if captured.outcome in (REPLAY, KEY_TAKEN):
-            return replay(scope, key, request_hash)
-        refusal = captured.refusal(hold_id)
-        if not stored_refusal(refusal):
-            raise refusal
-        # A lapsed hold was released by the call, committed already: the refusal is recorded.
-        return refuse(scope, key, request_hash, refusal)
+        return answered(moved, record, status.HTTP_200_OK)
 
 
 class HoldReleaseView(ServiceView):
@@ -531,12 +382,10 @@ class HoldReleaseView(ServiceView):
         tags=["holds"],
     )
     def post(self, request: Request, hold_id: str) -> Response:
-        def handle() -> Response:
-            parse(EmptyRequest, request.data)
-            hold = hold_release(hold=hold_id, actor=actor_of(request))
-            return Response(hold_data(hold))
-
-        return idempotent(request, handle)
+        record = key_record(request)
+        parse(EmptyRequest, request.data)
+        moved = hold_release_recorded(hold=hold_id, actor=actor_of(request), now=timezone.now(), record=record)
+        return answered(moved, record, status.HTTP_200_OK)
 
 
 def ledger_response(request: Request, account: Account) -> Response:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 from django.db.models import BooleanField, F, Func, QuerySet, Value
 from django.utils import timezone
 
 from accounts.models import Account
-from billing.models import CreditPack, Grant, LedgerEntry, Operation, Purchase
+from billing.models import CreditPack, Grant, LedgerEntry, Purchase
 
 
 def lapsed(at: datetime) -> Func:
@@ -50,10 +52,6 @@ def _balance_from(account: Account, grants: list[Grant]) -> Balance:
     return Balance(
         account=account, available=free + paid, held=account.held_credits, free=free, paid=paid, grants=grants
     )
-
-
-def operation_price(code: str) -> int | None:
-    return Operation.objects.filter(code=code, active=True).values_list("credits", flat=True).first()
 
 
 def ledger_page(*, account: Account, before_id: int | None, limit: int) -> tuple[list[LedgerEntry], int | None]:
@@ -104,6 +102,18 @@ CROSS JOIN LATERAL (
 ) l
 WHERE a.public_id = %(account)s
 """
+
+
+def hold_json(public_id: str) -> dict[str, Any]:
+    """A hold as the API shows it (billing_hold_json)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT billing_hold_json(h, a.public_id) FROM billing_hold h "
+            "JOIN accounts_account a ON a.id = h.account_id WHERE h.public_id = %s",
+            [public_id],
+        )
+        (body,) = cursor.fetchone()
+    return json.loads(body) if isinstance(body, str) else body
 
 
 def balance_json(public_id: str, now: datetime) -> str | None:

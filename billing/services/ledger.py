@@ -8,7 +8,7 @@ result or a domain error; the money rules live in the functions alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -124,27 +124,42 @@ def _account_id(account: Account | str | int) -> str:
 
 
 @dataclass(frozen=True)
-class Spent:
-    """What billing_debit or billing_hold answered."""
+class Moved:
+    """What a movement function answered: its outcome, the answer's body when it was made (the
+    shape the API returns, rendered by the function), and the domain error when it was refused.
+    Neither for REPLAY and KEY_TAKEN: the answer is the one recorded under the key."""
 
     outcome: str
-    public_id: str
-    credits: int | None = None
-    available: int | None = None
-    held: int | None = None
+    body: dict[str, Any] | None = None
+    refusal: BillingError | None = None
 
-    def refusal(self, operation: str) -> BillingError | None:
-        """The domain error of a spend that was not made (None for made, replay and key taken)."""
-        if self.outcome == "unknown_operation":
-            return UnknownOperation(f"Unknown or inactive operation {operation!r}.", field="operation")
-        if self.outcome == "not_found":
-            return AccountNotFound()
-        if self.outcome == "suspended":
-            return AccountSuspended()
-        if self.outcome == "insufficient":
-            assert self.available is not None and self.credits is not None
-            return InsufficientCredits(available=self.available, requested=self.credits)
-        return None
+    def made(self) -> dict[str, Any]:
+        """The body of a movement that must have been made; its refusal raised otherwise."""
+        if self.refusal is not None:
+            raise self.refusal
+        assert self.outcome == MADE and self.body is not None, self.outcome
+        return self.body
+
+
+def _spend_refusal(outcome: str, operation: str, credits: int | None, available: int | None) -> BillingError | None:
+    if outcome == "unknown_operation":
+        return UnknownOperation(f"Unknown or inactive operation {operation!r}.", field="operation")
+    if outcome == "not_found":
+        return AccountNotFound()
+    if outcome == "suspended":
+        return AccountSuspended()
+    if outcome == "insufficient":
+        assert available is not None and credits is not None
+        return InsufficientCredits(available=available, requested=credits)
+    return None
+
+
+def _spent(row: tuple[Any, ...] | None, operation: str) -> Moved:
+    """A billing_debit or billing_hold row (outcome, credits, available, held, body) as Moved."""
+    if row is None:
+        return Moved(KEY_TAKEN)
+    outcome, credits, available, _held, body = row
+    return Moved(outcome, _loads(body), _spend_refusal(outcome, operation, credits, available))
 
 
 def debit_spend(
@@ -157,21 +172,17 @@ def debit_spend(
     now: datetime,
     metadata: dict[str, Any] | None = None,
     record: KeyRecord = NO_KEY,
-    body: Callable[[str], dict[str, Any]] | None = None,
-) -> Spent:
+) -> Moved:
     """billing_debit(): `credits`, or the active `operation`'s price, from the account with this
-    public id; with `record`, the key is recorded with `body(the debit's public id)` plus the
-    debit's credits and the balance after it."""
+    public id; with `record`, the key is recorded with the answer."""
     if credits is not None:
         check_amount(credits)
-    public_id = new_debit_id()
     row = call(
         "billing_debit",
-        [account, credits, operation, reference, _json(metadata or {}), public_id, now, actor.type, actor.id]
-        + _key_params(record)
-        + [_json(body(public_id) if body is not None else {})],
+        [account, credits, operation, reference, _json(metadata or {}), new_debit_id(), now, actor.type, actor.id]
+        + _key_params(record),
     )
-    return Spent(KEY_TAKEN, public_id) if row is None else Spent(row[0], public_id, *row[1:])
+    return _spent(row, operation)
 
 
 def hold_spend(
@@ -184,29 +195,18 @@ def hold_spend(
     actor: Actor,
     now: datetime,
     record: KeyRecord = NO_KEY,
-    body: Callable[[str], dict[str, Any]] | None = None,
-) -> Spent:
+) -> Moved:
     """billing_hold(): reserve `credits`, or the active `operation`'s price, until `expires_in`
-    seconds from `now`; with `record`, the key is recorded with `body(the hold's public id)` plus
-    the hold's credits."""
+    seconds from `now`; with `record`, the key is recorded with the answer."""
     if credits is not None:
         check_amount(credits)
-    public_id = new_hold_id()
+    expires_at = now + timedelta(seconds=expires_in)
     row = call(
         "billing_hold",
-        [account, credits, operation, reference, now + timedelta(seconds=expires_in), public_id, now]
-        + [actor.type, actor.id]
-        + _key_params(record)
-        + [_json(body(public_id) if body is not None else {})],
+        [account, credits, operation, reference, expires_at, new_hold_id(), now, actor.type, actor.id]
+        + _key_params(record),
     )
-    return Spent(KEY_TAKEN, public_id) if row is None else Spent(row[0], public_id, *row[1:])
-
-
-def _made(spent: Spent, operation: str) -> str:
-    error = spent.refusal(operation)
-    if error is not None:
-        raise error
-    return spent.public_id
+    return _spent(row, operation)
 
 
 def debit_create(
@@ -219,7 +219,7 @@ def debit_create(
     metadata: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Debit:
-    spent = debit_spend(
+    moved = debit_spend(
         account=_account_id(account),
         credits=credits,
         operation=operation,
@@ -228,7 +228,7 @@ def debit_create(
         actor=actor,
         now=now or timezone.now(),
     )
-    debit = Debit.objects.select_related("account").get(public_id=_made(spent, operation))
+    debit = Debit.objects.select_related("account").get(public_id=moved.made()["id"])
     _refresh_cached(account, debit.account)
     return debit
 
@@ -243,7 +243,7 @@ def hold_create(
     reference: str = "",
     now: datetime | None = None,
 ) -> Hold:
-    spent = hold_spend(
+    moved = hold_spend(
         account=_account_id(account),
         credits=credits,
         operation=operation,
@@ -252,38 +252,57 @@ def hold_create(
         actor=actor,
         now=now or timezone.now(),
     )
-    hold = Hold.objects.select_related("account").get(public_id=_made(spent, operation))
+    hold = Hold.objects.select_related("account").get(public_id=moved.made()["id"])
     _refresh_cached(account, hold.account)
     return hold
 
 
-@dataclass(frozen=True)
-class Captured:
-    """What billing_capture answered: the outcome, and the hold as the API shows it when made."""
+def _hold_refusal(outcome: str, hold: str, body: dict[str, Any] | None) -> BillingError | None:
+    if outcome == "not_found":
+        return HoldNotFound()
+    if outcome in ("expired", "lapsed"):
+        return HoldExpired(hold=hold)
+    if outcome == "not_pending":
+        return HoldNotPending(status=(body or {}).get("status", ""))
+    if outcome == "invalid_amount":
+        held = (body or {}).get("held", 0)
+        return InvalidAmount(f"credits must be an integer from 0 to {held}", held=held)
+    return None
 
-    outcome: str
-    body: dict[str, Any] | None = None
 
-    def refusal(self, hold: str) -> BillingError:
-        """The domain error of a capture that was not made, replayed or taken meanwhile."""
-        if self.outcome == "invalid_amount":
-            held = (self.body or {}).get("held", 0)
-            return InvalidAmount(f"credits must be an integer from 0 to {held}", held=held)
-        if self.outcome in ("expired", "lapsed"):
-            return HoldExpired(hold=hold)
-        return _hold_refusal(self.outcome, self.body)
+def _settled(row: tuple[Any, ...] | None, hold: str) -> Moved:
+    """A billing_capture or billing_release row (outcome, ..., body) as Moved."""
+    if row is None:
+        return Moved(KEY_TAKEN)
+    outcome, body = row[0], _loads(row[-1])
+    if outcome == "not_pending" and len(row) == 3:  # billing_release says the status beside the body
+        body = {"status": row[1]}
+    refusal = _hold_refusal(outcome, hold, body)
+    return Moved(outcome, None if refusal else body, refusal)
 
 
 def hold_capture_recorded(
     *, hold: str, credits: int | None, actor: Actor, now: datetime, record: KeyRecord = NO_KEY
-) -> Captured:
-    """billing_capture(): capture `credits` (all when None) of the hold with this public id."""
-    row = call("billing_capture", [hold, credits, now, actor.type, actor.id] + _key_params(record))
+) -> Moved:
+    """billing_capture(): capture `credits` (all when None) of the hold with this public id. A
+    hold that lapsed is released by the call instead, kept, and refused (`lapsed`)."""
+    return _settled(call("billing_capture", [hold, credits, now, actor.type, actor.id] + _key_params(record)), hold)
+
+
+def hold_release_recorded(*, hold: str, actor: Actor, now: datetime, record: KeyRecord = NO_KEY) -> Moved:
+    """billing_release(): give all of a pending hold's credits back (status `released`, or
+    `expired` if it lapsed)."""
+    return _settled(call("billing_release", [hold, now, actor.type, actor.id] + _key_params(record)), hold)
+
+
+def debit_refund_recorded(*, debit: str, actor: Actor, now: datetime, record: KeyRecord = NO_KEY) -> Moved:
+    """billing_refund(): give a debit's credits back to the lots it took them from, once."""
+    row = call("billing_refund", [debit, now, actor.type, actor.id] + _key_params(record))
     if row is None:
-        return Captured(KEY_TAKEN)
+        return Moved(KEY_TAKEN)
     outcome, body = row
-    # Django has psycopg hand jsonb over as text (its JSONField decodes it itself).
-    return Captured(outcome, _loads(body))
+    refusal = {"not_found": AccountNotFound(), "already_refunded": DebitAlreadyRefunded()}.get(outcome)
+    return Moved(outcome, _loads(body), refusal)
 
 
 def hold_capture(*, hold: Hold | str, actor: Actor, credits: int | None = None, now: datetime | None = None) -> Hold:
@@ -295,19 +314,16 @@ def hold_capture(*, hold: Hold | str, actor: Actor, credits: int | None = None, 
     if credits is not None and (isinstance(credits, bool) or not isinstance(credits, int)):
         raise InvalidAmount("credits must be an integer")
     public_id = _hold_id(hold)
-    captured = hold_capture_recorded(hold=public_id, credits=credits, actor=actor, now=now or timezone.now())
-    if captured.outcome not in (MADE, "lapsed"):
-        raise captured.refusal(public_id)
+    moved = hold_capture_recorded(hold=public_id, credits=credits, actor=actor, now=now or timezone.now())
+    if moved.outcome != "lapsed":
+        moved.made()
     return Hold.objects.select_related("account").get(public_id=public_id)
 
 
 def hold_release(*, hold: Hold | str, actor: Actor, now: datetime | None = None) -> Hold:
     """Give all of a pending hold's credits back (status `released`, or `expired` if it lapsed)."""
     public_id = _hold_id(hold)
-    row = call("billing_release", [public_id, now or timezone.now(), actor.type, actor.id])
-    assert row is not None
-    if row[0] != MADE:
-        raise _hold_refusal(row[0], {"status": row[1]})
+    hold_release_recorded(hold=public_id, actor=actor, now=now or timezone.now()).made()
     return Hold.objects.select_related("account").get(public_id=public_id)
 
 
@@ -315,24 +331,9 @@ def _hold_id(hold: Hold | str) -> str:
     return hold if isinstance(hold, str) else hold.public_id
 
 
-def _hold_refusal(outcome: str, body: dict[str, Any] | None) -> BillingError:
-    if outcome == "not_found":
-        return HoldNotFound()
-    if outcome == "expired":
-        return HoldExpired()
-    if outcome == "not_pending":
-        return HoldNotPending(status=(body or {}).get("status", ""))
-    raise AssertionError(f"a hold's unknown outcome {outcome!r}")
-
-
 def debit_refund(*, debit: Debit, actor: Actor, now: datetime | None = None) -> Debit:
     """Give a debit's credits back to the lots it took them from (once)."""
-    row = call("billing_refund", [debit.pk, now or timezone.now(), actor.type, actor.id])
-    assert row is not None
-    if row[0] == "not_found":
-        raise AccountNotFound()
-    if row[0] == "already_refunded":
-        raise DebitAlreadyRefunded()
+    debit_refund_recorded(debit=debit.public_id, actor=actor, now=now or timezone.now()).made()
     debit.refresh_from_db(fields=["refunded_at"])
     return debit
 
@@ -404,12 +405,10 @@ class BatchDebit:
 
 @dataclass
 class BatchOutcome:
-    """A batch item's debit (its public id), or the refusal that stopped it; the balance right after it."""
+    """A batch item's debit (its body, as the API shows it), or the refusal that stopped it."""
 
-    debit: str | None = None
+    body: dict[str, Any] | None = None
     error: BillingError | None = None
-    available: int = 0
-    held: int = 0
 
 
 def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime | None = None) -> list[BatchOutcome]:
@@ -437,16 +436,16 @@ def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime 
         )
     if not rows:
         return outcomes
-    statement = "SELECT n, outcome, public_id, credits, available, held FROM billing_debit_batch(%s, %s, %s, %s)"
+    statement = "SELECT n, outcome, credits, available, body FROM billing_debit_batch(%s, %s, %s, %s)"
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(statement, [_json(rows), now or timezone.now(), actor.type, actor.id])
         answered = cursor.fetchall()
-    for place, (result, row, (n, *answer)) in enumerate(zip(sent, rows, answered, strict=True)):
+    for place, (result, row, (n, outcome, credits, available, body)) in enumerate(
+        zip(sent, rows, answered, strict=True)
+    ):
         assert n == place + 1, "billing_debit_batch answers its items in order"
-        spent = Spent(*answer)
-        result.error = spent.refusal(row["operation"])
-        if result.error is None:
-            result.debit, result.available, result.held = spent.public_id, spent.available or 0, spent.held or 0
+        result.error = _spend_refusal(outcome, row["operation"], credits, available)
+        result.body = _loads(body)
     return outcomes
 
 

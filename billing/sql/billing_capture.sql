@@ -1,13 +1,13 @@
 -- Capture p_credits (all when NULL) of the hold with public id p_hold: lock and settle its
 -- account, charge the credits and give the rest back (billing_hold_return), and record the key
--- with the answer, the hold as the API shows it (body).
+-- with the answer, the hold as the API shows it (body: billing_hold_json).
 -- Outcomes: made; replay; not_found; invalid_amount (body: {"held": the hold's credits}; nothing
 -- written); not_pending (body: {"status": ...}); lapsed (the hold had lapsed: this call's
 -- settling released it, and that release is kept); expired (it was released so before).
 CREATE OR REPLACE FUNCTION billing_capture(
     p_hold varchar, p_credits bigint, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
     p_scope varchar, p_key varchar, p_request_hash varchar,
-    OUT outcome text, OUT body jsonb
+    OUT outcome text, OUT body json
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -30,7 +30,7 @@ BEGIN
     amount := coalesce(p_credits, h.credits);
     IF amount < 0 OR amount > h.credits THEN  -- a hold's credits never change: checked before the lock
         outcome := 'invalid_amount';
-        body := jsonb_build_object('held', h.credits);
+        body := json_build_object('held', h.credits);
         RETURN;
     END IF;
     acct := billing_lock(h.account_id, p_now, p_actor_type, p_actor_id);
@@ -41,18 +41,15 @@ BEGIN
         RETURN;
     ELSIF h.status <> 'pending' THEN
         outcome := 'not_pending';
-        body := jsonb_build_object('status', h.status);
+        body := json_build_object('status', h.status);
         RETURN;
     END IF;
     SELECT r.balance, r.on_hold INTO balance, on_hold
     FROM billing_hold_return(h, amount, 'captured', p_now, p_actor_type, p_actor_id, acct.available_credits,
                              acct.held_credits) r;
     UPDATE accounts_account SET available_credits = balance, held_credits = on_hold WHERE id = acct.id;
-    body := jsonb_build_object(
-        'id', h.public_id, 'account', acct.public_id, 'credits', h.credits, 'captured_credits', amount,
-        'status', 'captured', 'operation', h.operation, 'reference', h.reference,
-        'created_at', billing_iso(h.created_at), 'expires_at', billing_iso(h.expires_at),
-        'settled_at', billing_iso(p_now));
+    SELECT * INTO h FROM billing_hold WHERE id = h.id;
+    body := billing_hold_json(h, acct.public_id);
     PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 200, body);
     outcome := 'made';
 END

@@ -1,20 +1,20 @@
 -- A debit: p_credits (or, when NULL, the active operation's price) from the account with public
 -- id p_account, in one transaction: lock and settle the account, refuse or take the credits in
 -- spend order, write the debit, the entries and the cached balances, and record the key with
--- the answer (p_body, plus the debit's credits and the balance after it).
+-- the answer (body: billing_debit_json).
 -- Outcomes: made; replay (the key is recorded: nothing moved); unknown_operation, not_found,
 -- suspended, insufficient (credits, available and held say what there was); nothing but the
 -- settling is written unless made.
 CREATE OR REPLACE FUNCTION billing_debit(
     p_account varchar, p_credits bigint, p_operation varchar, p_reference varchar, p_metadata jsonb,
     p_public_id varchar, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
-    p_scope varchar, p_key varchar, p_request_hash varchar, p_body jsonb,
-    OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint
+    p_scope varchar, p_key varchar, p_request_hash varchar,
+    OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint, OUT body json
 )
 LANGUAGE plpgsql AS $$
 DECLARE
     acct accounts_account;
-    made bigint;
+    made billing_debit;
 BEGIN
     credits := coalesce(p_credits, billing_operation_price(p_operation));
     IF credits IS NULL THEN
@@ -36,13 +36,12 @@ BEGIN
         (public_id, account_id, credits, operation, reference, metadata, actor_type, actor_id, created_at)
     VALUES (p_public_id, acct.id, credits, p_operation, p_reference, coalesce(p_metadata, '{}'::jsonb),
             p_actor_type, p_actor_id, p_now)
-    RETURNING id INTO made;
+    RETURNING * INTO made;
     SELECT t.balance, t.on_hold INTO available, held
-    FROM billing_take(acct.id, credits, 'debit', NULL, made, p_now, p_actor_type, p_actor_id, p_reference,
+    FROM billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id, p_reference,
                       available, held) t;
     UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
-    PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201,
-        p_body || jsonb_build_object('credits', credits,
-                                     'balance', jsonb_build_object('available', available, 'held', held)));
+    body := billing_debit_json(made, acct.public_id, available, held);
+    PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201, body);
 END
 $$;

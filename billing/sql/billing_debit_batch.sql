@@ -2,17 +2,17 @@
 -- a JSON array of {account (public id), credits, operation, reference, metadata, public_id}.
 -- Every account of the batch is locked first, by one statement in id order (the order every
 -- multi-account writer takes, so batches cannot deadlock each other), and settled before its
--- first item. One row per item, by its place n (from 1): the outcome as billing_debit's, and
--- for a debit made the account's balances right after it.
+-- first item. One row per item, by its place n (from 1): the outcome as billing_debit's, the
+-- account's balances right after it, and for a debit made its body (billing_debit_json).
 CREATE OR REPLACE FUNCTION billing_debit_batch(
     p_items jsonb, p_now timestamptz, p_actor_type varchar, p_actor_id varchar
-) RETURNS TABLE (n bigint, outcome text, public_id varchar, credits bigint, available bigint, held bigint)
+) RETURNS TABLE (n bigint, outcome text, credits bigint, available bigint, held bigint, body json)
 LANGUAGE plpgsql AS $$
 DECLARE
     item record;
     acct accounts_account;
     settled bigint[] := '{}';
-    made bigint;
+    made billing_debit;
 BEGIN
     PERFORM 1 FROM accounts_account a
     WHERE a.public_id IN (SELECT DISTINCT x->>'account' FROM jsonb_array_elements(p_items) x)
@@ -26,8 +26,8 @@ BEGIN
         ORDER BY i.place
     LOOP
         n := item.place;
-        public_id := item.public_id;
         credits := item.credits;
+        body := NULL;
         SELECT * INTO acct FROM accounts_account a WHERE a.public_id = item.account;
         IF FOUND AND NOT acct.id = ANY (settled) THEN
             acct := billing_settle(acct, p_now, p_actor_type, p_actor_id);
@@ -42,11 +42,12 @@ BEGIN
                 (public_id, account_id, credits, operation, reference, metadata, actor_type, actor_id, created_at)
             VALUES (item.public_id, acct.id, credits, coalesce(item.operation, ''), coalesce(item.reference, ''),
                     coalesce(item.metadata, '{}'::jsonb), p_actor_type, p_actor_id, p_now)
-            RETURNING id INTO made;
+            RETURNING * INTO made;
             SELECT t.balance, t.on_hold INTO available, held
-            FROM billing_take(acct.id, credits, 'debit', NULL, made, p_now, p_actor_type, p_actor_id,
+            FROM billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id,
                               coalesce(item.reference, ''), available, held) t;
             UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
+            body := billing_debit_json(made, acct.public_id, available, held);
         END IF;
         RETURN NEXT;
     END LOOP;

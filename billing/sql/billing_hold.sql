@@ -1,17 +1,17 @@
 -- A hold: reserve p_credits (or, when NULL, the active operation's price) of the account with
 -- public id p_account until p_expires_at, as billing_debit spends them, moving them to held
--- credits; records the key with the answer (p_body plus the hold's credits).
+-- credits; records the key with the answer (body: billing_hold_json).
 -- Outcomes as billing_debit's.
 CREATE OR REPLACE FUNCTION billing_hold(
     p_account varchar, p_credits bigint, p_operation varchar, p_reference varchar, p_expires_at timestamptz,
     p_public_id varchar, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
-    p_scope varchar, p_key varchar, p_request_hash varchar, p_body jsonb,
-    OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint
+    p_scope varchar, p_key varchar, p_request_hash varchar,
+    OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint, OUT body json
 )
 LANGUAGE plpgsql AS $$
 DECLARE
     acct accounts_account;
-    made bigint;
+    made billing_hold;
 BEGIN
     credits := coalesce(p_credits, billing_operation_price(p_operation));
     IF credits IS NULL THEN
@@ -34,12 +34,12 @@ BEGIN
          created_at, expires_at)
     VALUES (p_public_id, acct.id, credits, 0, 'pending', p_operation, p_reference, p_actor_type, p_actor_id,
             p_now, p_expires_at)
-    RETURNING id INTO made;
+    RETURNING * INTO made;
     SELECT t.balance, t.on_hold INTO available, held
-    FROM billing_take(acct.id, credits, 'hold', made, NULL, p_now, p_actor_type, p_actor_id, p_reference,
+    FROM billing_take(acct.id, credits, 'hold', made.id, NULL, p_now, p_actor_type, p_actor_id, p_reference,
                       available, held) t;
     UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
-    PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201,
-                               p_body || jsonb_build_object('credits', credits));
+    body := billing_hold_json(made, acct.public_id);
+    PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201, body);
 END
 $$;

@@ -1,8 +1,11 @@
 -- Refund the debit with id p_debit, once: lock and settle its account, give each lot back what
 -- the debit took from it (a `refund` entry each); what goes back to a lot that has lapsed
--- expires at once. Outcomes: made; not_found; already_refunded.
+-- expires at once, and record the key with the answer (body: billing_debit_json).
+-- Outcomes: made; replay; not_found; already_refunded.
 CREATE OR REPLACE FUNCTION billing_refund(
-    p_debit bigint, p_now timestamptz, p_actor_type varchar, p_actor_id varchar, OUT outcome text
+    p_debit varchar, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
+    p_scope varchar, p_key varchar, p_request_hash varchar,
+    OUT outcome text, OUT body json
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -11,14 +14,18 @@ DECLARE
     lot record;
     balance bigint;
 BEGIN
-    SELECT * INTO d FROM billing_debit WHERE id = p_debit;
+    IF billing_key_recorded(p_scope, p_key) THEN
+        outcome := 'replay';
+        RETURN;
+    END IF;
+    SELECT * INTO d FROM billing_debit WHERE public_id = p_debit;
     IF NOT FOUND THEN
         outcome := 'not_found';
         RETURN;
     END IF;
     acct := billing_lock(d.account_id, p_now, p_actor_type, p_actor_id);
     -- Compare-and-set under the lock: only one refund ever sets refunded_at.
-    UPDATE billing_debit SET refunded_at = p_now WHERE id = d.id AND refunded_at IS NULL;
+    UPDATE billing_debit SET refunded_at = p_now WHERE id = d.id AND refunded_at IS NULL RETURNING * INTO d;
     IF NOT FOUND THEN
         outcome := 'already_refunded';
         RETURN;
@@ -42,6 +49,8 @@ BEGIN
         END IF;
     END LOOP;
     UPDATE accounts_account SET available_credits = balance WHERE id = acct.id;
+    body := billing_debit_json(d, acct.public_id, balance, acct.held_credits);
+    PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 200, body);
     outcome := 'made';
 END
 $$;

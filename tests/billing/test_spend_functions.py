@@ -64,7 +64,6 @@ def one_call(account: Account | str, credits: int | None, *, key: str, operation
         reference=f"ref-{key}",
         actor=SERVICE,
         record=KeyRecord("svc:test", key, "hash-" + key),
-        body=lambda debit_id: {"id": debit_id},
         now=now or timezone.now(),
     )
 
