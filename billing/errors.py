@@ -1,19 +1,13 @@
-"""Business errors raised by the billing services; the API turns each into its documented code."""
+"""Business errors raised by the billing services; the API turns each into its documented code
+(config.errors answers every DomainError)."""
 
 from __future__ import annotations
 
-from typing import Any
+from config.errors import DomainError
 
 
-class BillingError(Exception):
-    status_code = 400
+class BillingError(DomainError):
     code = "billing_error"
-    default_message = "The request could not be carried out."
-
-    def __init__(self, message: str | None = None, **details: Any) -> None:
-        super().__init__(message or self.default_message)
-        self.message = message or self.default_message
-        self.details = details
 
 
 class InsufficientCredits(BillingError):
