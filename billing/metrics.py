@@ -1,4 +1,5 @@
-"""The ledger's state as Prometheus gauges, for /metrics (config/metrics.py).
+"""The ledger's state as Prometheus gauges, for /metrics (registered with config/metrics.py by
+billing/apps.py).
 
 Read from the database at scrape time, and kept in the shared cache for
 METRICS_STATE_SECONDS: the account totals scan every account row, which at millions of accounts

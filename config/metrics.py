@@ -7,7 +7,8 @@ time: config/gunicorn.py gives the workers a directory for them (PROMETHEUS_MULT
 before this module is first imported in a worker. Elsewhere (runserver, tests) the figures are
 the process's own.
 
-/metrics also serves the ledger's state (billing/metrics.py). It answers only a bearer token
+/metrics also serves the figures of the collectors the apps register (register_collector(), from
+their AppConfig.ready(); billing registers the ledger's state). It answers only a bearer token
 equal to METRICS_TOKEN: the figures are the business's, so without a token set it is off (403).
 """
 
@@ -24,8 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from billing.metrics import LedgerStateCollector
+from prometheus_client.registry import Collector
 
 from .errors import error_body
 
@@ -47,6 +47,13 @@ DURATION = Histogram(
 )
 # A client chooses the method: any other is counted as "other".
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The apps' own figures, read at each scrape by the collectors they register.
+_apps = CollectorRegistry(auto_describe=False)
+
+
+def register_collector(collector: Collector) -> None:
+    """Serve `collector`'s figures at /metrics too; an app calls this from its AppConfig.ready()."""
+    _apps.register(collector)
 
 
 def route_of(request: HttpRequest) -> str:
@@ -100,5 +107,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
     requests: object = _requests
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         requests = MultiProcessCollector(None)  # every worker's files, added up
-    body = generate_latest(_Scrape([requests, LedgerStateCollector()]))  # type: ignore[arg-type]
+    body = generate_latest(_Scrape([requests, _apps]))  # type: ignore[arg-type]
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
