@@ -1,81 +1,39 @@
-"""Routes for end users: sign up, get a token, read their own account."""
+"""Routes for end users' credentials: get a personal token. (Signup and /me show credits, so they
+are billing's: billing/me_api.py.)"""
 
 from __future__ import annotations
 
-from typing import cast
-
 from django.contrib.auth import authenticate
-from django.db import IntegrityError
-from django.utils import timezone
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.api import LEDGER_PARAMETERS, _errors, ledger_response, parse
-from billing.selectors import balance_get
-from billing.serializers import LedgerPageOut
-from billing.services.ledger import Actor, account_settle
-from config.errors import ApiError
+from config.errors import ApiError, ErrorOut
 
-from .models import Account, User
-from .permissions import IsEndUser
-from .serializers import MeOut, SignupRequest, TokenOut, TokenRequest
-from .services import user_signup, user_token_create
+from .serializers import TokenOut, TokenRequest
+from .services import user_token_create
 
-
-def me_data(user: User) -> dict:
-    account = Account.objects.get(user=user)
-    now = timezone.now()
-    account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
-    balance = balance_get(account=account, now=now)
-    return MeOut({"user": user, "account": account.public_id, "balance": balance}).data
-
-
-class SignupView(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-
-    @extend_schema(request=SignupRequest, responses={201: MeOut, **_errors(400, 413, 429)}, tags=["auth"])
-    def post(self, request: Request) -> Response:
-        data = parse(SignupRequest, request.data)
-        try:
-            user = user_signup(email=data["email"], password=data["password"])
-        except IntegrityError:
-            # Two signups raced past the uniqueness check; the database kept one.
-            raise ApiError(400, "validation_error", "email: An account with this email already exists.") from None
-        return Response(me_data(user), status=status.HTTP_201_CREATED)
+TOKEN_ERRORS = {
+    400: OpenApiResponse(ErrorOut, description="validation_error"),
+    401: OpenApiResponse(ErrorOut, description="authentication_failed"),
+    413: OpenApiResponse(ErrorOut, description="request_too_large"),
+    429: OpenApiResponse(ErrorOut, description="rate_limited (with Retry-After)"),
+}
 
 
 class TokenView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(request=TokenRequest, responses={200: TokenOut, **_errors(400, 401, 413, 429)}, tags=["auth"])
+    @extend_schema(request=TokenRequest, responses={200: TokenOut, **TOKEN_ERRORS}, tags=["auth"])
     def post(self, request: Request) -> Response:
-        data = parse(TokenRequest, request.data)
+        serializer = TokenRequest(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         user = authenticate(request._request, username=data["email"].strip().lower(), password=data["password"])
         if user is None or not user.is_active:
             raise ApiError(401, "authentication_failed", "Email or password is wrong.")
         _, raw = user_token_create(user=user)
         return Response({"token": raw})
-
-
-class MeView(APIView):
-    permission_classes = [IsEndUser]
-
-    @extend_schema(responses={200: MeOut, **_errors(401, 403, 429)}, tags=["me"])
-    def get(self, request: Request) -> Response:
-        return Response(me_data(cast(User, request.user)))
-
-
-class MeLedgerView(APIView):
-    permission_classes = [IsEndUser]
-
-    @extend_schema(
-        parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 429)}, tags=["me"]
-    )
-    def get(self, request: Request) -> Response:
-        return ledger_response(request, Account.objects.get(user=cast(User, request.user)))

@@ -1,3 +1,5 @@
+"""Input and output shapes of the accounts API, and the strict fields both apps' requests use."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,9 +8,27 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from billing.serializers import BalanceOut, StrictCharField, StrictSerializer
-
 from .models import User
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is an error rather than a silent no-op."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A string in JSON: refuses numbers and booleans that DRF would turn into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class StrictEmailField(serializers.EmailField):
@@ -48,9 +68,3 @@ class TokenOut(serializers.Serializer):
 class UserOut(serializers.Serializer):
     id = serializers.IntegerField()
     email = serializers.EmailField()
-
-
-class MeOut(serializers.Serializer):
-    user = UserOut()
-    account = serializers.CharField()
-    balance = BalanceOut()

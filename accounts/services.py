@@ -1,4 +1,5 @@
-"""Writes for users, accounts and keys."""
+"""Writes for users and keys. Signup, which opens the account with its free credits, is
+billing's (billing/signup.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,8 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-
-from billing.models import ActorType
-from billing.periods import anchor_day_for, boundary_at_or_before
-from billing.policy import policy_get
-from billing.services.ledger import Actor, account_settle
 
 from .models import Account, ServiceKey, User, UserToken
 
@@ -27,24 +22,6 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 def hash_key(raw: str) -> str:
     # Keys carry 256 random bits, so a fast hash is enough: no dictionary can reach them.
     return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def user_signup(*, email: str, password: str, now: datetime | None = None) -> User:
-    """Create the user, the account and the first period's free credits in one transaction."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        user = User.objects.create_user(email=email, password=password, date_joined=now)
-        account = account_open(user=user, now=now)
-        account_settle(account=account, actor=Actor(ActorType.USER, str(user.pk)), now=now)
-    return user
-
-
-def account_open(*, user: User, now: datetime) -> Account:
-    """The user's account, its free-credit periods anchored on the signup day."""
-    anchor = anchor_day_for(now, policy_get().latest_anchor_day)
-    return Account.objects.create(
-        user=user, created_at=now, period_anchor_day=anchor, first_period_start=boundary_at_or_before(now, anchor)
-    )
 
 
 def account_for_user(user: User) -> Account:

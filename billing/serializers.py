@@ -12,22 +12,13 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
+from accounts.serializers import StrictCharField, StrictSerializer
 from billing.models import Debit, Hold, LedgerEntry
 from billing.selectors import Balance
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST
+from config.errors import ErrorOut as ErrorOut  # the error shape's description, named here for billing.api
 
 MAX_METADATA_BYTES = 4096
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, so a typo is an error rather than a silent no-op."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 def credits_field(**kwargs: Any) -> serializers.IntegerField:
@@ -39,15 +30,6 @@ class StrictIntegerField(serializers.IntegerField):
 
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictCharField(serializers.CharField):
-    """A string in JSON: refuses numbers and booleans that DRF would turn into text."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -461,12 +443,3 @@ class LedgerEntryOut(serializers.ModelSerializer):
 class LedgerPageOut(serializers.Serializer):
     data = LedgerEntryOut(many=True)  # type: ignore[assignment]  # the output key; DRF pops declared fields
     next_cursor = serializers.CharField(allow_null=True)
-
-
-class ErrorDetailOut(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class ErrorOut(serializers.Serializer):
-    error = ErrorDetailOut()

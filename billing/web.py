@@ -1,6 +1,6 @@
-"""End-user HTML pages for billing: balance, history, purchases, the buy button and the pages
-Stripe Checkout sends the buyer back to. Each view parses its input with a form, calls one
-service or selector, and renders a template.
+"""End-user HTML pages for billing: sign up (a new account gets its free credits), balance,
+history, purchases, the buy button and the pages Stripe Checkout sends the buyer back to. Each
+view parses its input with a form, calls one service or selector, and renders a template.
 """
 
 from __future__ import annotations
@@ -9,12 +9,16 @@ import logging
 from functools import wraps
 from typing import Any, cast
 
+from django.conf import settings
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.forms import SignupForm
 from accounts.models import Account, User
 from billing.errors import BillingError, PaymentProviderError
 from billing.forms import BuyForm, HistoryQuery, PurchaseQuery
@@ -23,6 +27,7 @@ from billing.selectors import balance_get, ledger_page, packs_active, purchases_
 from billing.services import stripe_gateway
 from billing.services.ledger import Actor, account_settle
 from billing.services.purchases import purchase_start
+from billing.signup import user_signup
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ SOURCE_LABELS: dict[str, str] = {
 }
 # What a buyer may read of a failure; the full Stripe message is on the purchase for operators.
 PROVIDER_TROUBLE = "The payment provider could not be reached or refused the request. Nothing was charged; try again."
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 def account_page(view: Any) -> Any:
@@ -61,6 +67,23 @@ def message_page(request: HttpRequest, title: str, message: str, status: int) ->
 
 def home(request: HttpRequest) -> HttpResponse:
     return redirect("web-billing" if request.user.is_authenticated else "web-login")
+
+
+@require_http_methods(["GET", "POST"])
+def signup_page(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = SignupForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            user = user_signup(email=form.cleaned_data["email"], password=form.cleaned_data["password"])
+        except IntegrityError:
+            # Two signups with one email raced past the form's check; the database kept one.
+            form.add_error("email", "An account with this email already exists.")
+        else:
+            login(request, user, backend=MODEL_BACKEND)
+            return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 
 @require_GET

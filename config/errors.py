@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,17 @@ def domain_error_response(exc: DomainError) -> Response:
 
 # The name billing/api.py and billing/idempotency.py still import it by.
 billing_error_response = domain_error_response
+
+
+# error_body()'s shape, for the API description of every error response (no docstrings: the
+# schema would publish them).
+class ErrorDetailOut(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorOut(serializers.Serializer):
+    error = ErrorDetailOut()
 
 
 _SIMPLE = {

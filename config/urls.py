@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import api as accounts_api
 from accounts import web as accounts_web
 from billing import api as billing_api
-from billing import purchase_api
+from billing import me_api, purchase_api
 from billing import web as billing_web
 
 from . import health, metrics
@@ -27,10 +27,10 @@ api_v1 = [
     path("holds/<pubid:hold_id>", billing_api.HoldDetailView.as_view(), name="hold-detail"),
     path("debits/<pubid:debit_id>/refund", billing_api.DebitRefundView.as_view(), name="debit-refund"),
     path("accounts/<pubid:account_id>/ledger", billing_api.LedgerView.as_view(), name="ledger"),
-    path("auth/signup", accounts_api.SignupView.as_view(), name="signup"),
+    path("auth/signup", me_api.SignupView.as_view(), name="signup"),
     path("auth/token", accounts_api.TokenView.as_view(), name="token"),
-    path("me", accounts_api.MeView.as_view(), name="me"),
-    path("me/ledger", accounts_api.MeLedgerView.as_view(), name="me-ledger"),
+    path("me", me_api.MeView.as_view(), name="me"),
+    path("me/ledger", me_api.MeLedgerView.as_view(), name="me-ledger"),
     path("packs", purchase_api.PackListView.as_view(), name="packs"),
     path("me/checkout", purchase_api.CheckoutView.as_view(), name="me-checkout"),
     path("me/payment-intents", purchase_api.PaymentIntentView.as_view(), name="me-payment-intents"),
@@ -41,7 +41,7 @@ api_v1 = [
 # billing/cancel (CHECKOUT_SUCCESS_URL / CHECKOUT_CANCEL_URL).
 web_pages = [
     path("", billing_web.home, name="web-home"),
-    path("signup", accounts_web.signup_page, name="web-signup"),
+    path("signup", billing_web.signup_page, name="web-signup"),
     path("login", accounts_web.login_page, name="web-login"),
     path("logout", accounts_web.logout_page, name="web-logout"),
     path("billing", billing_web.billing_page, name="web-billing"),

@@ -12,10 +12,10 @@ import pytest
 from django.test import Client
 
 from accounts.models import Account, User
-from accounts.services import user_signup
 from billing.models import CreditPack, Grant, LedgerEntry, Purchase
 from billing.services import stripe_gateway
 from billing.services.purchases import StripeRefs, purchase_cancel, purchase_fulfil
+from billing.signup import user_signup
 from tests.billing.factories import give
 from tests.billing.stripe_support import Recorded, RecordingHTTPClient, pending_purchase
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import factory
 
 from accounts.models import User
-from accounts.services import user_signup
+from billing.signup import user_signup
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from django.utils import timezone
 
 from accounts.models import Account, User
-from accounts.services import account_open
 from billing.models import Grant
 from billing.services.ledger import Actor, grant_create
+from billing.signup import account_open
 
 STAFF = Actor("staff", "test")
 _emails = itertools.count()

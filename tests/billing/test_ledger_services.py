@@ -12,7 +12,6 @@ import time_machine
 from django.db import DatabaseError, connection, transaction
 
 from accounts.models import Account
-from accounts.services import user_signup
 from billing.errors import AccountSuspended, DebitAlreadyRefunded, HoldNotPending, InsufficientCredits
 from billing.models import Grant, Hold, LedgerEntry
 from billing.selectors import balance_get
@@ -25,6 +24,7 @@ from billing.services.ledger import (
     hold_create,
     hold_release,
 )
+from billing.signup import user_signup
 from tests.billing.factories import give, make_account
 
 pytestmark = pytest.mark.django_db

@@ -1,0 +1,72 @@
+"""End users' routes that show credits: sign up (the answer carries the new balance), read their
+own account and ledger. Parse, call one service, render."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.db import IntegrityError
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Account, User
+from accounts.permissions import IsEndUser
+from accounts.serializers import SignupRequest, UserOut
+from billing.api import LEDGER_PARAMETERS, _errors, ledger_response, parse
+from billing.selectors import balance_get
+from billing.serializers import BalanceOut, LedgerPageOut
+from billing.services.ledger import Actor, account_settle
+from billing.signup import user_signup
+from config.errors import ApiError
+
+
+class MeOut(serializers.Serializer):
+    user = UserOut()
+    account = serializers.CharField()
+    balance = BalanceOut()
+
+
+def me_data(user: User) -> dict[str, Any]:
+    account = Account.objects.get(user=user)
+    now = timezone.now()
+    account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
+    balance = balance_get(account=account, now=now)
+    return MeOut({"user": user, "account": account.public_id, "balance": balance}).data
+
+
+class SignupView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(request=SignupRequest, responses={201: MeOut, **_errors(400, 413, 429)}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        data = parse(SignupRequest, request.data)
+        try:
+            user = user_signup(email=data["email"], password=data["password"])
+        except IntegrityError:
+            # Two signups raced past the uniqueness check; the database kept one.
+            raise ApiError(400, "validation_error", "email: An account with this email already exists.") from None
+        return Response(me_data(user), status=status.HTTP_201_CREATED)
+
+
+class MeView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(responses={200: MeOut, **_errors(401, 403, 429)}, tags=["me"])
+    def get(self, request: Request) -> Response:
+        return Response(me_data(cast(User, request.user)))
+
+
+class MeLedgerView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(
+        parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 429)}, tags=["me"]
+    )
+    def get(self, request: Request) -> Response:
+        return ledger_response(request, Account.objects.get(user=cast(User, request.user)))
