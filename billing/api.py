@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -67,7 +68,6 @@ from billing.services.ledger import (
     hold_capture_recorded,
     hold_release_recorded,
     hold_spend,
-    request_transaction,
 )
 from config.converters import PublicIdConverter
 from config.errors import ApiError, billing_error_response, error_body, validation_body
@@ -137,6 +137,7 @@ class BalanceView(ServiceView):
         if body is None:  # unknown, or something to settle first
             account_settle(account=account_or_404(account_id), actor=Actor.system("balance_read"), now=now)
             body = balance_json(account_id, now)
+            assert body is not None, "a settled account's balance reads"
         if request.accepted_media_type != JSONRenderer.media_type:  # a rendering asked for, as `indent=`
             return Response(json.loads(body))
         return HttpResponse(body, content_type=JSONRenderer.media_type)
@@ -274,7 +275,7 @@ class DebitBatchView(ServiceView):
         # next pass reads as stored: so the loop ends within len(items) + 1 passes.
         while True:
             try:
-                with request_transaction():
+                with transaction.atomic():
                     _batch_run(items, results, scope, actor)
                 break
             except KeyTaken:

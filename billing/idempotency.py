@@ -1,19 +1,19 @@
 """Idempotency-Key handling for every POST that moves credits.
 
-The key row is inserted, with the response, in the same transaction as the credit movement and
-after it (`INSERT ... ON CONFLICT DO NOTHING`): the account lock is taken first, then the key,
-the same order as the batch route. A concurrent request with the same key waits on the unique
-index until the first commits, finds the key taken, rolls its own work back and replays the
-stored response; if the first rolled back, the second commits. So a key moves credits at most
-once, and a first request costs one statement for its key.
-
+A movement's function records the key with its answer in the movement's own transaction, after
+the account lock (billing/sql/billing_key_record.sql); the batch route records its items' keys
+in the batch's transaction (keys_store_many), in key order. A concurrent request with the same
+key waits on the unique index until the first commits, finds the key taken, rolls its own work
+back and replays the recorded answer; if the first rolled back, the second commits. So a key
+moves credits at most once. A business refusal is recorded by `refuse`, in a transaction of its
+own; bad input and unknown objects are recorded nowhere.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,6 @@ from rest_framework.response import Response
 from accounts.authentication import principal_scope
 from billing.errors import BillingError
 from billing.models import IdempotencyKey
-from billing.services.ledger import request_transaction
 from config.errors import ApiError, billing_error_response
 
 HEADER = "Idempotency-Key"
@@ -56,11 +55,6 @@ def fingerprint(method: str, path: str, data: Any) -> str:
 
 def _fingerprint(request: Request) -> str:
     return fingerprint(request.method or "", request.path, request.data)
-
-
-def _store(scope: str, key: str, request_hash: str, response: Response) -> bool:
-    """Record the key with its response; False when the key was taken (after waiting for its writer)."""
-    return keys_store_many(scope, [(key, request_hash, response.status_code, response.data)])
 
 
 def replay(scope: str, key: str, request_hash: str) -> Response:
@@ -114,35 +108,12 @@ def stored_refusal(exc: BillingError) -> bool:
     return exc.status_code not in (400, 404)
 
 
-def idempotent(request: Request, handler: Callable[[], Response]) -> Response:
-    """Run `handler` once per (caller, key); replay its stored response for retries.
-
-    Validation errors (including those a service finds, such as an unknown operation) and
-    unknown objects raise out of the transaction and store nothing. Business refusals (402,
-    403, 409) roll back whatever the request did and are then stored and replayed, as the
-    credits they did not move are part of the answer.
-    """
-    scope, key, request_hash = request_key(request)
-    try:
-        with request_transaction():
-            response = handler()
-            if not _store(scope, key, request_hash, response):
-                raise KeyTaken()
-        return response
-    except KeyTaken:
-        return replay(scope, key, request_hash)
-    except BillingError as exc:
-        if not stored_refusal(exc):
-            raise
-        return refuse(scope, key, request_hash, exc)
-
-
 def refuse(scope: str, key: str, request_hash: str, exc: BillingError) -> Response:
     """Record a business refusal under the key, in a transaction of its own, and answer it; if
     the key was recorded meanwhile, answer what was recorded."""
     refusal = billing_error_response(exc)
     with transaction.atomic():
-        if not _store(scope, key, request_hash, refusal):
+        if not keys_store_many(scope, [(key, request_hash, refusal.status_code, refusal.data)]):
             return replay(scope, key, request_hash)
     return refusal
 

@@ -8,9 +8,7 @@ result or a domain error; the money rules live in the functions alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from contextvars import ContextVar
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,22 +69,6 @@ def _key_params(record: KeyRecord) -> list[str | None]:
     return [record.scope or None, record.key or None, record.request_hash or None]
 
 
-# Set by request_transaction(): a service call is then inside a transaction that any error rolls
-# back whole, so the call needs no savepoint of its own.
-_whole_request = ContextVar("billing_whole_request_transaction", default=False)
-
-
-@contextmanager
-def request_transaction() -> Iterator[None]:
-    """A transaction for one API request: an error anywhere inside rolls all of it back."""
-    token = _whole_request.set(True)
-    try:
-        with transaction.atomic():
-            yield
-    finally:
-        _whole_request.reset(token)
-
-
 def _key_constraint() -> str:
     for constraint in IdempotencyKey._meta.constraints:
         if isinstance(constraint, UniqueConstraint) and set(constraint.fields) == {"scope", "key"}:
@@ -99,13 +81,11 @@ def call(function: str, params: list[Any]) -> tuple[Any, ...] | None:
     same Idempotency-Key meanwhile (the call then rolled back whole).
 
     Outside a transaction (the API's case) the call is a transaction of its own; inside one it
-    takes a savepoint unless the whole request is one transaction, so that a key taken meanwhile
-    rolls back only the call.
+    takes a savepoint, so that a key taken meanwhile rolls back only the call.
     """
     statement = f"SELECT * FROM {function}({', '.join(['%s'] * len(params))})"
-    savepoint = connection.in_atomic_block and not _whole_request.get()
     try:
-        with transaction.atomic() if savepoint else nullcontext(), connection.cursor() as cursor:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
             cursor.execute(statement, params)
             return cursor.fetchone()
     except IntegrityError as exc:
