@@ -35,8 +35,7 @@ BEGIN
         END IF;
         available := acct.available_credits;
         held := acct.held_credits;
-        outcome := CASE WHEN acct.id IS NULL THEN 'not_found' WHEN acct.status <> 'active' THEN 'suspended'
-                        WHEN available < credits THEN 'insufficient' ELSE 'made' END;
+        outcome := billing_spend_outcome(acct, credits);
         IF outcome = 'made' THEN
             INSERT INTO billing_debit
                 (public_id, account_id, credits, operation, reference, metadata, actor_type, actor_id, created_at)

@@ -10,22 +10,17 @@ CREATE OR REPLACE FUNCTION billing_hold(
 )
 LANGUAGE plpgsql AS $$
 DECLARE
+    start record;
     acct accounts_account;
     made billing_hold;
 BEGIN
-    credits := coalesce(p_credits, billing_operation_price(p_operation));
-    IF credits IS NULL THEN
-        outcome := 'unknown_operation';
-    ELSIF billing_key_recorded(p_scope, p_key) THEN
-        outcome := 'replay';
-    ELSE
-        acct := billing_lock((SELECT a.id FROM accounts_account a WHERE a.public_id = p_account), p_now,
-                             p_actor_type, p_actor_id);
-        available := acct.available_credits;
-        held := acct.held_credits;
-        outcome := CASE WHEN acct.id IS NULL THEN 'not_found' WHEN acct.status <> 'active' THEN 'suspended'
-                        WHEN available < credits THEN 'insufficient' ELSE 'made' END;
-    END IF;
+    SELECT * INTO start
+    FROM billing_spend_start(p_account, p_credits, p_operation, p_scope, p_key, p_now, p_actor_type, p_actor_id);
+    outcome := start.outcome;
+    credits := start.credits;
+    acct := start.acct;
+    available := acct.available_credits;
+    held := acct.held_credits;
     IF outcome <> 'made' THEN
         RETURN;
     END IF;
