@@ -12,7 +12,7 @@ class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
-        # Plain users are created through accounts.services.user_signup, which also opens the
+        # Plain users are created through billing.signup.user_signup, which also opens the
         # account; this path serves Django's own tooling (createsuperuser, tests).
         user = self.model(email=self.normalize_email(email).lower(), **extra)
         user.set_password(password)

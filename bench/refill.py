@@ -53,7 +53,7 @@ SELECT i, '!bench', NULL, false, 'bench-' || i || '@bench.invalid', true, false,
 FROM generate_series(1, %(n)s::bigint) AS i
 """
 
-# Accounts as accounts.services.account_open makes them: anchored on the signup day (at most the
+# Accounts as billing.signup.account_open makes them: anchored on the signup day (at most the
 # 28th), the first period starting at that day's midnight UTC; all active and never refilled.
 _LOAD_ACCOUNTS = """
 INSERT INTO accounts_account

@@ -43,7 +43,6 @@ from billing.serializers import (
     DebitOut,
     DebitRequest,
     EmptyRequest,
-    ErrorOut,
     HoldOut,
     HoldRequest,
     LedgerPageOut,
@@ -70,7 +69,7 @@ from billing.services.ledger import (
     hold_spend,
 )
 from config.converters import PublicIdConverter
-from config.errors import ApiError, billing_error_response, error_body, validation_body
+from config.errors import ApiError, ErrorOut, domain_error_response, error_body, validation_body
 from config.lean_dispatch import LeanAPIView
 
 
@@ -228,10 +227,10 @@ def _batch_parse(raw_items: list[dict[str, Any]], results: list[dict[str, Any] |
             data = serializer.validated_data
         if "operation" in data and data["operation"] not in prices:
             error = UnknownOperation(f"Unknown or inactive operation {data['operation']!r}.", field="operation")
-            results[index] = _batch_result(data["idempotency_key"], 400, billing_error_response(error).data)
+            results[index] = _batch_result(data["idempotency_key"], 400, domain_error_response(error).data)
             continue
         if not _PUBLIC_ID.fullmatch(data["account_id"]):  # the single route would not exist
-            results[index] = _batch_result(data["idempotency_key"], 404, billing_error_response(AccountNotFound()).data)
+            results[index] = _batch_result(data["idempotency_key"], 404, domain_error_response(AccountNotFound()).data)
             continue
         path = _single_debit_path().replace(_PLACEHOLDER, data["account_id"])
         single_body = {k: v for k, v in raw.items() if k not in ("account_id", "idempotency_key")}
@@ -302,7 +301,7 @@ def _batch_run(items: list[_BatchItem], results: list[dict[str, Any] | None], sc
             done.append((item, 201, outcome.body, True))
         else:
             error = outcome.error
-            done.append((item, error.status_code, billing_error_response(error).data, stored_refusal(error)))
+            done.append((item, error.status_code, domain_error_response(error).data, stored_refusal(error)))
     rows = []
     for item, status_code, body, recorded in done:
         results[item.index] = _batch_result(item.key, status_code, body)

@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from accounts.authentication import principal_scope
 from billing.errors import BillingError
 from billing.models import IdempotencyKey
-from config.errors import ApiError, billing_error_response
+from config.errors import ApiError, domain_error_response
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -111,7 +111,7 @@ def stored_refusal(exc: BillingError) -> bool:
 def refuse(scope: str, key: str, request_hash: str, exc: BillingError) -> Response:
     """Record a business refusal under the key, in a transaction of its own, and answer it; if
     the key was recorded meanwhile, answer what was recorded."""
-    refusal = billing_error_response(exc)
+    refusal = domain_error_response(exc)
     with transaction.atomic():
         if not keys_store_many(scope, [(key, request_hash, refusal.status_code, refusal.data)]):
             return replay(scope, key, request_hash)

@@ -3,6 +3,7 @@ own account and ledger. Parse, call one service, render."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django.db import IntegrityError
@@ -18,7 +19,7 @@ from accounts.models import Account, User
 from accounts.permissions import IsEndUser
 from accounts.serializers import SignupRequest, UserOut
 from billing.api import LEDGER_PARAMETERS, _errors, ledger_response, parse
-from billing.selectors import balance_get
+from billing.selectors import balance_json
 from billing.serializers import BalanceOut, LedgerPageOut
 from billing.services.ledger import Actor, account_settle
 from billing.signup import user_signup
@@ -32,11 +33,14 @@ class MeOut(serializers.Serializer):
 
 
 def me_data(user: User) -> dict[str, Any]:
+    """MeOut's body: the balance as the engine renders it (billing.selectors.balance_json), after
+    settling the account, so a new period's free credits are granted on first read."""
     account = Account.objects.get(user=user)
     now = timezone.now()
-    account = account_settle(account=account, actor=Actor.system("balance_read"), now=now)
-    balance = balance_get(account=account, now=now)
-    return MeOut({"user": user, "account": account.public_id, "balance": balance}).data
+    account_settle(account=account, actor=Actor.system("balance_read"), now=now)
+    balance = balance_json(account.public_id, now)
+    assert balance is not None, "a settled account's balance reads"
+    return {"user": UserOut(user).data, "account": account.public_id, "balance": json.loads(balance)}
 
 
 class SignupView(APIView):

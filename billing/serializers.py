@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import re
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -14,9 +13,7 @@ from rest_framework import serializers
 
 from accounts.serializers import StrictCharField, StrictSerializer
 from billing.models import Debit, Hold, LedgerEntry
-from billing.selectors import Balance
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST
-from config.errors import ErrorOut as ErrorOut  # the error shape's description, named here for billing.api
 
 MAX_METADATA_BYTES = 4096
 
@@ -249,30 +246,6 @@ class BalanceOut(serializers.Serializer):
     grants = GrantOut(many=True)
 
 
-_DATETIME = serializers.DateTimeField()
-
-
-def _datetime(value: Any) -> str | None:
-    return None if value is None else _DATETIME.to_representation(value)
-
-
-def balance_data(balance: Balance) -> dict[str, Any]:
-    """BalanceOut's body, built directly: the balance read is a hot path, and a serializer
-    instance per read (and per lot) costs more than the query (tests compare the two)."""
-    return {
-        "account": balance.account.public_id,
-        "status": balance.account.status,
-        "available": balance.available,
-        "held": balance.held,
-        "free": balance.free,
-        "paid": balance.paid,
-        "grants": [
-            {"id": g.id, "source": g.source, "remaining": g.remaining, "expires_at": _datetime(g.expires_at)}
-            for g in balance.grants
-        ],
-    }
-
-
 class CachedBalanceOut(serializers.Serializer):
     available = serializers.IntegerField(source="available_credits")
     held = serializers.IntegerField(source="held_credits")
@@ -300,66 +273,6 @@ class DebitOut(serializers.ModelSerializer):
         ]
 
 
-def debit_data(debit: Debit, available: int, held: int) -> dict[str, Any]:
-    """DebitOut's body without a serializer per debit (the batch route renders up to 1,000)."""
-    return new_debit_data(
-        public_id=debit.public_id,
-        account=debit.account.public_id,
-        credits=debit.credits,
-        operation=debit.operation,
-        reference=debit.reference,
-        metadata=debit.metadata,
-        created_at=debit.created_at,
-        refunded_at=debit.refunded_at,
-        available=available,
-        held=held,
-    )
-
-
-def new_debit_data(
-    *,
-    public_id: str,
-    account: str,
-    credits: int,
-    operation: str,
-    reference: str,
-    metadata: dict[str, Any],
-    created_at: datetime,
-    available: int,
-    held: int,
-    refunded_at: datetime | None = None,
-) -> dict[str, Any]:
-    """debit_data() from the debit's values (the one-call debit has no Debit instance)."""
-    return {
-        "id": public_id,
-        "account": account,
-        "credits": credits,
-        "operation": operation,
-        "reference": reference,
-        "metadata": metadata,
-        "status": "refunded" if refunded_at else "succeeded",
-        "created_at": _datetime(created_at),
-        "refunded_at": _datetime(refunded_at),
-        "balance": {"available": available, "held": held},
-    }
-
-
-def hold_data(hold: Hold) -> dict[str, Any]:
-    """HoldOut's body without a serializer per request (tests compare the two)."""
-    return new_hold_data(
-        public_id=hold.public_id,
-        account=hold.account.public_id,
-        credits=hold.credits,
-        operation=hold.operation,
-        reference=hold.reference,
-        created_at=hold.created_at,
-        expires_at=hold.expires_at,
-        captured_credits=hold.captured_credits,
-        status=hold.status,
-        settled_at=hold.settled_at,
-    )
-
-
 HOLD_FIELDS = (
     "id",
     "account",
@@ -372,34 +285,6 @@ HOLD_FIELDS = (
     "expires_at",
     "settled_at",
 )
-
-
-def new_hold_data(
-    *,
-    public_id: str,
-    account: str,
-    credits: int,
-    operation: str,
-    reference: str,
-    created_at: datetime,
-    expires_at: datetime,
-    captured_credits: int = 0,
-    status: str = "pending",
-    settled_at: datetime | None = None,
-) -> dict[str, Any]:
-    """hold_data() from the hold's values (the one-call hold has no Hold instance)."""
-    return {
-        "id": public_id,
-        "account": account,
-        "credits": credits,
-        "captured_credits": captured_credits,
-        "status": status,
-        "operation": operation,
-        "reference": reference,
-        "created_at": _datetime(created_at),
-        "expires_at": _datetime(expires_at),
-        "settled_at": _datetime(settled_at),
-    }
 
 
 class HoldOut(serializers.ModelSerializer):

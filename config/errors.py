@@ -65,10 +65,6 @@ def domain_error_response(exc: DomainError) -> Response:
     return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status_code)
 
 
-# The name billing/api.py and billing/idempotency.py still import it by.
-billing_error_response = domain_error_response
-
-
 # error_body()'s shape, for the API description of every error response (no docstrings: the
 # schema would publish them).
 class ErrorDetailOut(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""The balance body built by PostgreSQL (billing.selectors.balance_json) against balance_data.
+"""The balance body built by PostgreSQL (billing.selectors.balance_json) against BalanceOut.
 
 The balance route answers with the body the database renders when the account has nothing to
 settle; it must be byte for byte what the general path renders, and it must step aside exactly
@@ -18,7 +18,7 @@ from accounts.models import Account
 from billing.models import Grant
 from billing.periods import period_at
 from billing.selectors import balance_get, balance_json
-from billing.serializers import balance_data
+from billing.serializers import BalanceOut
 from billing.services.ledger import Actor, hold_create
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 
 def rendered(account: Account, now: datetime) -> bytes:
     account.refresh_from_db()
-    return JSONRenderer().render(balance_data(balance_get(account=account, now=now)))
+    return JSONRenderer().render(BalanceOut(balance_get(account=account, now=now)).data)
 
 
 def test_the_body_is_byte_for_byte_the_rendered_balance(service_key):

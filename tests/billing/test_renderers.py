@@ -1,4 +1,5 @@
-"""The hot paths render bodies with plain functions; they must equal the documented serializers."""
+"""The engine renders the API's debit, hold and balance shapes (billing_debit_json,
+billing_hold_json, billing.selectors.balance_json); they must equal the documented serializers."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from billing.models import Grant
-from billing.selectors import balance_get
-from billing.serializers import BalanceOut, DebitOut, HoldOut, balance_data, debit_data, hold_data
-from billing.services.ledger import Actor, debit_create, debit_refund, hold_capture, hold_create
+from billing.models import Debit, Grant, Hold
+from billing.selectors import balance_get, balance_json, hold_json
+from billing.serializers import BalanceOut, DebitOut, HoldOut
+from billing.services.ledger import (
+    Actor,
+    debit_refund_recorded,
+    debit_spend,
+    hold_capture_recorded,
+    hold_create,
+)
 from tests.billing.factories import give
 
 pytestmark = pytest.mark.django_db
@@ -23,27 +30,45 @@ def plain(data):  # type: ignore[no-untyped-def]
     return json.loads(json.dumps(data))
 
 
-def test_debit_data_is_the_debit_serializer(account):
-    debit = debit_create(account=account, credits=2, reference="r", metadata={"a": [1]}, actor=ACTOR)
-    assert debit_data(debit, account.available_credits, account.held_credits) == plain(DebitOut(debit).data)
-    debit = debit_refund(debit=debit, actor=ACTOR)
+def test_the_debit_body_is_the_debit_serializer(account):
+    give(account, 5)
+    body = debit_spend(
+        account=account.public_id,
+        credits=2,
+        operation="",
+        reference="r",
+        metadata={"a": [1], "b": "é"},
+        actor=ACTOR,
+        now=timezone.now(),
+    ).made()
+    debit = Debit.objects.select_related("account").get(public_id=body["id"])
+    assert list(body) == list(DebitOut(debit).data)  # the same fields, in the same order
+    assert body == plain(DebitOut(debit).data)
+    refunded = debit_refund_recorded(debit=debit.public_id, actor=ACTOR, now=timezone.now()).made()
+    debit.refresh_from_db()
     debit.account.refresh_from_db()
     assert debit.refunded_at is not None
-    assert debit_data(debit, debit.account.available_credits, 0) == plain(DebitOut(debit).data)
+    assert refunded == plain(DebitOut(debit).data)
 
 
-def test_hold_data_is_the_hold_serializer(account):
+def test_the_hold_body_is_the_hold_serializer(account):
+    give(account, 5)
     hold = hold_create(account=account, credits=3, expires_in=60, reference="h", actor=ACTOR)
-    assert hold_data(hold) == plain(HoldOut(hold).data)
-    hold = hold_capture(hold=hold, credits=2, actor=ACTOR)
+    assert hold_json(hold.public_id) == plain(HoldOut(hold).data)
+    captured = hold_capture_recorded(hold=hold.public_id, credits=2, actor=ACTOR, now=timezone.now()).made()
+    hold = Hold.objects.select_related("account").get(pk=hold.pk)
     assert hold.settled_at is not None
-    assert hold_data(hold) == plain(HoldOut(hold).data)
+    assert list(captured) == list(HoldOut(hold).data)
+    assert captured == plain(HoldOut(hold).data) == hold_json(hold.public_id)
 
 
-def test_balance_data_is_the_balance_serializer(account):
+def test_the_balance_body_is_the_balance_serializer(account):
     now = timezone.now()
     give(account, 5, source=Grant.Source.PURCHASE, expires_at=now + timedelta(days=300))
     give(account, 3, source=Grant.Source.PROMO, expires_at=now + timedelta(days=3))
+    give(account, 4)
     balance = balance_get(account=account, now=now)
-    assert len(balance.grants) == 3
-    assert balance_data(balance) == plain(BalanceOut(balance).data)
+    assert len(balance.grants) == 4  # with the account fixture's own lot
+    body = balance_json(account.public_id, now)
+    assert body is not None
+    assert json.loads(body) == plain(BalanceOut(balance).data)
