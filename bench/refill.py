@@ -70,7 +70,7 @@ CROSS JOIN LATERAL (
 ORDER BY u.id
 """
 
-# The same grants as the refill (billing.periods.period_at for every account at as_of), written
+# The same grants as the refill (the period in force for every account at as_of), written
 # the cheapest way: one statement, no locks, no balance update, no ledger.
 _RAW_INSERT = f"""
 INSERT INTO {{table}} ({GRANT_COLUMNS})

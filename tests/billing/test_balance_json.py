@@ -16,11 +16,11 @@ from rest_framework.renderers import JSONRenderer
 
 from accounts.models import Account
 from billing.models import Grant
-from billing.periods import period_at
 from billing.selectors import balance_get, balance_json
 from billing.serializers import BalanceOut
 from billing.services.ledger import Actor, hold_create
 from tests.billing.factories import give, make_account
+from tests.billing.period_oracle import period_at
 from tests.conftest import Api
 
 pytestmark = pytest.mark.django_db
@@ -73,17 +73,18 @@ def test_it_steps_aside_for_an_unknown_account_a_lapsed_hold_and_a_due_free_gran
 
 
 def _free_due(account: Account, now: datetime) -> bool:
-    """billing.periods' answer: the account is active and lacks the grant of the period at now."""
+    """the period oracle's answer: the account is active and lacks the grant of the period at now."""
     period = period_at(first_period_start=account.first_period_start, anchor_day=account.period_anchor_day, now=now)
     granted = account.free_period_start
     return account.status == Account.Status.ACTIVE and (granted is None or granted < period.start)
 
 
-def test_the_free_period_decision_matches_billing_periods():
-    """The SQL decision (billing_free_due), in the balance read, against
-    billing.periods: instants on month and day edges and at random, anchors at both ends, a first
-    period before, at and after now's month (a clock moved back), on its anchor day's midnight or
-    not (an anchor changed later), and a last free period just at, before and after the one due."""
+def test_the_free_period_decision_matches_the_period_oracle():
+    """The SQL decision (billing_free_due), in the balance read, against the period oracle
+    (tests/billing/period_oracle.py): instants on month and day edges and at random, anchors at
+    both ends, a first period before, at and after now's month (a clock moved back), on its
+    anchor day's midnight or not (an anchor changed later), and a last free period just at,
+    before and after the one due."""
     rng = random.Random(11)
     account = make_account()
     base = datetime(2024, 1, 1, tzinfo=UTC)

@@ -35,12 +35,12 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Grant, Hold, JobChunk, JobRun, LedgerEntry
-from billing.periods import period_at
 from billing.services.jobs import CHUNK_ACCOUNTS
 from billing.services.ledger import Actor, hold_create
 from billing.tasks import refill_free_credits, release_expired_holds
 from config.celery import app
 from tests.billing.factories import give, make_account
+from tests.billing.period_oracle import period_at
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

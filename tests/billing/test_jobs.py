@@ -12,7 +12,6 @@ from django.core.management.base import CommandError
 
 from accounts.models import Account
 from billing.models import BillingPolicy, Grant, Hold, JobChunk, JobRun, LedgerEntry
-from billing.periods import add_months, period_at
 from billing.policy import policy_get
 from billing.selectors import balance_get
 from billing.services.jobs import (
@@ -23,6 +22,7 @@ from billing.services.jobs import (
 )
 from billing.services.ledger import Actor, debit_create, free_grant_ensure, hold_create
 from tests.billing.factories import give, make_account
+from tests.billing.period_oracle import add_months, period_at
 
 pytestmark = pytest.mark.django_db
 SVC = Actor("service", "1")
@@ -87,7 +87,7 @@ def test_refill_periods_across_month_ends(signup, refills, expected_starts, asse
 
 
 def test_the_job_computes_every_period_as_the_ledger_service_does(assert_ledger_clean):
-    """The SQL period arithmetic against billing.periods, over many random signups and clocks."""
+    """The SQL period arithmetic against the period oracle, over many random signups and clocks."""
     rng = random.Random(20271)
     accounts = []
     for _ in range(60):

@@ -12,11 +12,11 @@ from django.db import IntegrityError, connection, transaction
 
 from accounts.models import Account
 from billing.models import Grant, JobRun, LedgerEntry
-from billing.periods import period_at
 from billing.services import job_sql
 from billing.services.jobs import job_chunk_run, job_run_inline, job_start, pending_chunk_ids
 from billing.services.ledger import Actor, debit_create, free_grant_ensure, hold_create
 from tests.billing.factories import give, make_account
+from tests.billing.period_oracle import period_at
 
 pytestmark = pytest.mark.django_db
 SVC = Actor("service", "1")

@@ -9,11 +9,12 @@ import time_machine
 
 from accounts.models import Account
 from billing.models import BillingPolicy, Grant, LedgerEntry
-from billing.periods import anchor_day_for, boundary_at_or_before, period_at
 from billing.policy import free_credits_for, policy_get
 from billing.selectors import balance_get
 from billing.services.ledger import Actor, free_grant_ensure
+from billing.signup import anchor_day_for
 from tests.billing.factories import make_account
+from tests.billing.period_oracle import boundary_at_or_before, period_at
 
 SYSTEM = Actor.system("free_credits")
 

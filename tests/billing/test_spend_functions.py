@@ -4,7 +4,7 @@ their wrappers and through the API.
 A debit, hold or capture is one database statement that locks the account, settles what lapsed
 (lots, holds, the free grant due), moves the credits and records the Idempotency-Key with the
 answer. These tests drive every outcome, check the free-period decision against
-billing.periods, and race requests on one account and one key.
+the period oracle, and race requests on one account and one key.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Operation
-from billing.periods import period_at
 from billing.serializers import (
     CaptureRequest,
     DebitOut,
@@ -42,6 +41,7 @@ from billing.services.ledger import (
     hold_create,
 )
 from tests.billing.factories import give, make_account
+from tests.billing.period_oracle import period_at
 from tests.billing.test_concurrency import Reply, run_concurrently
 from tests.billing.test_debit_batch import _variants, assert_fast_subset
 from tests.conftest import Api
@@ -242,7 +242,7 @@ def test_the_lazy_free_grant_is_made_by_the_debit_itself(service_key, assert_led
     assert_ledger_clean()
 
 
-# --- the free-period decision equals billing.periods ----------------------------------------
+# --- the free-period decision equals the period oracle ------------------------------------
 
 
 def instants(rng: random.Random) -> list[datetime]:
@@ -261,7 +261,7 @@ def instants(rng: random.Random) -> list[datetime]:
 
 
 @pytest.mark.django_db
-def test_the_free_period_decision_matches_billing_periods():
+def test_the_free_period_decision_matches_the_period_oracle():
     rng = random.Random(20261123)
     account = make_account()
     give(account, 10**6)

@@ -1,7 +1,8 @@
-"""Free-credit periods: monthly from the signup day, late-month signups anchored earlier.
+"""Free-credit periods in plain Python: the oracle the engine's SQL period functions
+(billing_period_start, billing_period_end, billing_period_index) are tested against.
 
-All arithmetic is on UTC calendar dates at midnight; the anchor day is at most 28 so that
-every month has it.
+Periods run monthly from the anchor day (at most 28, so that every month has it); all
+arithmetic is on UTC calendar dates at midnight.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ class Period:
     index: int  # 0 for the period the account signed up in
     start: datetime
     end: datetime
-
-
-def anchor_day_for(signup_at: datetime, latest_anchor_day: int) -> int:
-    return min(signup_at.astimezone(UTC).day, latest_anchor_day)
 
 
 def _boundary(year: int, month: int, anchor_day: int) -> datetime:
