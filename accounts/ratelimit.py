@@ -1,11 +1,65 @@
-"""The rate limit's fixed windows and counter names, shared by authentication and throttling."""
+"""The one rate limiter: a fixed one-minute window per caller, counted in the shared cache.
+
+Every route's throttle (accounts.throttling) asks `limiter`, and a service key's authentication
+has it count the call while it reads the key's cache entry, in the same Redis command, so a
+service call makes one round trip to Redis. With Redis the count is one call of a Lua script
+registered with redis-py (a `Script`: EVALSHA on the cache's connection pool, the script loaded
+again by redis-py when the server has lost it). Without Redis (the embedded `make run`), Django's
+local-memory cache counts for its one process.
+
+Redis unreachable: the call is refused with 503 `service_unavailable` (the caller retries), not
+allowed unlimited, and not a 500.
+"""
 
 from __future__ import annotations
 
-import os
-import threading
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.redis import RedisCache
+from redis.commands.core import Script
+from redis.exceptions import RedisError
+
+from config.errors import ApiError
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+# A window's counter outlives the window, so a late call of it still finds the count.
+COUNTER_SECONDS = 2 * WINDOW_SECONDS
+
+# KEYS[1], the caller's counter for the window, incremented (its expiry set once, as EXPIRE NX
+# does); KEYS[2], when given, read in the same command: a service key's cached entry.
+_COUNT_AND_READ = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
+if KEYS[2] then
+    return {count, redis.call('GET', KEYS[2])}
+end
+return {count}
+"""
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A call counted in its caller's window: `count` is the window's counter with it."""
+
+    window: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    # Seconds until the counted window ends (a refused caller may retry then).
+    retry_after: float
 
 
 def counter_key(kind: str, ident: str, window: int) -> str:
@@ -16,70 +70,71 @@ def current_window(now: float) -> int:
     return int(now // WINDOW_SECONDS)
 
 
-# --- counting a busy key's calls in blocks --------------------------------------------------------
-#
-# A route that checks the service key in its own database statement (the balance read, the plain
-# debit) need not ask Redis about the key on every call, only count the call. It counts in blocks: one round trip
-# adds n calls to the window's counter, and the process hands out the n count numbers it got
-# (counter - n + 1 .. counter) to its next n calls, each allowed as a call counted alone with
-# that number would be (number <= limit). Numbers are never shared, so no more calls than the
-# limit are allowed in a window; a number a process took and did not use before the window ended
-# is a call refused early elsewhere, which the block size bounds: at most LEASE_MAX numbers per
-# process, and at most a LEASE_SHARE-th of what the counter last showed was left, so near the
-# limit every call is counted alone, as it is without blocks.
-LEASE_MAX = 32
-LEASE_SHARE = 64
-# Blocks of more keys than this in one process: the oldest are forgotten (their numbers unused).
-_LEASE_KEYS = 256
-
-
-class _Lease:
-    __slots__ = ("pid", "window", "next", "last")
-
-    def __init__(self, pid: int, window: int, next_number: int, last: int) -> None:
-        self.pid, self.window, self.next, self.last = pid, window, next_number, last
-
-
-class CountLeases(threading.local):
-    """This thread's blocks of count numbers, per rate-limit identity (a key's hash prefix).
-
-    A block belongs to the process that took it: a child forked after it does not use it.
-    """
+class Limiter:
+    """Per-caller limits (settings.RATE_LIMITS, calls a minute per kind of caller: `service`,
+    `user`, `anon`), shared by every process through the cache."""
 
     def __init__(self) -> None:
-        self.blocks: dict[str, _Lease] = {}
+        self._script: Script | None = None
 
-    def _block(self, ident: str, window: int) -> _Lease | None:
-        block = self.blocks.get(ident)
-        if block is None or block.window != window or block.pid != os.getpid():
-            return None
-        return block
-
-    def take(self, ident: str, window: int) -> int | None:
-        """The next count number of this window's block for `ident`, if one is left."""
-        block = self._block(ident, window)
-        if block is None or block.next > block.last:
-            return None
-        number = block.next
-        block.next += 1
-        return number
-
-    def size(self, ident: str, window: int, limit: int) -> int:
-        """How many calls the next round trip for `ident` counts: one for the window's first
-        (the counter is not known yet), else what the last round trip showed allows."""
-        block = self._block(ident, window)
-        if block is None:
-            return 1
+    def check(self, kind: str, ident: str, *, counted: Counted | None = None) -> Verdict:
+        """Whether this call of `ident` is within its kind's limit. It is counted here unless
+        `counted` says it was already, in the current window (a service key's authentication)."""
+        limit = settings.RATE_LIMITS.get(kind, 0)
         if not limit:
-            return LEASE_MAX
-        return max(1, min(LEASE_MAX, (limit - block.last) // LEASE_SHARE))
+            return Verdict(allowed=True, retry_after=0.0)
+        now = time.time()
+        if counted is None or counted.window != current_window(now):
+            counted, _ = self.count(kind, ident)
+        return Verdict(allowed=counted.count <= limit, retry_after=(counted.window + 1) * WINDOW_SECONDS - now)
 
-    def keep(self, ident: str, window: int, counter: int, calls: int) -> None:
-        """A round trip added `calls` to the counter, which it then showed as `counter`: the
-        call that made it takes the first number, the next calls the others."""
-        if ident not in self.blocks and len(self.blocks) >= _LEASE_KEYS:
-            self.blocks.pop(next(iter(self.blocks)))
-        self.blocks[ident] = _Lease(os.getpid(), window, counter - calls + 2, counter)
+    def count(self, kind: str, ident: str, *, read: str | None = None) -> tuple[Counted, Any]:
+        """Count one call of `ident` in the current window, and read the cache's value under
+        `read` (None when absent or not asked for), in one round trip."""
+        window = current_window(time.time())
+        counter = counter_key(kind, ident, window)
+        backend = caches["default"]
+        with cache_required():
+            if isinstance(backend, RedisCache):
+                count, value = self._count_in_redis(backend, counter, read)
+            else:
+                count, value = _count_in_process(backend, counter, read)
+        return Counted(window=window, count=count), value
+
+    def _count_in_redis(self, backend: RedisCache, counter: str, read: str | None) -> tuple[int, Any]:
+        client = backend._cache.get_client(write=True)
+        if self._script is None:  # the SHA1 is computed once; any client may run it
+            self._script = client.register_script(_COUNT_AND_READ)
+        # make_key, not make_and_validate_key: the keys are ours (hex digests and numbers), and
+        # the validation is a per-character check for memcached.
+        keys = [backend.make_key(counter)] if read is None else [backend.make_key(counter), backend.make_key(read)]
+        reply = self._script(keys=keys, args=[COUNTER_SECONDS], client=client)
+        value = reply[1] if len(reply) > 1 else None
+        # The value as Django's cache.get() would return it.
+        serializer = backend._cache._serializer  # type: ignore[attr-defined]
+        return int(reply[0]), (None if value is None else serializer.loads(value))
 
 
-count_leases = CountLeases()
+def _count_in_process(backend: BaseCache, counter: str, read: str | None) -> tuple[int, Any]:
+    # add() is a no-op when the key exists; incr() is atomic.
+    backend.add(counter, 0, timeout=COUNTER_SECONDS)
+    try:
+        count = backend.incr(counter)
+    except ValueError:  # evicted between add and incr
+        backend.set(counter, 1, timeout=COUNTER_SECONDS)
+        count = 1
+    return count, (None if read is None else backend.get(read))
+
+
+@contextmanager
+def cache_required() -> Iterator[None]:
+    """Redis failing (down, unreachable, timing out): 503 service_unavailable, which the caller
+    may retry, rather than a 500 or a call let through uncounted."""
+    try:
+        yield
+    except RedisError as error:
+        logger.warning("Redis unavailable for the rate limit or the key cache: %s", error)
+        raise ApiError(503, "service_unavailable", "A service the API depends on is unavailable; retry.") from error
+
+
+limiter = Limiter()

@@ -8,7 +8,6 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 
-from accounts.ratelimit import count_leases
 from accounts.services import service_key_create, user_token_create
 from billing.integrity import ledger_breaches
 from tests.billing.factories import give, make_account
@@ -99,7 +98,6 @@ def stripe_keys(settings):
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
-    count_leases.blocks.clear()  # blocks of counts this process took from the cleared counters
     yield
 
 

@@ -382,6 +382,7 @@ def test_a_service_request_reads_its_key_and_counts_itself_in_one_round_trip(api
 
 
 def test_the_one_command_survives_a_flushed_script_cache_and_a_dropped_connection(api, account, settings):
+    import redis
     from django.core.cache import caches
 
     settings.RATE_LIMITS = {"service": 3, "user": 0, "anon": 0}
@@ -390,13 +391,14 @@ def test_the_one_command_survives_a_flushed_script_cache_and_a_dropped_connectio
     assert api.get(path).status_code == 200
     client.script_flush()  # EVALSHA now answers NOSCRIPT: the call loads the script
     assert api.get(path).status_code == 200
-    # The server closes the connection this thread keeps for the call (only that one: other
-    # test processes share the server).
-    kept = caches["default"]._local.connection[2]
-    host, port = kept._sock.getsockname()[:2]
-    assert client.client_kill_filter(addr=f"{host}:{port}") == 1
+    # The server closes the pool's connection the calls go over (only that one: other test
+    # processes share the server); the pool notices on its next use and connects again.
+    connection_id = client.client_id()
+    with redis.Redis.from_url(settings.REDIS_URL) as other:
+        assert other.client_kill_filter(_id=connection_id) == 1
     assert api.get(path).status_code == 200
     assert_error(api.get(path), 429, "rate_limited")  # each of the three was counted once
+    assert client.client_id() != connection_id  # on a new connection
 
 
 def test_user_over_its_rate_limit_gets_429(user_api, settings):
