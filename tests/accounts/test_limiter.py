@@ -4,6 +4,7 @@ caller, one script call per count, shared by threads and processes, and 503 with
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from django.core.cache import cache
 
 from accounts.ratelimit import WINDOW_SECONDS, counter_key, current_window, limiter
 from accounts.services import hash_key, service_key_create
+from config.settings import base as base_settings
 from tests.billing.factories import make_account
 from tests.conftest import Api
 
@@ -143,3 +145,22 @@ def test_redis_down_is_503_service_unavailable_and_serving_resumes_when_it_is_ba
     assert answers() == [503, 503, 503]
     private_redis.start()  # empty: the key is read from the database again
     assert answers() == [200, 200, 401]
+
+
+def test_a_redis_that_hangs_is_503_after_the_socket_timeout_not_a_held_worker(private_redis, settings):
+    settings.CACHES = {
+        "default": {**base_settings.CACHES["default"], "LOCATION": private_redis.url},
+    }
+    api = Api(service_key_create(name="gen")[1])
+    path = f"/accounts/{make_account().public_id}/balance"
+    assert api.get(path).status_code == 200
+    assert private_redis.process is not None
+    private_redis.process.send_signal(signal.SIGSTOP)  # up, but answers nothing
+    try:
+        started = time.monotonic()
+        hung = api.get(path)
+        waited = time.monotonic() - started
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    assert hung.status_code == 503 and hung.json()["error"]["code"] == "service_unavailable"
+    assert 0.9 < waited < 5, waited
