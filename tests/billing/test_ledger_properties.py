@@ -43,7 +43,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import billing.services.ledger as ledger
 from accounts.models import Account
 from billing.errors import BillingError
 from billing.integrity import ledger_breaches
@@ -60,6 +59,7 @@ from billing.services.ledger import (
     debits_create_batch,
     grant_clawback,
     grant_create,
+    grant_void,
     hold_capture,
     hold_create,
     hold_release,
@@ -85,11 +85,6 @@ from tests.billing.ledger_model import (
 )
 
 pytestmark = pytest.mark.django_db
-
-# grant_void arrives with the SQL engine; until it does, its rule never runs. Once
-# billing.services.ledger has grant_void this is always true: drop the guard (and its use in the
-# rule's @precondition) then.
-VOID_AVAILABLE = hasattr(ledger, "grant_void")
 
 START = datetime(2031, 3, 14, 12, 0, 0, tzinfo=UTC)
 SERVICE = Actor("service", "generation")
@@ -607,17 +602,15 @@ class LedgerMachine(RuleBasedStateMachine):
         assert taken == self.accounts[index].clawback(lot, credits, self.now)
         assert self._lot_entries(lot, LedgerEntry.Kind.CLAWBACK) == before - taken
 
-    @precondition(lambda self: VOID_AVAILABLE and any(acct.lots for acct in self.accounts))
+    @precondition(lambda self: any(acct.lots for acct in self.accounts))
     @rule(pick=pick, open_only=open_only)
     def void(self, pick: int, open_only: bool) -> None:
         index, lot = self._pick_lot(pick, open_only)
-        before = self._lot_entries(lot, "void")
-        voided = ledger.grant_void(  # type: ignore[attr-defined]
-            grant=Grant.objects.get(pk=lot.pk), actor=STAFF, reason="property test", now=self.now
-        )
+        before = self._lot_entries(lot, LedgerEntry.Kind.VOID)
+        voided = grant_void(grant=Grant.objects.get(pk=lot.pk), actor=STAFF, reason="property test", now=self.now)
         self._settled(index, **SETTLES)
         assert voided == self.accounts[index].void(lot, self.now)
-        assert self._lot_entries(lot, "void") == before - voided
+        assert self._lot_entries(lot, LedgerEntry.Kind.VOID) == before - voided
 
     # -- rules: accounts -------------------------------------------------------------------
 
