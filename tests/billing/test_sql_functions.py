@@ -66,3 +66,27 @@ def test_a_changed_definition_is_noticed():
             )
         assert definitions("public", "billing_expired") != from_file("billing_expired")
         transaction.set_rollback(True)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "billing_expired(g.expires_at, %(now)s)",
+        "billing_free_due(a.status, a.free_period_start, a.first_period_start, a.period_anchor_day, %(now)s)",
+        "billing_free_credits(a.first_period_start,"
+        " billing_period_start(a.first_period_start, a.period_anchor_day, %(now)s), 50, 15)",
+        "billing_period_index(a.first_period_start, a.free_period_start)",
+        "billing_period_end(a.first_period_start)",
+    ],
+)
+def test_the_rule_fragments_are_inlined_where_the_jobs_and_reads_use_them(expression):
+    """The refill and the balance read use these per row: a fragment the planner does not inline is
+    called once per row, several times the cost (bench/README.md, the refill's PostgreSQL CPU)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"EXPLAIN (VERBOSE) SELECT {expression} FROM accounts_account a "
+            "JOIN billing_grant g ON g.account_id = a.id",
+            {"now": "2027-03-15T10:00:00Z"},
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "billing_" not in plan.replace("billing_grant", "").replace("billing_billingpolicy", ""), plan
