@@ -432,10 +432,18 @@ def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime 
 def account_settle(*, account: Account, actor: Actor, now: datetime | None = None) -> Account:
     """Release lapsed holds, make the free grant due and expire lapsed lots of one account."""
     with connection.cursor() as cursor:
+        # billing_lock answers the account as it is after settling: read it from the same call.
         cursor.execute(
-            "SELECT (billing_lock(%s, %s, %s, %s)).id", [account.pk, now or timezone.now(), actor.type, actor.id]
+            "SELECT * FROM billing_lock(%s, %s, %s, %s)", [account.pk, now or timezone.now(), actor.type, actor.id]
         )
-    return Account.objects.get(pk=account.pk)
+        row = cursor.fetchone()
+        columns = [column.name for column in cursor.description]
+    if row is None or row[columns.index("id")] is None:
+        raise Account.DoesNotExist(f"no account {account.pk}")
+    # from_db takes the values in the model's field order, which need not be the table's.
+    fields = [field.attname for field in Account._meta.concrete_fields]
+    values = dict(zip(columns, row, strict=True))
+    return Account.from_db(connection.alias, fields, [values[name] for name in fields])
 
 
 def free_grant_ensure(*, account: Account, actor: Actor, now: datetime | None = None) -> Grant | None:

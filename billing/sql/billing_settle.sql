@@ -37,8 +37,8 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM billing_grant g
                WHERE g.account_id = acct.id AND g.spendable AND billing_expired(g.expires_at, p_now)) THEN
-        PERFORM billing_expire_lots(ARRAY[acct.id], p_now, p_actor_type, p_actor_id);
-        SELECT a.available_credits INTO acct.available_credits FROM accounts_account a WHERE a.id = acct.id;
+        acct.available_credits := acct.available_credits
+            - (billing_expire_lots(ARRAY[acct.id], p_now, p_actor_type, p_actor_id)).credits;
     END IF;
     RETURN acct;
 END
