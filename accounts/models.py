@@ -30,6 +30,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # When the user proved they receive mail at `email` (the signed link signup sends); null
+    # until then. Free credits wait for it where EMAIL_VERIFICATION_REQUIRED is on.
+    email_verified_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
 
