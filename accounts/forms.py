@@ -37,6 +37,9 @@ class SignupForm(PlainLabels, forms.Form):
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
+    # The token of the invitation link (?invitation=...), needed while the waitlist is on; its
+    # validity is decided when it is used (waitlist.services.invitation_redeem).
+    invitation = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
 
     def clean_email(self) -> str:
         email = self.cleaned_data["email"].strip().lower()

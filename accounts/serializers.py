@@ -41,6 +41,11 @@ class StrictEmailField(serializers.EmailField):
 class SignupRequest(StrictSerializer):
     email = StrictEmailField(max_length=254)
     password = StrictCharField(min_length=8, max_length=128, trim_whitespace=False)
+    invitation = StrictCharField(
+        required=False,
+        max_length=200,
+        help_text="The token of an invitation from the waitlist; required while the waitlist is on.",
+    )
 
     def validate_email(self, value: str) -> str:
         email = value.strip().lower()
@@ -68,3 +73,6 @@ class TokenOut(serializers.Serializer):
 class UserOut(serializers.Serializer):
     id = serializers.IntegerField()
     email = serializers.EmailField()
+    email_verified_at = serializers.DateTimeField(
+        allow_null=True, help_text="Null until the emailed link is opened; free credits wait for it."
+    )

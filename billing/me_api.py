@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from django.db import IntegrityError
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -23,7 +23,7 @@ from billing.selectors import balance_json
 from billing.serializers import BalanceOut, LedgerPageOut
 from billing.services.ledger import Actor, account_settle
 from billing.signup import user_signup
-from config.errors import ApiError
+from config.errors import ApiError, ErrorOut
 
 
 class MeOut(serializers.Serializer):
@@ -47,11 +47,21 @@ class SignupView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(request=SignupRequest, responses={201: MeOut, **_errors(400, 413, 429)}, tags=["auth"])
+    @extend_schema(
+        request=SignupRequest,
+        responses={
+            201: MeOut,
+            **_errors(400, 413, 429),
+            403: OpenApiResponse(
+                ErrorOut, description="invitation_required (reason: missing, invalid, used or expired)"
+            ),
+        },
+        tags=["auth"],
+    )
     def post(self, request: Request) -> Response:
         data = parse(SignupRequest, request.data)
         try:
-            user = user_signup(email=data["email"], password=data["password"])
+            user = user_signup(email=data["email"], password=data["password"], invitation=data.get("invitation", ""))
         except IntegrityError:
             # Two signups raced past the uniqueness check; the database kept one.
             raise ApiError(400, "validation_error", "email: An account with this email already exists.") from None

@@ -7,7 +7,7 @@ from django.urls import path, register_converter
 
 from config.converters import PublicIdConverter
 
-from . import api, me_api, purchase_api, web
+from . import api, me_api, purchase_api, verification_web, web
 
 # Public ids in paths (acct_..., hold_...): anything else is a 404 before any query. Registered
 # here, by the only app whose routes use it, before the patterns below are built.
@@ -39,6 +39,8 @@ api_v1 = [
 web_pages = [
     path("", web.home, name="web-home"),
     path("signup", web.signup_page, name="web-signup"),
+    path("verify-email", verification_web.verify_email_page, name="web-verify-email"),
+    path("verify-email/send", verification_web.verify_email_send, name="web-verify-email-send"),
     path("billing", web.billing_page, name="web-billing"),
     path("billing/buy", web.buy, name="web-buy"),
     path("billing/success", web.checkout_return, {"outcome": "success"}, name="web-checkout-success"),

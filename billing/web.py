@@ -27,7 +27,8 @@ from billing.selectors import balance_get, ledger_page, packs_active, purchases_
 from billing.services import stripe_gateway
 from billing.services.ledger import Actor, account_settle
 from billing.services.purchases import purchase_start
-from billing.signup import user_signup
+from billing.signup import free_credits_wait, user_signup
+from waitlist.services import InvitationRefused
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +74,22 @@ def home(request: HttpRequest) -> HttpResponse:
 def signup_page(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
-    form = SignupForm(request.POST if request.method == "POST" else None)
+    invitation = request.GET.get("invitation", "")
+    if request.method == "GET" and settings.WAITLIST_ENABLED and not invitation:
+        return redirect("web-waitlist")  # signups are by invitation: the page says how to get one
+    form = SignupForm(request.POST if request.method == "POST" else None, initial={"invitation": invitation})
     if form.is_bound and form.is_valid():
+        data = form.cleaned_data
         try:
-            user = user_signup(email=form.cleaned_data["email"], password=form.cleaned_data["password"])
+            user = user_signup(email=data["email"], password=data["password"], invitation=data["invitation"])
         except IntegrityError:
             # Two signups with one email raced past the form's check; the database kept one.
             form.add_error("email", "An account with this email already exists.")
+        except InvitationRefused as refused:
+            form.add_error(None, refused.message)
         else:
             login(request, user, backend=MODEL_BACKEND)
-            return redirect(settings.LOGIN_REDIRECT_URL)
+            return redirect("web-verify-email" if free_credits_wait(user) else settings.LOGIN_REDIRECT_URL)
     return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)
 
 

@@ -6,14 +6,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
 from billing import urls as billing_urls
+from waitlist import urls as waitlist_urls
 
 from . import health, metrics
 
 # Each app lists its routes; billing's come first, the generation service's routes, called on
 # every request, at their head (no two patterns match the same path, so the order decides
 # nothing else).
-api_v1: list[URLPattern] = [*billing_urls.api_v1, *accounts_urls.api_v1]
-web_pages: list[URLPattern] = [*billing_urls.web_pages, *accounts_urls.web_pages]
+api_v1: list[URLPattern] = [*billing_urls.api_v1, *accounts_urls.api_v1, *waitlist_urls.api_v1]
+web_pages: list[URLPattern] = [*billing_urls.web_pages, *accounts_urls.web_pages, *waitlist_urls.web_pages]
 
 
 def under(prefix: str, patterns: list[URLPattern]) -> list[URLPattern]:

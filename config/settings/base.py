@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "pgtrigger",
     "accounts",
     "billing",
+    "waitlist",
 ]
 
 MIDDLEWARE = [
@@ -202,6 +203,10 @@ RATE_LIMITS = {
     "service": env_int("RATE_LIMIT_SERVICE_PER_MINUTE", 60000, minimum=0, maximum=10**9),
     "user": env_int("RATE_LIMIT_USER_PER_MINUTE", 600, minimum=0, maximum=10**9),
     "anon": env_int("RATE_LIMIT_ANON_PER_MINUTE", 60, minimum=0, maximum=10**9),
+    # Joining the waitlist (the API and the page), per client address.
+    "waitlist": env_int("RATE_LIMIT_WAITLIST_PER_MINUTE", 10, minimum=0, maximum=10**9),
+    # Verification emails a logged-in user may have sent again, per user.
+    "verification_email": env_int("RATE_LIMIT_VERIFICATION_EMAIL_PER_MINUTE", 3, minimum=0, maximum=10**9),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -235,6 +240,31 @@ JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 600, minimum=0, max
 # database role may (billing/services/job_sql.py says when and why); false keeps every check.
 REFILL_SKIP_FOREIGN_KEY_CHECKS = env_bool("REFILL_SKIP_FOREIGN_KEY_CHECKS", True)
 IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 48, minimum=24, maximum=24 * 90)
+
+# --- Signup, waitlist, email ----------------------------------------------------------------
+# A new account's first free credits wait until its email is verified (the signed link signup
+# sends); false grants them at signup.
+EMAIL_VERIFICATION_REQUIRED = env_bool("EMAIL_VERIFICATION_REQUIRED", True)
+EMAIL_VERIFICATION_MAX_AGE_HOURS = env_int("EMAIL_VERIFICATION_MAX_AGE_HOURS", 72, minimum=1, maximum=24 * 90)
+# While on, signup needs a one-time invitation; a weekly job invites the oldest waiting entries,
+# at most the quota (operators edit it in the admin; this seeds it).
+WAITLIST_ENABLED = env_bool("WAITLIST_ENABLED", False)
+WAITLIST_WEEKLY_QUOTA = env_int("WAITLIST_WEEKLY_QUOTA", 1000, minimum=0, maximum=10**7)
+WAITLIST_INVITATION_DAYS = env_int("WAITLIST_INVITATION_DAYS", 14, minimum=1, maximum=365)
+# Links in emails (invitations, email verification) start with this.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").strip().rstrip("/")
+if not SITE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"SITE_URL must be an http:// or https:// URL, got {SITE_URL!r}")
+# Django's email framework: SMTP by default (EMAIL_HOST, EMAIL_PORT, ...); `make run` prints
+# mail on the console (config/settings/local.py).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Credits <no-reply@localhost>")
 
 # --- Stripe ---------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the app runs and buying answers 503 payments_unavailable; a key

@@ -19,4 +19,7 @@ from .base import *  # noqa: E402,F403
 
 SECRET_KEY = "test-secret-key-for-the-suite-only"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Most tests start from an account with its free credits; tests of email verification (and of the
+# waitlist) turn these on themselves. The defaults (true, false) are tested in tests/waitlist.
+EMAIL_VERIFICATION_REQUIRED = False
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
