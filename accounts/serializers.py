@@ -8,6 +8,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from .ids import user_public_id
 from .models import User
 
 
@@ -71,8 +72,11 @@ class TokenOut(serializers.Serializer):
 
 
 class UserOut(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.SerializerMethodField(help_text="The user's public id (usr_...).")
     email = serializers.EmailField()
     email_verified_at = serializers.DateTimeField(
         allow_null=True, help_text="Null until the emailed link is opened; free credits wait for it."
     )
+
+    def get_id(self, user: User) -> str:
+        return user_public_id(user.pk)

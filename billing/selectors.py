@@ -11,6 +11,7 @@ from django.db import connection
 from django.db.models import BooleanField, F, Func, QuerySet, Value
 from django.utils import timezone
 
+from accounts.ids import row_id_keys
 from accounts.models import Account
 from billing.models import CreditPack, Grant, LedgerEntry, Purchase
 
@@ -95,7 +96,8 @@ CROSS JOIN LATERAL (
     SELECT coalesce(sum(g.remaining) FILTER (WHERE g.source <> 'purchase'), 0) AS free,
            coalesce(sum(g.remaining) FILTER (WHERE g.source = 'purchase'), 0) AS paid,
            coalesce(string_agg(
-               format('{"id":%%s,"source":%%s,"remaining":%%s,"expires_at":%%s}', g.id, to_json(g.source),
+               format('{"id":%%s,"source":%%s,"remaining":%%s,"expires_at":%%s}',
+                      to_json(billing_public_id('grt_', g.id, %(id_keys)s::bigint[])), to_json(g.source),
                       g.remaining, coalesce('"' || billing_iso(g.expires_at) || '"', 'null')),
                ',' ORDER BY g.place), '') AS grants
     FROM billing_spendable_lots(a.id, %(now)s) g
@@ -120,6 +122,6 @@ def balance_json(public_id: str, now: datetime) -> str | None:
     """The balance route's body as PostgreSQL renders it; None when the account is unknown or
     has something to settle first."""
     with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now})
+        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "id_keys": list(row_id_keys())})
         row = cursor.fetchone()
     return None if row is None else row[0]

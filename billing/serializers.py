@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -11,8 +9,9 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
+from accounts.ids import row_id_of, row_public_id
 from accounts.serializers import StrictCharField, StrictSerializer
-from billing.models import Debit, Hold, LedgerEntry
+from billing.models import ActorType, Debit, Grant, Hold, LedgerEntry
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST
 
 MAX_METADATA_BYTES = 4096
@@ -209,31 +208,36 @@ class LedgerQuery(StrictSerializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
 
     def validate_cursor(self, value: str) -> int:
-        return decode_cursor(value)
+        entry_id = decode_cursor(value)
+        if entry_id is None:
+            raise serializers.ValidationError("Invalid cursor: pass next_cursor from the previous page.")
+        return entry_id
+
+
+# A page's next_cursor: the last entry's row id, permuted as public ids are (accounts/ids.py),
+# so callers can neither read it nor make one up that names another place.
+CURSOR_PREFIX = "cur_"
 
 
 def encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"e{entry_id}".encode()).decode().rstrip("=")
+    return row_public_id(CURSOR_PREFIX, entry_id)
 
 
-def decode_cursor(value: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-        if not raw.startswith("e") or not raw[1:].isdigit() or int(raw[1:]) >= 2**63:
-            raise ValueError
-        return int(raw[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise serializers.ValidationError("Invalid cursor.") from None
+def decode_cursor(value: str) -> int | None:
+    return row_id_of(CURSOR_PREFIX, value)
 
 
 # --- Output shapes ---------------------------------------------------------------------------
 
 
 class GrantOut(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.SerializerMethodField(help_text="The lot's public id (grt_...).")
     source = serializers.CharField()  # type: ignore[assignment]  # the output key; DRF pops declared fields
     remaining = serializers.IntegerField()
     expires_at = serializers.DateTimeField(allow_null=True)
+
+    def get_id(self, grant: Grant) -> str:
+        return row_public_id("grt_", grant.pk)
 
 
 class BalanceOut(serializers.Serializer):
@@ -296,13 +300,30 @@ class HoldOut(serializers.ModelSerializer):
         fields = list(HOLD_FIELDS)
 
 
+def actor_public_id(actor_type: str, actor_id: str) -> str:
+    """Who made an entry, by public id: a service key (key_...), a user or staff user (usr_...),
+    or a system task's name. Entries store the row id of the key or user."""
+    if actor_type in ACTOR_PREFIXES and actor_id.isdigit():
+        return row_public_id(ACTOR_PREFIXES[actor_type], int(actor_id))
+    return actor_id
+
+
+ACTOR_PREFIXES: dict[str, str] = {ActorType.SERVICE: "key_", ActorType.USER: "usr_", ActorType.STAFF: "usr_"}
+
+
 class ActorOut(serializers.Serializer):
-    type = serializers.CharField(source="actor_type")
-    id = serializers.CharField(source="actor_id")
+    type = serializers.ChoiceField(choices=ActorType.choices, source="actor_type")
+    id = serializers.SerializerMethodField(
+        help_text="A service key's id (key_...), a user's (usr_...), or the name of a system task."
+    )
+
+    def get_id(self, entry: LedgerEntry) -> str:
+        return actor_public_id(entry.actor_type, entry.actor_id)
 
 
 class LedgerEntryOut(serializers.ModelSerializer):
-    grant = serializers.IntegerField(source="grant_id", allow_null=True)
+    id = serializers.SerializerMethodField(help_text="The entry's public id (le_...).")
+    grant = serializers.SerializerMethodField(help_text="The lot it changed (grt_...), if any.")
     hold = serializers.CharField(source="hold.public_id", allow_null=True, default=None)
     debit = serializers.CharField(source="debit.public_id", allow_null=True, default=None)
     actor = ActorOut(source="*")
@@ -323,6 +344,12 @@ class LedgerEntryOut(serializers.ModelSerializer):
             "reference",
             "created_at",
         ]
+
+    def get_id(self, entry: LedgerEntry) -> str:
+        return row_public_id("le_", entry.pk)
+
+    def get_grant(self, entry: LedgerEntry) -> str | None:
+        return None if entry.grant_id is None else row_public_id("grt_", entry.grant_id)
 
 
 class LedgerPageOut(serializers.Serializer):

@@ -39,6 +39,11 @@ def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+# Keys the permutation that turns row ids into public ids (grt_, le_, usr_, key_: accounts/ids.py).
+# Set it once per deployment: changing it renames every such id (and voids open cursors).
+PUBLIC_ID_KEY = env.str("PUBLIC_ID_KEY", default="local-only public id key").strip()
+if len(PUBLIC_ID_KEY) < 16:
+    raise ImproperlyConfigured("PUBLIC_ID_KEY must be at least 16 characters")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [

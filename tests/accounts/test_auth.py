@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
@@ -12,6 +13,7 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from accounts.ids import row_public_id, service_key_public_id, user_public_id
 from accounts.models import Account, ServiceKey, UserToken
 from billing.models import LedgerEntry
 from billing.services.ledger import Actor, debit_create, hold_capture, hold_create
@@ -43,6 +45,9 @@ def test_create_service_key_prints_the_key_as_its_last_line_and_stores_only_its_
     assert raw.startswith("sk_") and len(raw) > 40
     assert output.count(raw) == 1
     key = ServiceKey.objects.get()
+    # The key is named by its public id, never its row id.
+    assert f"Created service key {service_key_public_id(key.pk)} 'generation-service'" in output
+    assert re.search(r"key_[A-Za-z0-9]{11}\b", output)
     assert key.name == "generation-service"
     assert key.key_hash == hashlib.sha256(raw.encode()).hexdigest()
     assert raw.startswith(key.prefix) and len(key.prefix) < len(raw) // 2
@@ -100,7 +105,7 @@ def test_a_revoked_service_key_is_refused_with_401(account, by):
     assert Api(raw).get(f"/accounts/{account.public_id}/balance").status_code == 200
 
     out = StringIO()
-    call_command("revoke_service_key", str(key.pk) if by == "id" else raw[:10], stdout=out)
+    call_command("revoke_service_key", service_key_public_id(key.pk) if by == "id" else raw[:10], stdout=out)
 
     assert "Revoked" in out.getvalue()
     key.refresh_from_db()
@@ -119,6 +124,8 @@ def test_revoke_service_key_refuses_an_unknown_key():
         call_command("revoke_service_key", "sk_nothere", stdout=StringIO())
     with pytest.raises(CommandError):
         call_command("revoke_service_key", "999999", stdout=StringIO())
+    with pytest.raises(CommandError):
+        call_command("revoke_service_key", service_key_public_id(999999), stdout=StringIO())
 
 
 @pytest.mark.parametrize(
@@ -204,11 +211,11 @@ def test_me_shows_only_the_callers_own_account(user_api, account):
     body = client.get("/me").json()
 
     assert body["account"] == own.public_id != account.public_id
-    assert body["user"]["id"] == user.pk
+    assert body["user"]["id"] == user_public_id(user.pk)
     assert body["balance"]["account"] == own.public_id
     assert body["balance"]["available"] == 50
     ledger = client.get("/me/ledger").json()["data"]
-    assert {e["id"] for e in ledger} == set(LedgerEntry.objects.filter(account=own).values_list("id", flat=True))
+    assert {e["id"] for e in ledger} == {entry_id(e) for e in LedgerEntry.objects.filter(account=own)}
 
 
 @pytest.mark.parametrize(
@@ -255,6 +262,10 @@ def test_a_service_key_cannot_use_me_routes(api):
 # --- Ledger pagination ------------------------------------------------------------------------
 
 
+def entry_id(entry: LedgerEntry) -> str:
+    return row_public_id("le_", entry.pk)
+
+
 def busy_history(account: Account) -> None:
     """Nine more entries of mixed kinds on top of what the account already has."""
     give(account, 20)
@@ -284,7 +295,7 @@ def walk(client: Api, path: str, limit: int) -> list[dict]:
 
 
 def assert_walks_all_newest_first(client: Api, path: str, account: Account) -> None:
-    expected = list(LedgerEntry.objects.filter(account=account).order_by("-id").values_list("id", flat=True))
+    expected = [entry_id(e) for e in LedgerEntry.objects.filter(account=account).order_by("-id")]
     assert len(expected) >= 5
 
     entries = walk(client, path, limit=2)
@@ -314,7 +325,7 @@ def test_service_ledger_pages_through_every_entry_newest_first(api, account):
 def test_entries_written_while_paging_do_not_repeat_or_shift_older_pages(api, account):
     busy_history(account)
     path = f"/accounts/{account.public_id}/ledger"
-    before = list(LedgerEntry.objects.filter(account=account).order_by("-id").values_list("id", flat=True))
+    before = [entry_id(e) for e in LedgerEntry.objects.filter(account=account).order_by("-id")]
 
     first = api.get(path, limit=3).json()
     debit_create(account=account, credits=1, actor=SVC)  # newer than everything already listed
@@ -342,7 +353,21 @@ def _cursor(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-BAD_CURSORS = ["not-a-cursor!", "%%%", _cursor("x12"), _cursor("e"), _cursor("e-5"), _cursor("12"), "", "A" * 65]
+# Today's cursors are opaque (cur_ and 11 characters); the base64 ones of old, others' ids and
+# bodies past the id range are refused alike.
+BAD_CURSORS = [
+    "not-a-cursor!",
+    "%%%",
+    _cursor("e12"),
+    _cursor("e"),
+    _cursor("12"),
+    "",
+    "A" * 65,
+    "cur_99999999999",
+    "cur_AAAAAAAAAA",
+    "le_AAAAAAAAAAA",
+    "cur_AAAAAAAAAA!",
+]
 
 
 @pytest.mark.parametrize("cursor", BAD_CURSORS)
@@ -372,7 +397,7 @@ def test_a_bad_limit_is_a_validation_error(api, account, limit):
 
 
 def test_a_cursor_beyond_the_id_range_is_a_validation_error(api, account):
-    response = api.get(f"/accounts/{account.public_id}/ledger", cursor=_cursor("e" + "9" * 30))
+    response = api.get(f"/accounts/{account.public_id}/ledger", cursor="cur_" + "9" * 11)
 
     assert response.status_code == 400, response.content
     assert error_code(response) == "validation_error"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.ids import service_key_public_id
 from accounts.services import service_key_create
 
 
@@ -16,5 +17,7 @@ class Command(BaseCommand):
         if not name or len(name) > 100 or not name.isprintable():
             raise CommandError("NAME must be 1 to 100 printable characters")
         key, raw = service_key_create(name=name)
-        self.stdout.write(f"Created service key {key.pk} '{key.name}'. Store it now; it is not shown again:")
+        self.stdout.write(
+            f"Created service key {service_key_public_id(key.pk)} '{key.name}'. Store it now; it is not shown again:"
+        )
         self.stdout.write(raw)

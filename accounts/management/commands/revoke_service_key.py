@@ -2,25 +2,25 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.ids import row_id_of, service_key_public_id
 from accounts.models import ServiceKey
 from accounts.services import service_key_revoke
 
 
 class Command(BaseCommand):
-    help = "Revoke a service API key by its id or its prefix (sk_...)."
+    help = "Revoke a service API key by its id (key_...) or its prefix (sk_...)."
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
-        parser.add_argument("key", help="The key's id, or the first characters of the key as shown in admin.")
+        parser.add_argument("key", help="The key's id (key_...), or the first characters of the key as shown in admin.")
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         ident = options["key"].strip()
+        row_id = row_id_of("key_", ident)
         keys = (
-            ServiceKey.objects.filter(pk=int(ident))
-            if ident.isdigit()
-            else ServiceKey.objects.filter(prefix=ident[:10])
+            ServiceKey.objects.filter(pk=row_id) if row_id is not None else ServiceKey.objects.filter(prefix=ident[:10])
         )
-        if len(ident) < 1 or keys.count() != 1:
+        if not ident.startswith("sk_") and row_id is None or keys.count() != 1:
             raise CommandError(f"no single service key matches {ident!r}")
         key = keys.get()
         service_key_revoke(key=key)
-        self.stdout.write(f"Revoked service key {key.pk} '{key.name}'.")
+        self.stdout.write(f"Revoked service key {service_key_public_id(key.pk)} '{key.name}'.")
