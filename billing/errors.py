@@ -58,12 +58,14 @@ class DebitAlreadyRefunded(BillingError):
 class UnknownOperation(BillingError):
     status_code = 400
     code = "validation_error"
+    field = "operation"
     default_message = "Unknown or inactive operation."
 
 
 class InvalidAmount(BillingError):
     status_code = 400
     code = "validation_error"
+    field = "credits"
     default_message = "The amount is not valid."
 
 
@@ -82,6 +84,7 @@ class PaymentProviderError(BillingError):
 class UnknownPack(BillingError):
     status_code = 400
     code = "validation_error"
+    field = "pack"
     default_message = "Unknown or inactive pack."
 
 

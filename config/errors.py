@@ -15,6 +15,10 @@ from rest_framework.response import Response
 logger = logging.getLogger(__name__)
 
 
+VALIDATION_ERROR = "validation_error"
+NON_FIELD = "non_field_errors"
+
+
 class DomainError(Exception):
     """A refusal raised by an app's services: the API answers it with `status_code` and `code`,
     its `details` as further keys of the error. Each app subclasses it with its own kinds, which
@@ -23,11 +27,15 @@ class DomainError(Exception):
     status_code = 400
     code = "error"
     default_message = "The request could not be carried out."
+    # The request field a validation_error is about, unless the raiser names one (`field=`).
+    field = NON_FIELD
 
-    def __init__(self, message: str | None = None, **details: Any) -> None:
+    def __init__(self, message: str | None = None, *, field: str | None = None, **details: Any) -> None:
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
         self.details = details
+        if self.code == VALIDATION_ERROR:
+            self.details = {"fields": {field or self.field: [self.message]}, **details}
 
 
 class ApiError(exceptions.APIException):
@@ -41,6 +49,10 @@ class ApiError(exceptions.APIException):
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """Every 400 validation_error says which fields are wrong, as DRF does: `fields: {name:
+    [messages]}` (`non_field_errors` for the request as a whole)."""
+    if code == VALIDATION_ERROR and "fields" not in details:
+        details = {"fields": {NON_FIELD: [message]}, **details}
     return {"error": {"code": code, "message": message, **details}}
 
 

@@ -96,7 +96,7 @@ def test_an_inactive_pack_cannot_be_bought(recorder, user_api, pack):
     CreditPack.objects.filter(pk=pack.pk).update(active=False)
     api, _ = user_api
     error = assert_error(api.post("/me/checkout", {"pack": "credits-115"}, idem=None), 400, "validation_error")
-    assert error["field"] == "pack"
+    assert error["fields"] == {"pack": ["Unknown or inactive pack 'credits-115'."]}
 
 
 @pytest.mark.parametrize("route", BUY_ROUTES)
