@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeGuard
 
-from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from . import key_cache
 from .models import ServiceKey, User, UserToken
-from .ratelimit import Counted, cache_required, limiter
-from .services import (
-    LAST_USED_RESOLUTION,
-    SERVICE_KEY_CACHE_SECONDS,
-    hash_key,
-    service_key_cache_key,
-    touch_last_used,
-)
+from .ratelimit import Counted, limiter
+from .services import LAST_USED_RESOLUTION, hash_key, touch_last_used
 
 # A service key's calls record their Idempotency-Keys under this prefix and the key's id.
 SERVICE_SCOPE_PREFIX = "svc:"
@@ -80,25 +74,27 @@ class BearerAuthentication(authentication.BaseAuthentication):
 def service_principal(raw: str, now: datetime) -> ServicePrincipal:
     """The caller of a service key, with the call counted for its rate limit.
 
-    The generation service calls on every request: a valid key is remembered in the shared
-    cache, and revoking it deletes that entry (accounts.services.service_key_revoke). The entry
-    also remembers when the key's last_used_at was last written (on the application clock), so
-    a busy key writes it about once a minute, not per call.
+    The generation service calls on every request: the key's check is read from the shared
+    cache in the limiter's round trip, and trusted only while it is recent
+    (accounts/key_cache.py); otherwise the database decides, and last_used_at is written when
+    it is a minute old (a busy key writes it about once a minute, not per call).
     """
     digest = hash_key(raw)
     rate_ident = digest[:32]
-    cache_key = service_key_cache_key(digest)
-    counted, cached = limiter.count("service", rate_ident, read=cache_key)
-    if cached is None:
-        key = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True).only("id", "name").first()
+    counted, entry = limiter.count("service", rate_ident, read=key_cache.cache_key(digest))
+    known = key_cache.trusted(entry, now)
+    if known == key_cache.REVOKED:
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+    if not isinstance(known, tuple):
+        unrevoked = ServiceKey.objects.filter(key_hash=digest, revoked_at__isnull=True)
+        key = unrevoked.only("id", "name", "last_used_at").first()
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        cached = (key.pk, key.name, None)
-    key_id, name, touched = cached
-    if touched is None or now - datetime.fromtimestamp(touched, UTC) >= LAST_USED_RESOLUTION:
-        touch_last_used(ServiceKey, key_id, now)
-        with cache_required():
-            cache.set(cache_key, (key_id, name, now.timestamp()), SERVICE_KEY_CACHE_SECONDS)
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+            touch_last_used(ServiceKey, key.pk, now)
+        key_cache.remember(digest, key.pk, key.name, checked=now)
+        known = (key.pk, key.name)
+    key_id, name = known
     return ServicePrincipal(key_id=key_id, name=name, rate_ident=rate_ident, counted=counted)
 
 

@@ -7,16 +7,15 @@ registered with redis-py (a `Script`: EVALSHA on the cache's connection pool, th
 again by redis-py when the server has lost it). Without Redis (the embedded `make run`), Django's
 local-memory cache counts for its one process.
 
-Redis unreachable: the call is refused with 503 `service_unavailable` (the caller retries), not
-allowed unlimited, and not a 500.
+Redis unreachable (down, or not answering within the cache's socket timeout): PostgreSQL is the
+source of truth and spending goes on, so by default the limit fails open (the call is let through
+uncounted); `RATE_LIMIT_FAIL_CLOSED` refuses it with 503 `service_unavailable` instead. Either
+way the failure is counted in /metrics and logged at most once a minute (config/outages.py).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +27,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from config.errors import ApiError
-
-logger = logging.getLogger(__name__)
+from config.outages import report_failure
 
 WINDOW_SECONDS = 60
 # A window's counter outlives the window, so a late call of it still finds the count.
@@ -94,11 +92,14 @@ class Limiter:
         window = current_window(time.time())
         counter = counter_key(kind, ident, window)
         backend = caches["default"]
-        with cache_required():
+        try:
             if isinstance(backend, RedisCache):
                 count, value = self._count_in_redis(backend, counter, read)
             else:
                 count, value = _count_in_process(backend, counter, read)
+        except RedisError as error:
+            limit_unavailable(error)
+            return Counted(window=window, count=0), None  # failing open: not counted, nothing read
         return Counted(window=window, count=count), value
 
     def _count_in_redis(self, backend: RedisCache, counter: str, read: str | None) -> tuple[int, Any]:
@@ -126,14 +127,11 @@ def _count_in_process(backend: BaseCache, counter: str, read: str | None) -> tup
     return count, (None if read is None else backend.get(read))
 
 
-@contextmanager
-def cache_required() -> Iterator[None]:
-    """Redis failing (down, unreachable, timing out): 503 service_unavailable, which the caller
-    may retry, rather than a 500 or a call let through uncounted."""
-    try:
-        yield
-    except RedisError as error:
-        logger.warning("Redis unavailable for the rate limit or the key cache: %s", error)
+def limit_unavailable(error: RedisError) -> None:
+    """The limiter could not reach Redis: counted and logged; with RATE_LIMIT_FAIL_CLOSED the call
+    is refused with 503 service_unavailable (retry), otherwise it goes on uncounted."""
+    report_failure("redis", "rate_limit", error)
+    if settings.RATE_LIMIT_FAIL_CLOSED:
         raise ApiError(503, "service_unavailable", "A service the API depends on is unavailable; retry.") from error
 
 

@@ -7,14 +7,12 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
+from . import key_cache
 from .models import Account, ServiceKey, User, UserToken
 
-# How long a checked service key is trusted from the shared cache; revocation clears it at once.
-SERVICE_KEY_CACHE_SECONDS = 300
 # last_used_at is a hint for operators; writing it at most this often keeps auth read-only.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -38,14 +36,11 @@ def service_key_create(*, name: str) -> tuple[ServiceKey, str]:
     return key, raw
 
 
-def service_key_cache_key(key_hash: str) -> str:
-    return f"svckey:{key_hash}"
-
-
-def service_key_revoke(*, key: ServiceKey, now: datetime | None = None) -> None:
+def service_key_revoke(*, key: ServiceKey, now: datetime | None = None) -> bool:
+    """Revoke the key in the database (the truth), then in the shared cache; False when the cache
+    could not be told, and the key stops working within SERVICE_KEY_CACHE_SECONDS instead."""
     ServiceKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
-    # Authentication trusts the cache for SERVICE_KEY_CACHE_SECONDS: forget the key now.
-    cache.delete(service_key_cache_key(key.key_hash))
+    return key_cache.forget(key.key_hash)
 
 
 def user_token_create(*, user: User) -> tuple[UserToken, str]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
+from django import db
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
+
+from .outages import report_failure
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +108,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, DomainError):
         return domain_error_response(exc)
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.error_code, str(exc.detail), **exc.details), status=exc.status_code)
+        response = Response(error_body(exc.error_code, str(exc.detail), **exc.details), status=exc.status_code)
+        if exc.error_code == SERVICE_UNAVAILABLE:
+            response["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
+    if isinstance(exc, DATABASE_DOWN):
+        return unavailable_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -130,6 +139,23 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     return Response(error_body("internal_error", "An internal error occurred."), status=500)
 
 
+# PostgreSQL unreachable (refused, timed out, the pool without a connection to give, a server
+# shutting down): the caller retries, so 503 service_unavailable, not a 500 with a traceback.
+# Errors of a statement (IntegrityError, DataError, ...) are not these and stay 500s.
+DATABASE_DOWN = (db.OperationalError, db.InterfaceError)
+SERVICE_UNAVAILABLE = "service_unavailable"
+RETRY_AFTER_SECONDS = "1"
+
+
+def unavailable_response(exc: BaseException) -> Response:
+    report_failure("postgresql", "request", exc)
+    response = Response(
+        error_body(SERVICE_UNAVAILABLE, "A service the API depends on is unavailable; retry."), status=503
+    )
+    response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
 # Django-level handlers, for requests that never reach a DRF view.
 
 
@@ -146,6 +172,15 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception, so it can tell a database outage apart.
+    error = sys.exc_info()[1]
+    if isinstance(error, DATABASE_DOWN):
+        report_failure("postgresql", "request", error)
+        response = JsonResponse(
+            error_body(SERVICE_UNAVAILABLE, "A service the site depends on is unavailable; retry."), status=503
+        )
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
     return JsonResponse(error_body("internal_error", "An internal error occurred."), status=500)
 
 

@@ -27,11 +27,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from . import outages
 from .errors import error_body
 
 # The request figures live in a registry of their own: the default one also collects the
 # process's CPU and memory, which in multiprocess mode would be the scraped worker's alone.
 _requests = CollectorRegistry(auto_describe=False)
+_requests.register(outages.FAILURES)
 REQUESTS = Counter(
     "billing_http_requests",
     "HTTP requests answered, by route, method and status.",

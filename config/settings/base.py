@@ -126,6 +126,9 @@ DATABASES["default"]["OPTIONS"] = {
     **DATABASES["default"].get("OPTIONS", {}),
     "server_side_binding": True,
     "prepare_threshold": _prepare_threshold or None,
+    # A server that does not answer (a lost host, not a refused port) fails the connection after
+    # this long (psycopg's minimum is 2), rather than holding the request.
+    "connect_timeout": env_int("DB_CONNECT_TIMEOUT_SECONDS", 2, minimum=2, maximum=60),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -213,6 +216,14 @@ RATE_LIMITS = {
     # Verification emails a logged-in user may have sent again, per user.
     "verification_email": env_int("RATE_LIMIT_VERIFICATION_EMAIL_PER_MINUTE", 3, minimum=0, maximum=10**9),
 }
+# Redis unreachable: limits let calls through uncounted (false, PostgreSQL being the source of
+# truth) or refuse them with 503 service_unavailable (true).
+RATE_LIMIT_FAIL_CLOSED = env_bool("RATE_LIMIT_FAIL_CLOSED", False)
+# How long a service key checked against the database is trusted from the shared cache: a key
+# revoked while Redis cannot be told is refused everywhere within this many seconds.
+SERVICE_KEY_CACHE_SECONDS = env_int("SERVICE_KEY_CACHE_SECONDS", 10, minimum=0, maximum=300)
+# Personal tokens (POST /auth/token) stop working this many days after they were made.
+USER_TOKEN_LIFETIME_DAYS = env_int("USER_TOKEN_LIFETIME_DAYS", 30, minimum=1, maximum=3650)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Credit billing API",

@@ -1,15 +1,25 @@
-"""Service keys are checked against the shared cache on the hot path; revocation clears it."""
+"""Service keys are checked against the shared cache on the hot path, for a few seconds at a time;
+the database is the truth and revocation takes the key out of the cache (accounts/key_cache.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
 import pytest
+import time_machine
+from django.core.management import call_command
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from accounts import key_cache
 from accounts.models import ServiceKey, User
 from accounts.services import service_key_create, service_key_revoke
 from tests.conftest import Api
+from tests.private_servers import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +73,97 @@ def test_a_key_revoked_from_the_admin_is_refused_at_once_even_when_cached(client
     assert response.status_code == 302
     assert ServiceKey.objects.get(pk=key.pk).revoked_at is not None
     assert api.get(f"/accounts/{account.public_id}/balance").status_code == 401
+
+
+# --- The database is the truth: the cache never outlives a revocation for long ----------------
+
+
+@pytest.fixture
+def key_cache_on_private_redis(private_redis, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ReusedClientRedisCache",
+            "LOCATION": private_redis.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    settings.SERVICE_KEY_CACHE_SECONDS = 10
+    return private_redis
+
+
+def servicekey_queries(queries) -> list[str]:  # type: ignore[no-untyped-def]
+    return [q["sql"] for q in queries.captured_queries if "accounts_servicekey" in q["sql"]]
+
+
+def test_a_cached_key_is_checked_against_the_database_again_once_its_entry_is_old(account, settings):
+    settings.SERVICE_KEY_CACHE_SECONDS = 10
+    _, raw = service_key_create(name="gen")
+    api = Api(raw)
+    path = f"/accounts/{account.public_id}/balance"
+    start = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        assert api.get(path).status_code == 200
+    # (Redis's own clock does not travel: its copy of the entry stays, and each old read asks.)
+    for seconds, asked in ((5, False), (9, False), (10, True), (20, True), (300, True)):
+        with time_machine.travel(start + timedelta(seconds=seconds), tick=False):
+            with CaptureQueriesContext(connection) as queries:
+                assert api.get(path).status_code == 200
+        assert bool(servicekey_queries(queries)) is asked, seconds
+
+
+def test_a_key_revoked_while_redis_cannot_be_told_is_refused_once_its_entry_is_old(
+    account, key_cache_on_private_redis, settings
+):
+    key, raw = service_key_create(name="gen")
+    api = Api(raw)
+    path = f"/accounts/{account.public_id}/balance"
+    start = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        assert api.get(path).status_code == 200
+        # The revoking process cannot reach Redis (a partition); the web's Redis keeps the entry.
+        unreachable = f"redis://127.0.0.1:{free_port()}/0"
+        with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": unreachable}}):
+            assert service_key_revoke(key=key) is False
+        assert ServiceKey.objects.get(pk=key.pk).revoked_at is not None
+    # Requests every few seconds: none renews the entry without asking the database.
+    answers = []
+    for seconds in (3, 6, 9, 10, 12, 60, 600):
+        with time_machine.travel(start + timedelta(seconds=seconds), tick=False):
+            answers.append(api.get(path).status_code)
+    assert answers == [200, 200, 200, 401, 401, 401, 401]
+
+
+def test_a_key_revoked_with_redis_down_is_refused_at_once(account, key_cache_on_private_redis):
+    key, raw = service_key_create(name="gen")
+    api = Api(raw)
+    path = f"/accounts/{account.public_id}/balance"
+    assert api.get(path).status_code == 200
+    key_cache_on_private_redis.stop()
+
+    assert service_key_revoke(key=key) is False
+    refused = api.get(path)
+
+    assert refused.status_code == 401  # no cache to read: the database says revoked
+
+
+def test_a_check_made_before_the_revocation_cannot_write_the_key_back_after_it(account):
+    """The write-after-check race: a request read the key from the database, the key is revoked
+    (database, then tombstone), and only then does the request write its cache entry."""
+    key, raw = service_key_create(name="gen")
+    checked = timezone.now()  # the racing request's database read happened here
+    service_key_revoke(key=key)
+
+    key_cache.remember(key.key_hash, key.pk, key.name, checked=checked)  # its late write
+
+    assert Api(raw).get(f"/accounts/{account.public_id}/balance").status_code == 401
+
+
+def test_the_revoke_command_says_when_the_cache_could_not_be_told(account, key_cache_on_private_redis):
+    key, raw = service_key_create(name="gen")
+    key_cache_on_private_redis.stop()
+    out, err = StringIO(), StringIO()
+
+    call_command("revoke_service_key", raw[:10], stdout=out, stderr=err)
+
+    assert "Revoked service key" in out.getvalue()
+    assert "within 10 seconds" in err.getvalue()

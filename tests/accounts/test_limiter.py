@@ -1,12 +1,9 @@
 """The one rate limiter (accounts.ratelimit.Limiter), against the real Redis: a fixed window per
-caller, one script call per count, shared by threads and processes, and 503 without Redis."""
+caller, one script call per count, shared by threads and processes. (Redis failing:
+tests/accounts/test_redis_outage.py.)"""
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -14,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import redis
 import time_machine
 from django.core.cache import cache
 
@@ -92,79 +88,20 @@ def test_without_redis_the_local_memory_cache_counts_and_holds_the_key(settings)
     assert [api.get(path).status_code for _ in range(3)] == [200, 200, 429]
 
 
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, to stop and start (the shared one stays up)."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        server = shutil.which("redis-server")
-        assert server, "redis-server is needed on PATH"
-        args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_redis_down_is_503_service_unavailable_and_serving_resumes_when_it_is_back(private_redis, settings, user_api):
-    settings.CACHES = {"default": {"BACKEND": "config.cache.ReusedClientRedisCache", "LOCATION": private_redis.url}}
-    api = Api(service_key_create(name="gen")[1])
-    user, _ = user_api
-    path = f"/accounts/{make_account().public_id}/balance"
-
-    def answers() -> list[int]:
-        login = {"email": "nobody@example.com", "password": "wrong-password"}
-        responses = [api.get(path), user.get("/me"), Api().post("/auth/token", login, idem=None)]
-        return [response.status_code for response in responses]
-
-    assert answers() == [200, 200, 401]
-    private_redis.stop()
-    down = api.get(path)
-    assert down.status_code == 503 and down.json()["error"]["code"] == "service_unavailable"
-    assert answers() == [503, 503, 503]
-    private_redis.start()  # empty: the key is read from the database again
-    assert answers() == [200, 200, 401]
-
-
-def test_a_redis_that_hangs_is_503_after_the_socket_timeout_not_a_held_worker(private_redis, settings):
+def test_a_redis_that_hangs_lets_the_call_through_after_the_socket_timeout_not_a_held_worker(private_redis, settings):
     settings.CACHES = {
         "default": {**base_settings.CACHES["default"], "LOCATION": private_redis.url},
     }
     api = Api(service_key_create(name="gen")[1])
     path = f"/accounts/{make_account().public_id}/balance"
     assert api.get(path).status_code == 200
-    assert private_redis.process is not None
-    private_redis.process.send_signal(signal.SIGSTOP)  # up, but answers nothing
+    private_redis.hang()
     try:
         started = time.monotonic()
         hung = api.get(path)
         waited = time.monotonic() - started
     finally:
-        private_redis.process.send_signal(signal.SIGCONT)
-    assert hung.status_code == 503 and hung.json()["error"]["code"] == "service_unavailable"
+        private_redis.resume()
+    # The limiter's read timed out (one second), the key was read from the database: served.
+    assert hung.status_code == 200
     assert 0.9 < waited < 5, waited

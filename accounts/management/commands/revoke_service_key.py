@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.ids import row_id_of, service_key_public_id
@@ -22,5 +23,9 @@ class Command(BaseCommand):
         if not ident.startswith("sk_") and row_id is None or keys.count() != 1:
             raise CommandError(f"no single service key matches {ident!r}")
         key = keys.get()
-        service_key_revoke(key=key)
+        if not service_key_revoke(key=key):
+            seconds = settings.SERVICE_KEY_CACHE_SECONDS
+            self.stderr.write(
+                f"The cache could not be told (Redis unreachable): the key is refused within {seconds} seconds."
+            )
         self.stdout.write(f"Revoked service key {service_key_public_id(key.pk)} '{key.name}'.")

@@ -1,0 +1,73 @@
+"""Service keys checked against the database, remembered in the shared cache for a few seconds.
+
+The database is the truth about a key: an entry in the cache only says "the database accepted
+this key at `checked`", and is trusted for SERVICE_KEY_CACHE_SECONDS after that instant, by the
+application's clock, whatever Redis does with its expiry. An entry is never extended: once it
+is too old the database is asked again. Revocation writes `revoked_at`, then replaces the entry
+with a tombstone; entries are written only where none exists (SET NX), so a check that read the
+database before the revocation and writes after the tombstone cannot bring the key back. If
+the tombstone cannot be written (Redis unreachable from the revoking process), the key is
+refused everywhere once its entry is SERVICE_KEY_CACHE_SECONDS old.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Final
+
+from django.conf import settings
+from django.core.cache import cache
+from redis.exceptions import RedisError
+
+from config.outages import report_failure
+
+logger = logging.getLogger(__name__)
+
+REVOKED: Final = "revoked"
+# A tombstone outlives every check that was in flight when the key was revoked.
+TOMBSTONE_SECONDS = 3600
+
+
+def cache_key(key_hash: str) -> str:
+    return f"svckey:{key_hash}"
+
+
+def trusted(entry: Any, now: datetime) -> tuple[int, str] | str | None:
+    """What the cache says about a key: (id, name) while its check is recent enough, REVOKED for
+    a tombstone, None when the database must be asked."""
+    if entry == REVOKED:
+        return REVOKED
+    if not isinstance(entry, tuple) or len(entry) != 3:
+        return None
+    key_id, name, checked = entry
+    if abs(now.timestamp() - checked) >= settings.SERVICE_KEY_CACHE_SECONDS:
+        return None
+    return key_id, name
+
+
+def remember(key_hash: str, key_id: int, name: str, *, checked: datetime) -> None:
+    """Remember that the database accepted the key at `checked` (read before the query), unless
+    an entry or a tombstone is there already."""
+    if not settings.SERVICE_KEY_CACHE_SECONDS:
+        return
+    try:
+        cache.add(cache_key(key_hash), (key_id, name, checked.timestamp()), settings.SERVICE_KEY_CACHE_SECONDS)
+    except RedisError as error:  # the next call asks the database again
+        report_failure("redis", "key_cache", error)
+
+
+def forget(key_hash: str) -> bool:
+    """Refuse the key from the cache at once (after its revocation was committed); False when
+    Redis could not be told, in which case the key's entry lapses within SERVICE_KEY_CACHE_SECONDS."""
+    try:
+        cache.set(cache_key(key_hash), REVOKED, TOMBSTONE_SECONDS)
+    except RedisError as error:
+        report_failure("redis", "key_revocation", error)
+        logger.error(
+            "a revoked service key could not be dropped from the cache (%s); it is refused within %s seconds",
+            error,
+            settings.SERVICE_KEY_CACHE_SECONDS,
+        )
+        return False
+    return True
