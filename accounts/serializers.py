@@ -44,6 +44,7 @@ class SignupRequest(StrictSerializer):
     password = StrictCharField(min_length=8, max_length=128, trim_whitespace=False)
     invitation = StrictCharField(
         required=False,
+        allow_blank=True,
         max_length=200,
         help_text="The token of an invitation from the waitlist; required while the waitlist is on.",
     )
