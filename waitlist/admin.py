@@ -53,6 +53,16 @@ class WaitlistEntryAdmin(admin.ModelAdmin):
         return actions
 
 
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["email", "created_at", "expires_at", "emailed_at", "used_at"]
+    search_fields = ["email"]
+    readonly_fields = ["entry", "email", "created_at", "expires_at", "emailed_at", "used_at", "used_by"]
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False  # the entries' admit action makes invitations, and emails them
+
+
 @admin.register(WaitlistPolicy)
 class WaitlistPolicyAdmin(admin.ModelAdmin):
     list_display = ["weekly_quota"]

@@ -1,0 +1,75 @@
+"""Operators run the waitlist from the admin: admit, skip, remove, and the weekly quota."""
+
+from __future__ import annotations
+
+import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.core import mail
+from django.urls import reverse
+
+from accounts.models import User
+from waitlist.models import Invitation, WaitlistEntry, WaitlistPolicy
+from waitlist.services import waitlist_join
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:waitlist_waitlistentry_changelist"
+
+
+@pytest.fixture
+def ops(client):
+    client.force_login(User.objects.create_superuser(email="ops@example.com", password="x" * 12))
+    return client
+
+
+def act(ops, action: str, entries: list[WaitlistEntry]):  # type: ignore[no-untyped-def]
+    return ops.post(reverse(CHANGELIST), {"action": action, "_selected_action": [e.pk for e in entries]}, follow=True)
+
+
+def test_every_waitlist_model_is_in_the_admin_and_renders(ops):
+    waitlist_join(email="ada@example.com")
+    for model in apps.get_app_config("waitlist").get_models():
+        assert admin.site.is_registered(model)
+        opts = model._meta
+        assert ops.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")).status_code == 200
+
+
+def test_admit_invites_and_emails(ops, eager_tasks, django_capture_on_commit_callbacks):
+    ada, _ = waitlist_join(email="ada@example.com")
+    bob, _ = waitlist_join(email="bob@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = act(ops, "admit", [ada])
+    assert "Invited 1" in response.content.decode()
+    ada.refresh_from_db()
+    assert (ada.status, ada.decided_by) == ("invited", "ops@example.com")
+    assert WaitlistEntry.objects.get(pk=bob.pk).status == "waiting"
+    assert [m.to for m in mail.outbox] == [["ada@example.com"]]
+    assert "/signup?invitation=" in mail.outbox[0].body
+    # Admitting again makes no second invitation while the first is open.
+    act(ops, "admit", [ada])
+    assert Invitation.objects.count() == 1
+
+
+def test_skip_leaves_an_entry_out_and_admit_can_still_invite_it(ops):
+    ada, _ = waitlist_join(email="ada@example.com")
+    act(ops, "skip", [ada])
+    assert WaitlistEntry.objects.get(pk=ada.pk).status == "skipped"
+    act(ops, "admit", [ada])
+    assert WaitlistEntry.objects.get(pk=ada.pk).status == "invited"
+
+
+def test_remove_deletes_the_entry_and_its_invitation(ops):
+    ada, _ = waitlist_join(email="ada@example.com")
+    act(ops, "admit", [ada])
+    response = act(ops, "remove", [ada])
+    assert "Removed" in response.content.decode()
+    assert not WaitlistEntry.objects.exists() and not Invitation.objects.exists()
+
+
+def test_the_weekly_quota_is_edited_in_the_admin(ops):
+    url = reverse("admin:waitlist_waitlistpolicy_change", args=[1])
+    assert ops.get(url).status_code == 200
+    response = ops.post(url, {"weekly_quota": "250"})
+    assert response.status_code == 302
+    assert WaitlistPolicy.objects.get(pk=1).weekly_quota == 250
