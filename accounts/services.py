@@ -7,6 +7,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -53,3 +54,28 @@ def touch_last_used(model: type[ServiceKey] | type[UserToken], pk: int, now: dat
     # A conditional UPDATE: at most one write a minute per key, whatever the request rate.
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
     model.objects.filter(stale, pk=pk).update(last_used_at=now)
+
+
+def _status_set(*, account_id: int, status: str, reason: str) -> tuple[Account, bool]:
+    """Set the account's status under its row lock (the lock every movement of credits takes
+    first, so a spend sees the status before or after, never half of it). Returns the account
+    and whether the status changed."""
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=account_id)
+        changed = account.status != status
+        if changed:
+            account.status, account.status_reason = status, reason
+            account.save(update_fields=["status", "status_reason"])
+    return account, changed
+
+
+def account_suspend(*, account_id: int, reason: str) -> tuple[Account, bool]:
+    """Deactivate an account: its spends are refused (403 account_suspended) and it gets no free
+    credits; its pending holds stay capturable and releasable. Suspending a suspended account
+    changes nothing."""
+    return _status_set(account_id=account_id, status=Account.Status.SUSPENDED, reason=reason)
+
+
+def account_reactivate(*, account_id: int, reason: str) -> tuple[Account, bool]:
+    """Let a suspended account spend again; an active account stays as it is."""
+    return _status_set(account_id=account_id, status=Account.Status.ACTIVE, reason=reason)

@@ -1,30 +1,49 @@
+"""The admin of billing's records. Money records are read-only here for everyone; the actions
+that move credits (grant, clawback, void, refund, event replay) are the operator console's
+(console/admin/), with a confirmation, a reason and an audit record each."""
+
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db.models import Model
 from django.http import HttpRequest
+from django.utils.functional import cached_property
 
-from .errors import BillingError
 from .models import (
-    ActorType,
     BillingPolicy,
     CreditPack,
     Debit,
-    Grant,
     Hold,
     IdempotencyKey,
     JobChunk,
     JobRun,
     LedgerEntry,
     Operation,
-    Purchase,
-    PurchaseRefund,
     StripeCustomer,
-    StripeEvent,
 )
-from .services.ledger import Actor
-from .services.purchases import purchase_refund_execute, purchase_refund_request
-from .services.stripe_events import stripe_event_process
+
+# A changelist counts its rows up to this many: enough for its page links, never a count of a
+# whole large table (a million ledger entries) per page.
+COUNT_CAP = 10_000
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP + 1 rows (`SELECT count(*) FROM (... LIMIT n)`)."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: COUNT_CAP + 1].count()  # type: ignore[attr-defined,index]
+
+
+class PublicIdLookup:
+    """Admin pages open by public id too: /admin/billing/purchase/pur_.../change/."""
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Model | None:
+        model = self.model  # type: ignore[attr-defined]
+        if not object_id.isdigit() and any(f.name == "public_id" for f in model._meta.fields):
+            return self.get_queryset(request).filter(public_id=object_id).first()  # type: ignore[attr-defined]
+        return super().get_object(request, object_id, from_field)  # type: ignore[misc]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -32,6 +51,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     superusers included (the database refuses ledger rewrites as well)."""
 
     show_full_result_count = False
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False
@@ -60,17 +80,9 @@ class OperationAdmin(admin.ModelAdmin):
         return False  # deactivate instead: old debits name the operation
 
 
-@admin.register(Grant)
-class GrantAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "source", "amount", "remaining", "expires_at", "priority", "created_at"]
-    list_filter = ["source"]
-    search_fields = ["account__public_id", "account__user__email"]
-    list_select_related = ["account"]
-    raw_id_fields = ["account"]
-
-
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
+    ordering = ["-id"]
     list_display = [
         "id",
         "account",
@@ -83,24 +95,25 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_filter = ["kind", "actor_type"]
-    search_fields = ["account__public_id", "reference"]
+    # Exact matches: a substring search would read the whole ledger.
+    search_fields = ["=account__public_id", "=reference"]
     list_select_related = ["account"]
     raw_id_fields = ["account", "grant", "hold", "debit"]
 
 
 @admin.register(Debit)
-class DebitAdmin(ReadOnlyAdmin):
+class DebitAdmin(PublicIdLookup, ReadOnlyAdmin):
     list_display = ["public_id", "account", "credits", "operation", "reference", "created_at", "refunded_at"]
-    search_fields = ["public_id", "account__public_id", "reference"]
+    search_fields = ["=public_id", "=account__public_id", "=reference"]
     list_select_related = ["account"]
     raw_id_fields = ["account"]
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
+class HoldAdmin(PublicIdLookup, ReadOnlyAdmin):
     list_display = ["public_id", "account", "credits", "captured_credits", "status", "expires_at", "created_at"]
     list_filter = ["status"]
-    search_fields = ["public_id", "account__public_id", "reference"]
+    search_fields = ["=public_id", "=account__public_id", "=reference"]
     list_select_related = ["account"]
     raw_id_fields = ["account"]
 
@@ -169,7 +182,7 @@ class JobChunkAdmin(ReadOnlyAdmin):
     list_filter = ["status"]
 
 
-# --- Packs, purchases and Stripe (issue 4) ---------------------------------------------------
+# --- Packs and Stripe customers ---------------------------------------------------------------
 
 
 @admin.register(CreditPack)
@@ -181,115 +194,8 @@ class CreditPackAdmin(admin.ModelAdmin):
         return False  # deactivate instead: purchases name the pack
 
 
-def may_move_money(request: HttpRequest) -> bool:
-    """Refunds and event reprocessing move credits: superusers, or staff who may change purchases."""
-    return bool(request.user.is_superuser or request.user.has_perm("billing.change_purchase"))  # type: ignore[union-attr]
-
-
-def _staff_actor(request: HttpRequest) -> Actor:
-    return Actor(ActorType.STAFF, str(request.user.pk))
-
-
-class PurchaseRefundInline(ReadOnlyInline):
-    model = PurchaseRefund
-    fields = readonly_fields = ("public_id", "amount_cents", "status", "stripe_refund_id", "requested_by", "error")
-
-
-@admin.register(Purchase)
-class PurchaseAdmin(ReadOnlyAdmin):
-    list_display = [
-        "public_id",
-        "account",
-        "status",
-        "credits",
-        "amount_cents",
-        "refunded_cents",
-        "clawed_back_credits",
-        "unrecoverable_credits",
-        "flagged_for_review",
-        "paid_at",
-        "created_at",
-    ]
-    list_filter = ["status", "flagged_for_review", "flow"]
-    search_fields = [
-        "public_id",
-        "account__public_id",
-        "account__user__email",
-        "stripe_checkout_session_id",
-        "stripe_payment_intent_id",
-        "stripe_charge_id",
-    ]
-    list_select_related = ["account"]
-    raw_id_fields = ["account", "grant"]
-    inlines = [PurchaseRefundInline]
-    actions = ["refund_in_full"]
-
-    def has_refund_permission(self, request: HttpRequest) -> bool:
-        return may_move_money(request)
-
-    @admin.action(description="Refund selected purchases in full through Stripe", permissions=["refund"])
-    def refund_in_full(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> None:
-        # Not in a transaction (the admin's changelist is not atomic): each refund is recorded
-        # and committed, Stripe is called, and the answer recorded, one purchase at a time.
-        for purchase in queryset.order_by("id"):
-            try:
-                refund = purchase_refund_request(purchase=purchase, requested_by=str(request.user), reason="admin")
-                refund = purchase_refund_execute(refund=refund, actor=_staff_actor(request))
-            except BillingError as exc:
-                self.message_user(request, f"Purchase {purchase.public_id}: {exc.message}", messages.ERROR)
-                continue
-            purchase.refresh_from_db()
-            self.message_user(
-                request,
-                f"Purchase {purchase.public_id}: refund {refund.public_id} {refund.status} "
-                f"for {refund.amount_cents} cents; clawed back {purchase.clawed_back_credits} credits, "
-                f"{purchase.unrecoverable_credits} already spent",
-                messages.SUCCESS,
-            )
-
-
-@admin.register(PurchaseRefund)
-class PurchaseRefundAdmin(ReadOnlyAdmin):
-    list_display = ["public_id", "purchase", "amount_cents", "status", "stripe_refund_id", "requested_by", "created_at"]
-    list_filter = ["status"]
-    search_fields = ["public_id", "purchase__public_id", "stripe_refund_id"]
-    raw_id_fields = ["purchase"]
-    actions = ["send_again"]
-
-    def has_refund_permission(self, request: HttpRequest) -> bool:
-        return may_move_money(request)
-
-    @admin.action(description="Send requested refunds to Stripe again (same idempotency key)", permissions=["refund"])
-    def send_again(self, request: HttpRequest, queryset: QuerySet[PurchaseRefund]) -> None:
-        for refund in queryset.filter(status=PurchaseRefund.Status.REQUESTED).select_related("purchase__account"):
-            try:
-                refund = purchase_refund_execute(refund=refund, actor=_staff_actor(request))
-            except BillingError as exc:
-                self.message_user(request, f"Refund {refund.public_id}: {exc.message}", messages.ERROR)
-                continue
-            self.message_user(request, f"Refund {refund.public_id}: {refund.status}", messages.SUCCESS)
-
-
 @admin.register(StripeCustomer)
 class StripeCustomerAdmin(ReadOnlyAdmin):
     list_display = ["stripe_customer_id", "account", "created_at"]
     search_fields = ["stripe_customer_id", "account__public_id", "account__user__email"]
     raw_id_fields = ["account"]
-
-
-@admin.register(StripeEvent)
-class StripeEventAdmin(ReadOnlyAdmin):
-    list_display = ["stripe_event_id", "type", "status", "purchase", "received_at", "processed_at", "attempts"]
-    list_filter = ["status", "type"]
-    search_fields = ["stripe_event_id", "purchase__public_id"]
-    raw_id_fields = ["purchase"]
-    actions = ["process_again"]
-
-    def has_process_permission(self, request: HttpRequest) -> bool:
-        return may_move_money(request)
-
-    @admin.action(description="Process failed events again", permissions=["process"])
-    def process_again(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
-        for event in queryset.filter(status__in=[StripeEvent.Status.FAILED, StripeEvent.Status.RECEIVED]):
-            status = stripe_event_process(event_pk=event.pk)
-            self.message_user(request, f"Event {event.stripe_event_id}: {status}")

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
@@ -157,6 +158,8 @@ def unavailable_response(exc: BaseException) -> Response:
 
 
 # Django-level handlers, for requests that never reach a DRF view.
+# Pages under /admin/ (config/urls.py) answer errors with Django's HTML pages.
+ADMIN_PATH = "/admin/"
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -164,10 +167,14 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith(ADMIN_PATH):  # the admin is HTML: Django's own page
+        return defaults.permission_denied(request, exception or DjangoPermissionDenied(), "admin/403.html")
     return JsonResponse(error_body("permission_denied", "Permission denied."), status=403)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith(ADMIN_PATH):
+        return defaults.page_not_found(request, exception or Http404())
     return JsonResponse(error_body("not_found", "Not found."), status=404)
 
 
@@ -196,6 +203,10 @@ class RequestBodyLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.method in ("POST", "PUT", "PATCH") and request.path.startswith(("/api/", "/stripe/")):
+            # Django reads CONTENT_LENGTH bytes, so a chunked body would be read as empty.
+            if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+                message = "Send the body with a Content-Length header; chunked bodies are not accepted."
+                return JsonResponse(error_body("length_required", message), status=411)
             try:
                 if request.path.endswith(BATCH_PATH_SUFFIX):
                     _read_batch_body(request)

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
 from billing import urls as billing_urls
+from console import urls as console_urls
 from waitlist import urls as waitlist_urls
 
 from . import health, metrics
@@ -13,7 +14,12 @@ from . import health, metrics
 # Each app lists its routes; billing's come first, the generation service's routes, called on
 # every request, at their head (no two patterns match the same path, so the order decides
 # nothing else).
-api_v1: list[URLPattern] = [*billing_urls.api_v1, *accounts_urls.api_v1, *waitlist_urls.api_v1]
+api_v1: list[URLPattern] = [
+    *billing_urls.api_v1,
+    *accounts_urls.api_v1,
+    *console_urls.api_v1,
+    *waitlist_urls.api_v1,
+]
 web_pages: list[URLPattern] = [*billing_urls.web_pages, *accounts_urls.web_pages, *waitlist_urls.web_pages]
 
 

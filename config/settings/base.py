@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "waitlist",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -256,6 +257,8 @@ JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 600, minimum=0, max
 # database role may (billing/services/job_sql.py says when and why); false keeps every check.
 REFILL_SKIP_FOREIGN_KEY_CHECKS = env_bool("REFILL_SKIP_FOREIGN_KEY_CHECKS", True)
 IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 48, minimum=24, maximum=24 * 90)
+# The most credits a `support` operator may grant in one grant (console/roles.py).
+SUPPORT_GRANT_LIMIT_CREDITS = env_int("SUPPORT_GRANT_LIMIT_CREDITS", 500, minimum=0, maximum=10**9)
 
 # --- Signup, waitlist, email ----------------------------------------------------------------
 # A new account's first free credits wait until its email is verified (the signed link signup
