@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
 from billing import urls as billing_urls
+from notifications import urls as notifications_urls
 from console import urls as console_urls
 from waitlist import urls as waitlist_urls
 
@@ -19,8 +20,14 @@ api_v1: list[URLPattern] = [
     *accounts_urls.api_v1,
     *console_urls.api_v1,
     *waitlist_urls.api_v1,
+    *notifications_urls.api_v1,
 ]
-web_pages: list[URLPattern] = [*billing_urls.web_pages, *accounts_urls.web_pages, *waitlist_urls.web_pages]
+web_pages: list[URLPattern] = [
+    *billing_urls.web_pages,
+    *accounts_urls.web_pages,
+    *waitlist_urls.web_pages,
+    *notifications_urls.web_pages,
+]
 
 
 def under(prefix: str, patterns: list[URLPattern]) -> list[URLPattern]:

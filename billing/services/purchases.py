@@ -24,6 +24,7 @@ from billing.models import CreditPack, Grant, Purchase, PurchaseRefund, StripeCu
 from billing.money import credits_to_claw_back
 from billing.services import stripe_gateway
 from billing.services.ledger import Actor, account_lock, grant_clawback, grant_create
+from notifications import events
 
 STRIPE_ACTOR = Actor.system("stripe")
 CLAIMABLE = [Purchase.Status.PENDING, Purchase.Status.CANCELED]
@@ -92,15 +93,7 @@ def purchase_start(*, account: Account, pack: CreditPack, quantity: int, flow: s
     if account.is_suspended:
         raise AccountSuspended("A suspended account cannot buy credits.")
     customer_id = stripe_customer_ensure(account=account)
-    purchase = Purchase.objects.create(
-        account=account,
-        pack=pack,
-        flow=flow,
-        quantity=quantity,
-        credits=pack.credits * quantity,
-        amount_cents=pack.price_cents * quantity,
-        currency=pack.currency,
-    )
+    purchase = purchase_record(account=account, pack=pack, quantity=quantity, flow=flow)
     try:
         if flow == Purchase.Flow.CHECKOUT:
             made = stripe_gateway.checkout_session_create(purchase=purchase, customer_id=customer_id)
@@ -115,6 +108,19 @@ def purchase_start(*, account: Account, pack: CreditPack, quantity: int, flow: s
         raise
     purchase_refs_record(purchase=purchase, refs=refs)
     return purchase, made
+
+
+def purchase_record(*, account: Account, pack: CreditPack, quantity: int, flow: str) -> Purchase:
+    """A pending purchase of `quantity` packs, its price and credits copied from the pack."""
+    return Purchase.objects.create(
+        account=account,
+        pack=pack,
+        flow=flow,
+        quantity=quantity,
+        credits=pack.credits * quantity,
+        amount_cents=pack.price_cents * quantity,
+        currency=pack.currency,
+    )
 
 
 def _id_of(value: object) -> str | None:
@@ -184,9 +190,10 @@ def purchase_fulfil(
                 )
                 if claimed != 1:
                     raise _AlreadyPaid()
+                purchase.refresh_from_db()
+                events.purchase_paid(purchase=purchase, now=now)
         except _AlreadyPaid:
             return False
-    purchase.refresh_from_db()
     return True
 
 
@@ -272,6 +279,7 @@ def purchase_refunds_sync(
     now = now or timezone.now()
     with transaction.atomic():
         current = _locked(purchase)
+        refunded_before = current.refunded_cents
         ours = current.refunds.filter(status__in=MONEY_BACK_REFUNDS).aggregate(t=Sum("amount_cents"))["t"] or 0
         current.refunded_cents = min(
             current.amount_cents, max(current.refunded_cents, stripe_refunded_cents or 0, ours)
@@ -280,6 +288,7 @@ def purchase_refunds_sync(
         if current.status != Purchase.Status.DISPUTED:
             current.status = _status_after_refunds(current)
         current.save(update_fields=_REVERSAL_FIELDS)
+        events.purchase_refunded(purchase=current, refunded_cents_before=refunded_before, now=now)
     return current
 
 

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "billing",
     "waitlist",
     "console",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -317,6 +318,22 @@ CHECKOUT_CANCEL_URL = env_url("CHECKOUT_CANCEL_URL", "http://127.0.0.1:8000/bill
 # Stripe retries a webhook for up to three days: reconciliation looks that far back.
 STRIPE_RECONCILE_WINDOW_HOURS = env_int("STRIPE_RECONCILE_WINDOW_HOURS", 72, minimum=1, maximum=24 * 30)
 PURCHASE_MAX_QUANTITY = 20
+
+# --- Notifications --------------------------------------------------------------------------
+# balance.low fires when available credits fall below this (users may set their own), and again
+# only after balance.recovered.
+LOW_BALANCE_THRESHOLD_CREDITS = env_int("LOW_BALANCE_THRESHOLD_CREDITS", 10, minimum=0, maximum=10**9)
+# credits.expiring: a lot with credits left that expires within this many days.
+CREDITS_EXPIRING_DAYS = env_int("CREDITS_EXPIRING_DAYS", 3, minimum=1, maximum=60)
+# Outbound webhooks: a failing delivery is retried with exponential backoff for this long.
+WEBHOOK_RETRY_HOURS = env_int("WEBHOOK_RETRY_HOURS", 72, minimum=1, maximum=24 * 30)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=60)
+# Endpoint URLs must be https:// on a public address; these let tests and development use a
+# receiver on http://127.0.0.1.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# Auto-recharge switches itself off after this many failed charges in a row.
+AUTO_RECHARGE_MAX_FAILURES = env_int("AUTO_RECHARGE_MAX_FAILURES", 3, minimum=1, maximum=20)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,55 @@
+"""credits.expiring: once per lot, when a lot with credits left will expire within
+CREDITS_EXPIRING_DAYS. Free monthly lots are left out: every one of them expires at the end of
+its period by design (the billing page says so), and an email a month per user would drown the
+ones that matter, paid and promotional credits about to be lost."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.ids import row_public_id
+from notifications.events import event_raise
+from notifications.models import EventType
+
+# The insert is the once-per-lot guard: a lot already announced conflicts and is skipped, so two
+# runs that race announce each lot once.
+_ANNOUNCE = """
+INSERT INTO notifications_expiringnotice (grant_id, created_at)
+SELECT g.id, %(now)s FROM billing_grant g
+WHERE g.spendable AND g.source <> 'free_monthly'
+  AND g.expires_at > %(now)s AND g.expires_at <= %(until)s
+  AND NOT EXISTS (SELECT 1 FROM notifications_expiringnotice n WHERE n.grant_id = g.id)
+ORDER BY g.id
+LIMIT %(limit)s
+ON CONFLICT (grant_id) DO NOTHING
+RETURNING grant_id
+"""
+_LOTS = "SELECT id, account_id, source, remaining, expires_at FROM billing_grant WHERE id = ANY(%s) ORDER BY id"
+BATCH = 1000
+
+
+def credits_expiring_announce(*, now: datetime | None = None) -> int:
+    """Raise credits.expiring for every lot newly within the window. Returns how many."""
+    now = now or timezone.now()
+    until = now + timedelta(days=settings.CREDITS_EXPIRING_DAYS)
+    total = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_ANNOUNCE, {"now": now, "until": until, "limit": BATCH})
+            grant_ids = [row[0] for row in cursor.fetchall()]
+            cursor.execute(_LOTS, [grant_ids])
+            for grant_id, account_id, source, remaining, expires_at in cursor.fetchall():
+                data = {
+                    "grant": row_public_id("grt_", grant_id),
+                    "source": source,
+                    "credits": remaining,
+                    "expires_at": expires_at.isoformat().replace("+00:00", "Z"),
+                }
+                event_raise(type=EventType.CREDITS_EXPIRING, account_id=account_id, data=data, now=now)
+        total += len(grant_ids)
+        if len(grant_ids) < BATCH:
+            return total

@@ -1,0 +1,243 @@
+"""Auto-recharge: a user's saved card, pack, threshold and monthly cap, and the recharges the
+balance trigger queues when a movement leaves available credits below the threshold.
+
+A recharge is charged off-session with an idempotency key from its row and granted by the
+payment's webhook like any purchase (notifications.events.purchase_paid ends it). A card that is
+declined or needs authentication fails it (auto_recharge.failed); AUTO_RECHARGE_MAX_FAILURES
+failures in a row switch auto-recharge off.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import Account
+from billing.errors import AccountSuspended, PaymentProviderError
+from billing.models import CreditPack, Purchase, StripeCustomer
+from billing.services.purchases import (
+    StripeRefs,
+    _id_of,
+    purchase_cancel,
+    purchase_record,
+    purchase_refs_record,
+    stripe_customer_ensure,
+)
+from notifications.errors import InvalidInput
+from notifications.events import event_raise
+from notifications.models import AutoRecharge, EventType, Recharge
+from notifications.services import stripe_cards
+
+MAX_THRESHOLD_CREDITS = 1_000_000
+MAX_MONTHLY_CAP_CENTS = 99_999_999
+OPEN = [Recharge.Status.QUEUED, Recharge.Status.CHARGING]
+SPENT = [Recharge.Status.CHARGING, Recharge.Status.SUCCEEDED]
+
+
+def auto_recharge_get(*, account: Account) -> AutoRecharge:
+    return AutoRecharge.objects.filter(account=account).select_related("pack").first() or AutoRecharge(account=account)
+
+
+def _threshold_column(account_id: int, credits: int) -> None:
+    # The balance trigger reads it from the account row (notifications.models); 0 is off. It is
+    # not available_credits, so writing it fires nothing.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE accounts_account SET auto_recharge_threshold_credits = %s WHERE id = %s", [credits, account_id]
+        )
+
+
+def auto_recharge_configure(
+    *, account: Account, pack: CreditPack, threshold_credits: int, monthly_cap_cents: int, enabled: bool = True
+) -> AutoRecharge:
+    """Save the settings; enabled needs a saved card and a cap that allows one pack."""
+    if monthly_cap_cents < pack.price_cents:
+        raise InvalidInput(
+            f"The monthly cap must allow at least one pack ({pack.price_cents} cents).", field="monthly_cap_cents"
+        )
+    if enabled and account.is_suspended:
+        raise AccountSuspended("A suspended account cannot buy credits.")
+    with transaction.atomic():
+        settings_row, _ = AutoRecharge.objects.select_for_update().get_or_create(account=account)
+        if enabled and not settings_row.stripe_payment_method_id:
+            raise InvalidInput("Save a card first (POST /me/auto-recharge/setup-intent).", field="card")
+        settings_row.pack = pack
+        settings_row.threshold_credits = threshold_credits
+        settings_row.monthly_cap_cents = monthly_cap_cents
+        if enabled and not settings_row.enabled:
+            settings_row.consecutive_failures = 0
+            settings_row.disabled_reason = ""
+        settings_row.enabled = enabled
+        settings_row.save()
+        _threshold_column(account.pk, threshold_credits if enabled else 0)
+    return settings_row
+
+
+def auto_recharge_disable(*, account: Account, reason: str = "") -> AutoRecharge:
+    with transaction.atomic():
+        settings_row, _ = AutoRecharge.objects.select_for_update().get_or_create(account=account)
+        settings_row.enabled = False
+        settings_row.disabled_reason = reason[:200]
+        settings_row.save()
+        _threshold_column(account.pk, 0)
+    return settings_row
+
+
+# --- Saving a card --------------------------------------------------------------------------
+
+
+def card_setup_start(*, account: Account) -> dict[str, Any]:
+    """A SetupIntent for the account's customer; the browser confirms it with the card, then
+    card_save stores the card."""
+    if account.is_suspended:
+        raise AccountSuspended("A suspended account cannot save a card.")
+    customer_id = stripe_customer_ensure(account=account)
+    return stripe_cards.setup_intent_create(account=account, customer_id=customer_id, attempt=secrets.token_hex(8))
+
+
+def card_save(*, account: Account, setup_intent_id: str) -> AutoRecharge:
+    """Store the card of a succeeded SetupIntent of this account's customer."""
+    customer_id = StripeCustomer.objects.filter(account=account).values_list("stripe_customer_id", flat=True).first()
+    intent = stripe_cards.setup_intent_retrieve(setup_intent_id=setup_intent_id)
+    method_id = _id_of(intent.get("payment_method"))
+    if customer_id is None or _id_of(intent.get("customer")) != customer_id:
+        raise InvalidInput("This SetupIntent is not one of yours.", field="setup_intent")
+    if intent.get("status") != "succeeded" or method_id is None:
+        raise InvalidInput(f"The SetupIntent has not succeeded (it is {intent.get('status')}).", field="setup_intent")
+    method = stripe_cards.payment_method_retrieve(payment_method_id=method_id)
+    if not method.get("customer"):
+        method = stripe_cards.payment_method_attach(payment_method_id=method_id, customer_id=customer_id)
+    card = method.get("card") or {}
+    with transaction.atomic():
+        settings_row, _ = AutoRecharge.objects.select_for_update().get_or_create(account=account)
+        settings_row.stripe_payment_method_id = method_id
+        settings_row.card_brand = str(card.get("brand") or "")[:32]
+        settings_row.card_last4 = str(card.get("last4") or "")[:4]
+        settings_row.consecutive_failures = 0
+        settings_row.save()
+    return settings_row
+
+
+# --- Charging -------------------------------------------------------------------------------
+
+
+def month_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def spent_this_month_cents(*, account_id: int, now: datetime) -> int:
+    spent = Recharge.objects.filter(account_id=account_id, status__in=SPENT, created_at__gte=month_start(now))
+    return int(spent.aggregate(total=Sum("amount_cents"))["total"] or 0)
+
+
+def packs_needed(*, available: int, threshold: int, pack_credits: int) -> int:
+    """The fewest packs that bring available credits back to the threshold or above."""
+    return max(math.ceil((threshold - available) / pack_credits), 0)
+
+
+def recharge_charge(*, recharge_id: int, now: datetime | None = None) -> Recharge | None:
+    """Charge a queued recharge once: decide how many packs, record the purchase, commit, then
+    ask Stripe. None when another run has it (the queued -> charging compare-and-set)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        if not Recharge.objects.filter(pk=recharge_id, status=Recharge.Status.QUEUED).update(
+            status=Recharge.Status.CHARGING
+        ):
+            return None
+        recharge = Recharge.objects.select_related("account").get(pk=recharge_id)
+        plan = _plan(recharge, now)
+        if isinstance(plan, str):
+            _end(recharge, Recharge.Status.SKIPPED, plan, now)
+            recharge.refresh_from_db()
+            return recharge
+        settings_row, quantity = plan
+        assert settings_row.pack is not None  # enabled implies a pack (auto_recharge_enabled_complete)
+        purchase = purchase_record(
+            account=recharge.account, pack=settings_row.pack, quantity=quantity, flow=Purchase.Flow.PAYMENT_INTENT
+        )
+        Recharge.objects.filter(pk=recharge.pk).update(
+            purchase=purchase, quantity=quantity, amount_cents=purchase.amount_cents
+        )
+    return _charge(recharge, purchase, settings_row, now)
+
+
+def _plan(recharge: Recharge, now: datetime) -> tuple[AutoRecharge, int] | str:
+    """The settings and the number of packs to buy, or why nothing is bought."""
+    settings_row = AutoRecharge.objects.select_related("pack").get(account_id=recharge.account_id)
+    account = Account.objects.get(pk=recharge.account_id)
+    if not settings_row.enabled or settings_row.pack is None:
+        return "auto-recharge is off"
+    if account.is_suspended:
+        return "the account is suspended"
+    needed = packs_needed(
+        available=account.available_credits,
+        threshold=settings_row.threshold_credits,
+        pack_credits=settings_row.pack.credits,
+    )
+    if needed == 0:
+        return "available credits are back at the threshold"
+    room = settings_row.monthly_cap_cents - spent_this_month_cents(account_id=account.pk, now=now)
+    quantity = min(needed, room // settings_row.pack.price_cents, settings.PURCHASE_MAX_QUANTITY)
+    if quantity < 1:
+        return "monthly cap reached"
+    return settings_row, quantity
+
+
+def _charge(recharge: Recharge, purchase: Purchase, settings_row: AutoRecharge, now: datetime) -> Recharge:
+    customer_id = StripeCustomer.objects.get(account_id=recharge.account_id).stripe_customer_id
+    try:
+        intent = stripe_cards.payment_intent_off_session(
+            purchase=purchase,
+            customer_id=customer_id,
+            payment_method_id=settings_row.stripe_payment_method_id,
+            idempotency_key=recharge.idempotency_key,
+        )
+    except PaymentProviderError as exc:
+        return _failed(recharge, purchase, exc.message, now)
+    purchase_refs_record(purchase=purchase, refs=StripeRefs(payment_intent_id=_id_of(intent.get("id"))))
+    if intent.get("status") not in ("succeeded", "processing"):
+        return _failed(recharge, purchase, f"the payment is {intent.get('status')}: the card needs the customer", now)
+    recharge.refresh_from_db()
+    return recharge  # charging until the payment's webhook fulfils the purchase
+
+
+def _failed(recharge: Recharge, purchase: Purchase, message: str, now: datetime) -> Recharge:
+    purchase_cancel(purchase=purchase, reason=f"auto-recharge failed: {message}")
+    _end(recharge, Recharge.Status.FAILED, message, now)
+    recharge.refresh_from_db()
+    return recharge
+
+
+def _end(recharge: Recharge, status: str, reason: str, now: datetime) -> None:
+    """Close the recharge and free the account for the next crossing. A failed charge counts
+    toward switching auto-recharge off; a skip only tells the user when the cap stopped it."""
+    with transaction.atomic():
+        if not Recharge.objects.filter(pk=recharge.pk, status=Recharge.Status.CHARGING).update(
+            status=status, error=reason[:2000], completed_at=now
+        ):
+            return
+        settings_row = AutoRecharge.objects.select_for_update().get(account_id=recharge.account_id)
+        settings_row.state = AutoRecharge.State.IDLE
+        if status == Recharge.Status.FAILED:
+            settings_row.consecutive_failures += 1
+        switched_off = settings_row.enabled and settings_row.consecutive_failures >= settings.AUTO_RECHARGE_MAX_FAILURES
+        if switched_off:
+            settings_row.enabled = False
+            settings_row.disabled_reason = f"{settings_row.consecutive_failures} failed charges in a row"
+            _threshold_column(recharge.account_id, 0)
+        settings_row.save()
+        if status == Recharge.Status.FAILED or reason == "monthly cap reached":
+            data = {
+                "recharge": recharge.public_id,
+                "reason": reason,
+                "consecutive_failures": settings_row.consecutive_failures,
+                "auto_recharge_disabled": switched_off,
+            }
+            event_raise(type=EventType.AUTO_RECHARGE_FAILED, account_id=recharge.account_id, data=data, now=now)

@@ -1,0 +1,66 @@
+"""Celery tasks of notifications: each takes ids or nothing and calls one service."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from notifications.services.emails import email_send
+from notifications.services.expiring import credits_expiring_announce
+from notifications.services.outbox import event_fan_out
+from notifications.services.outbox import outbox_sweep as sweep
+from notifications.services.recharge import recharge_charge as charge
+from notifications.services.webhooks import deliveries_due, delivery_attempt
+
+logger = logging.getLogger(__name__)
+
+EMAIL_MAX_RETRIES = 4
+
+
+@shared_task(name="notifications.dispatch_event")
+def dispatch_event(event_id: int) -> None:
+    event_fan_out(event_id=event_id)
+
+
+@shared_task(name="notifications.outbox_sweep")
+def outbox_sweep() -> int:
+    fanned, recharges = sweep()
+    for recharge_id in recharges:
+        recharge_charge.delay(recharge_id)
+    return fanned
+
+
+@shared_task(name="notifications.deliver_webhook")
+def deliver_webhook(delivery_id: int) -> None:
+    """One attempt; a failure sets the delivery's next attempt, which webhook_retry_due queues."""
+    delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="notifications.webhook_retry_due")
+def webhook_retry_due() -> int:
+    due = deliveries_due()
+    for delivery_id in due:
+        deliver_webhook.delay(delivery_id)
+    return len(due)
+
+
+@shared_task(name="notifications.send_email", bind=True, max_retries=EMAIL_MAX_RETRIES)
+def send_email(self, email_id: int) -> None:  # type: ignore[no-untyped-def]
+    """The SMTP server may be down for a while: retried with backoff; the last failure is
+    recorded on the email."""
+    try:
+        email_send(email_id=email_id)
+    except Exception as exc:
+        logger.warning("email %s failed: %r", email_id, exc)
+        raise self.retry(exc=exc, countdown=min(60 * 2**self.request.retries, 3600)) from exc
+
+
+@shared_task(name="notifications.recharge_charge")
+def recharge_charge(recharge_id: int) -> None:
+    charge(recharge_id=recharge_id)
+
+
+@shared_task(name="notifications.credits_expiring")
+def credits_expiring() -> int:
+    return credits_expiring_announce()

@@ -1,0 +1,84 @@
+"""The billing page's notification and auto-recharge settings: the section it shows
+(templatetags/notifications_web.py) and the two forms it posts here. Each view parses its form,
+calls one service and sends the browser back to the section (303), with a message saying what
+happened or what was wrong."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from accounts.models import Account, User
+from config.errors import DomainError
+from notifications.forms import AutoRechargeForm, NotificationsForm
+from notifications.services import preferences, recharge
+
+SECTION = "notification-settings"
+MESSAGE_TAG = "notifications"
+
+
+def _back() -> HttpResponse:
+    response = HttpResponseRedirect(f"{reverse('web-billing')}#{SECTION}")
+    response.status_code = 303
+    return response
+
+
+def _form_errors(form: NotificationsForm | AutoRechargeForm) -> str:
+    def label(name: str) -> str:
+        field = form.fields.get(name)
+        return f"{field.label or name}: " if field is not None else ""
+
+    return " ".join(f"{label(name)}{' '.join(map(str, errors))}" for name, errors in form.errors.items())
+
+
+def _account(request: HttpRequest) -> Account | None:
+    return Account.objects.filter(user=cast(User, request.user)).first()
+
+
+@require_POST
+@login_required
+def notifications_save(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    form = NotificationsForm(request.POST)
+    if account is None:
+        return _back()
+    if not form.is_valid():
+        messages.error(request, _form_errors(form), extra_tags=MESSAGE_TAG)
+        return _back()
+    preferences.preferences_update(
+        account=account,
+        low_balance_threshold=form.cleaned_data["low_balance_threshold"],
+        emails=form.email_switches(),
+    )
+    messages.success(request, "Notification settings saved.", extra_tags=MESSAGE_TAG)
+    return _back()
+
+
+@require_POST
+@login_required
+def auto_recharge_save(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    form = AutoRechargeForm(request.POST)
+    if account is None:
+        return _back()
+    if not form.is_valid():
+        messages.error(request, _form_errors(form), extra_tags=MESSAGE_TAG)
+        return _back()
+    try:
+        recharge.auto_recharge_configure(
+            account=account,
+            pack=form.cleaned_data["pack"],
+            threshold_credits=form.cleaned_data["threshold_credits"],
+            monthly_cap_cents=form.monthly_cap_cents(),
+            enabled=form.cleaned_data["enabled"],
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
+        return _back()
+    messages.success(request, "Auto-recharge settings saved.", extra_tags=MESSAGE_TAG)
+    return _back()
