@@ -215,3 +215,13 @@ def test_different_events_for_one_payment_racing_each_other_grant_once(stripe_ke
     assert set(StripeEvent.objects.values_list("status", flat=True)) == {"processed"}
     assert Grant.objects.filter(account=purchase.account).count() == 1
     assert_ledger_clean()
+
+
+def test_a_timestamp_too_far_in_the_future_is_refused_even_with_a_correct_signature(payment):
+    purchase, payload = payment
+    ahead = int(time.time()) + settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS + 5
+    assert_refused(post_webhook(Client(), payload, timestamp=ahead), 400, "invalid_signature")
+    assert Purchase.objects.get(pk=purchase.pk).status == "pending"
+    # A clock a little ahead, within the tolerance, is Stripe's and ours drifting: accepted.
+    slightly = int(time.time()) + settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS - 30
+    assert post_webhook(Client(), payload, timestamp=slightly).status_code == 200
