@@ -4,30 +4,29 @@ are billing's: billing/me_api.py.)"""
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import ApiError, ErrorOut
+from config.errors import ApiError
 
+from .schema import TOKEN_ERRORS
 from .serializers import TokenOut, TokenRequest
 from .services import user_token_create
-
-TOKEN_ERRORS = {
-    400: OpenApiResponse(ErrorOut, description="validation_error"),
-    401: OpenApiResponse(ErrorOut, description="authentication_failed"),
-    413: OpenApiResponse(ErrorOut, description="request_too_large"),
-    429: OpenApiResponse(ErrorOut, description="rate_limited (with Retry-After)"),
-}
 
 
 class TokenView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(request=TokenRequest, responses={200: TokenOut, **TOKEN_ERRORS}, tags=["auth"])
+    @extend_schema(
+        request=TokenRequest,
+        responses={200: TokenOut, **TOKEN_ERRORS},
+        tags=["auth"],
+        description="A personal token for the /me routes (`Authorization: Bearer <token>`), shown once.",
+    )
     def post(self, request: Request) -> Response:
         serializer = TokenRequest(data=request.data)
         serializer.is_valid(raise_exception=True)

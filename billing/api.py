@@ -12,7 +12,7 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -33,6 +33,25 @@ from billing.idempotency import (
     stored_refusal,
 )
 from billing.models import ActorType, Hold, Operation
+from billing.schema import (
+    BALANCE_DOC,
+    BATCH_DOC,
+    BATCH_ERRORS,
+    CAPTURE_DOC,
+    DEBIT_DOC,
+    HOLD_DOC,
+    HOLD_READ_DOC,
+    HOLD_SETTLE_ERRORS,
+    LEDGER_DOC,
+    LEDGER_ERRORS,
+    LEDGER_PARAMETERS,
+    REFUND_DOC,
+    REFUND_ERRORS,
+    RELEASE_DOC,
+    SERVICE_READ_ERRORS,
+    SPEND_ERRORS,
+    credit_moving_parameters,
+)
 from billing.selectors import balance_json, hold_json, ledger_page
 from billing.serializers import (
     BalanceOut,
@@ -87,17 +106,6 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorOut, description=described[code]) for code in codes}
 
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=True,
-    description="Unique per operation; a retry with the same key replays the first response.",
-)
-READ_ERRORS = _errors(401, 403, 404, 429)
-WRITE_ERRORS = _errors(400, 401, 402, 403, 404, 409, 413, 429)
-
-
 def actor_of(request: Request) -> Actor:
     principal = request.user
     assert isinstance(principal, ServicePrincipal)
@@ -129,7 +137,7 @@ class ServiceView(LeanAPIView):
 
 
 class BalanceView(ServiceView):
-    @extend_schema(responses={200: BalanceOut, **READ_ERRORS}, tags=["balance"])
+    @extend_schema(responses={200: BalanceOut, **SERVICE_READ_ERRORS}, tags=["balance"], description=BALANCE_DOC)
     def get(self, request: Request, account_id: str) -> HttpResponse:
         now = timezone.now()
         body = balance_json(account_id, now)
@@ -163,9 +171,10 @@ def key_record(request: Request) -> KeyRecord:
 class DebitCreateView(ServiceView):
     @extend_schema(
         request=DebitRequest,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={201: DebitOut, **WRITE_ERRORS},
+        parameters=credit_moving_parameters(201),
+        responses={201: DebitOut, **SPEND_ERRORS},
         tags=["debits"],
+        description=DEBIT_DOC,
     )
     def post(self, request: Request, account_id: str) -> Response:
         record = key_record(request)
@@ -254,15 +263,9 @@ def _batch_parse(raw_items: list[dict[str, Any]], results: list[dict[str, Any] |
 class DebitBatchView(ServiceView):
     @extend_schema(
         request=DebitBatchRequest,
-        responses={200: DebitBatchOut, **_errors(400, 401, 403, 413, 429)},
+        responses={200: DebitBatchOut, **BATCH_ERRORS},
         tags=["debits"],
-        description=(
-            "Up to 1,000 debits in one database transaction. Each item is the single debit route's "
-            "body plus `account_id` and its own `idempotency_key`, and succeeds or fails on its own: "
-            "its result carries the status and body the single route would answer (a key already used "
-            "replays its stored answer, with `replayed` true). A batch item and a single call with the "
-            "same key are the same request."
-        ),
+        description=BATCH_DOC,
     )
     def post(self, request: Request) -> Response:
         envelope = parse(DebitBatchRequest, request.data)
@@ -314,9 +317,10 @@ def _batch_run(items: list[_BatchItem], results: list[dict[str, Any] | None], sc
 class DebitRefundView(ServiceView):
     @extend_schema(
         request=EmptyRequest,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={200: DebitOut, **WRITE_ERRORS},
+        parameters=credit_moving_parameters(200),
+        responses={200: DebitOut, **REFUND_ERRORS},
         tags=["debits"],
+        description=REFUND_DOC,
     )
     def post(self, request: Request, debit_id: str) -> Response:
         record = key_record(request)
@@ -328,9 +332,10 @@ class DebitRefundView(ServiceView):
 class HoldCreateView(ServiceView):
     @extend_schema(
         request=HoldRequest,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={201: HoldOut, **WRITE_ERRORS},
+        parameters=credit_moving_parameters(201),
+        responses={201: HoldOut, **SPEND_ERRORS},
         tags=["holds"],
+        description=HOLD_DOC,
     )
     def post(self, request: Request, account_id: str) -> Response:
         record = key_record(request)
@@ -349,7 +354,7 @@ class HoldCreateView(ServiceView):
 
 
 class HoldDetailView(ServiceView):
-    @extend_schema(responses={200: HoldOut, **READ_ERRORS}, tags=["holds"])
+    @extend_schema(responses={200: HoldOut, **SERVICE_READ_ERRORS}, tags=["holds"], description=HOLD_READ_DOC)
     def get(self, request: Request, hold_id: str) -> Response:
         hold = get_or_404(Hold.objects.select_related("account"), public_id=hold_id)
         if hold.status == Hold.Status.PENDING:
@@ -361,9 +366,10 @@ class HoldDetailView(ServiceView):
 class HoldCaptureView(ServiceView):
     @extend_schema(
         request=CaptureRequest,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={200: HoldOut, **WRITE_ERRORS},
+        parameters=credit_moving_parameters(200),
+        responses={200: HoldOut, **HOLD_SETTLE_ERRORS},
         tags=["holds"],
+        description=CAPTURE_DOC,
     )
     def post(self, request: Request, hold_id: str) -> Response:
         record = key_record(request)
@@ -377,9 +383,10 @@ class HoldCaptureView(ServiceView):
 class HoldReleaseView(ServiceView):
     @extend_schema(
         request=EmptyRequest,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={200: HoldOut, **WRITE_ERRORS},
+        parameters=credit_moving_parameters(200),
+        responses={200: HoldOut, **HOLD_SETTLE_ERRORS},
         tags=["holds"],
+        description=RELEASE_DOC,
     )
     def post(self, request: Request, hold_id: str) -> Response:
         record = key_record(request)
@@ -395,17 +402,12 @@ def ledger_response(request: Request, account: Account) -> Response:
     return Response(body)
 
 
-LEDGER_PARAMETERS = [
-    OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
-    OpenApiParameter("limit", int, description="1 to 200, default 50"),
-]
-
-
 class LedgerView(ServiceView):
     @extend_schema(
         parameters=LEDGER_PARAMETERS,
-        responses={200: LedgerPageOut, **_errors(400, 401, 403, 404, 429)},
+        responses={200: LedgerPageOut, **LEDGER_ERRORS},
         tags=["ledger"],
+        description=LEDGER_DOC,
     )
     def get(self, request: Request, account_id: str) -> Response:
         return ledger_response(request, account_or_404(account_id))

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from django.db import IntegrityError
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -18,12 +18,13 @@ from rest_framework.views import APIView
 from accounts.models import Account, User
 from accounts.permissions import IsEndUser
 from accounts.serializers import SignupRequest, UserOut
-from billing.api import LEDGER_PARAMETERS, _errors, ledger_response, parse
+from billing.api import ledger_response, parse
+from billing.schema import LEDGER_PARAMETERS, SIGNUP_ERRORS, USER_LEDGER_ERRORS, USER_READ_ERRORS
 from billing.selectors import balance_json
 from billing.serializers import BalanceOut, LedgerPageOut
 from billing.services.ledger import Actor, account_settle
 from billing.signup import user_signup
-from config.errors import ApiError, ErrorOut
+from config.errors import ApiError
 
 
 class MeOut(serializers.Serializer):
@@ -49,14 +50,13 @@ class SignupView(APIView):
 
     @extend_schema(
         request=SignupRequest,
-        responses={
-            201: MeOut,
-            **_errors(400, 413, 429),
-            403: OpenApiResponse(
-                ErrorOut, description="invitation_required (reason: missing, invalid, used or expired)"
-            ),
-        },
+        responses={201: MeOut, **SIGNUP_ERRORS},
         tags=["auth"],
+        description=(
+            "Open an account: the user (`usr_...`), its account (`acct_...`) and balance. The first free "
+            "credits are granted once the email is verified (the link signup emails), at once when "
+            "verification is off. While the waitlist is on, `invitation` must be a usable invitation."
+        ),
     )
     def post(self, request: Request) -> Response:
         data = parse(SignupRequest, request.data)
@@ -64,14 +64,19 @@ class SignupView(APIView):
             user = user_signup(email=data["email"], password=data["password"], invitation=data.get("invitation", ""))
         except IntegrityError:
             # Two signups raced past the uniqueness check; the database kept one.
-            raise ApiError(400, "validation_error", "email: An account with this email already exists.") from None
+            taken = "An account with this email already exists."
+            raise ApiError(400, "validation_error", f"email: {taken}", fields={"email": [taken]}) from None
         return Response(me_data(user), status=status.HTTP_201_CREATED)
 
 
 class MeView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(responses={200: MeOut, **_errors(401, 403, 429)}, tags=["me"])
+    @extend_schema(
+        responses={200: MeOut, **USER_READ_ERRORS},
+        tags=["me"],
+        description="The caller's user, account id and balance (a new period's free credits are granted first).",
+    )
     def get(self, request: Request) -> Response:
         return Response(me_data(cast(User, request.user)))
 
@@ -80,7 +85,10 @@ class MeLedgerView(APIView):
     permission_classes = [IsEndUser]
 
     @extend_schema(
-        parameters=LEDGER_PARAMETERS, responses={200: LedgerPageOut, **_errors(400, 401, 403, 429)}, tags=["me"]
+        parameters=LEDGER_PARAMETERS,
+        responses={200: LedgerPageOut, **USER_LEDGER_ERRORS},
+        tags=["me"],
+        description="The caller's own ledger entries, newest first, paged as the service ledger is.",
     )
     def get(self, request: Request) -> Response:
         return ledger_response(request, Account.objects.get(user=cast(User, request.user)))

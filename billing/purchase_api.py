@@ -6,7 +6,7 @@ from typing import cast
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Account, User
 from accounts.permissions import IsEndUser
-from billing.api import _errors, parse
+from billing.api import parse
 from billing.errors import BillingError
 from billing.models import Purchase
 from billing.purchase_serializers import (
@@ -25,16 +25,12 @@ from billing.purchase_serializers import (
     PurchaseListOut,
     PurchaseRequest,
 )
+from billing.schema import BUY_ERRORS, PUBLIC_READ_ERRORS, USER_READ_ERRORS
 from billing.selectors import packs_active, purchases_of
 from billing.services.purchases import pack_get, purchase_start
 from billing.services.stripe_events import webhook_receive
 from config.errors import error_body
 
-BUY_ERRORS = {
-    **_errors(400, 401, 403, 413, 429),
-    502: OpenApiResponse(description="payment_provider_error: Stripe refused or did not answer; nothing was charged"),
-    503: OpenApiResponse(description="payments_unavailable: payments are not configured on this server"),
-}
 PACK_DOC = (
     "`pack` is a pack's `id` from GET /packs (its slug, e.g. `credits-115`); `quantity` 1-20, default 1. "
     "Suspended accounts get 403 account_suspended. Credits are granted once Stripe reports the payment "
@@ -49,7 +45,11 @@ def _account_of(request: Request) -> Account:
 class PackListView(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: PackListOut, **_errors(429)}, tags=["packs"])
+    @extend_schema(
+        responses={200: PackListOut, **PUBLIC_READ_ERRORS},
+        tags=["packs"],
+        description="The credit packs on sale, cheapest first. Anyone may read it.",
+    )
     def get(self, request: Request) -> Response:
         return Response(PackListOut({"data": packs_active()}).data)
 
@@ -93,7 +93,11 @@ class PaymentIntentView(APIView):
 class MePurchasesView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(responses={200: PurchaseListOut, **_errors(401, 403, 429)}, tags=["me"])
+    @extend_schema(
+        responses={200: PurchaseListOut, **USER_READ_ERRORS},
+        tags=["me"],
+        description="The caller's purchases (`pur_...`), newest first, with their status.",
+    )
     def get(self, request: Request) -> Response:
         return Response(PurchaseListOut({"data": purchases_of(account=_account_of(request))}).data)
 

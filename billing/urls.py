@@ -7,7 +7,7 @@ from django.urls import path, register_converter
 
 from config.converters import PublicIdConverter
 
-from . import api, me_api, purchase_api, verification_web, web
+from . import api, catalogue_api, me_api, purchase_api, verification_web, web
 
 # Public ids in paths (acct_..., hold_...): anything else is a 404 before any query. Registered
 # here, by the only app whose routes use it, before the patterns below are built.
@@ -29,6 +29,7 @@ api_v1 = [
     path("me", me_api.MeView.as_view(), name="me"),
     path("me/ledger", me_api.MeLedgerView.as_view(), name="me-ledger"),
     path("packs", purchase_api.PackListView.as_view(), name="packs"),
+    path("operations", catalogue_api.OperationListView.as_view(), name="operations"),
     path("me/checkout", purchase_api.CheckoutView.as_view(), name="me-checkout"),
     path("me/payment-intents", purchase_api.PaymentIntentView.as_view(), name="me-payment-intents"),
     path("me/purchases", purchase_api.MePurchasesView.as_view(), name="me-purchases"),

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "pgtrigger",
     "accounts",
@@ -67,6 +68,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.metrics.MetricsMiddleware",  # outermost: counts and times every answer
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the docs' Swagger UI and ReDoc, the admin's) from the process itself, gunicorn too.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "config.errors.RequestBodyLimitMiddleware",
@@ -186,6 +189,8 @@ USE_I18N = False
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves the apps' static directories as they are: no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
 
 # --- Request limits -------------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
@@ -204,7 +209,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.PrincipalRateThrottle"],
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "accounts.schema.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -229,10 +234,23 @@ USER_TOKEN_LIFETIME_DAYS = env_int("USER_TOKEN_LIFETIME_DAYS", 30, minimum=1, ma
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Credit billing API",
-    "DESCRIPTION": "Credits, holds and debits for the image-generation service.",
+    "DESCRIPTION": (
+        "Credits, holds and debits for the image-generation service. JSON in and out, times in UTC "
+        "(ISO 8601), every object named by a prefixed public id. Errors are "
+        '`{"error": {"code", "message", ...details}}`; each operation lists its codes. A method a path '
+        "does not list answers 405 `method_not_allowed` in that shape."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "accounts.schema.document_status_headers",
+    ],
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's files: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; empty turns it off (403).

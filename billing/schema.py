@@ -1,0 +1,136 @@
+"""How billing's routes are described in the OpenAPI document: billing's error codes beside the
+general ones (accounts/schema.py), each kind of route's error responses (every status it can
+answer, with its codes as an enum and their details) and the headers of the POSTs that move
+credits. tests/test_openapi.py checks that every code the code can raise is listed.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+
+from accounts.schema import GENERAL_ERRORS, SIGNED_IN, WITH_BODY, ErrorCatalog, error_responses
+
+_INTEGER = {"type": "integer"}
+_TEXT = {"type": "string"}
+
+BILLING_ERRORS: ErrorCatalog = {
+    "validation_error": (
+        400,
+        GENERAL_ERRORS["validation_error"][1],
+        {
+            **GENERAL_ERRORS["validation_error"][2],
+            "held": {**_INTEGER, "description": "A capture of more than is held: the credits the hold has."},
+        },
+    ),
+    "insufficient_credits": (
+        402,
+        "The account has fewer available credits than the spend asks for; nothing moved.",
+        {
+            "available": {**_INTEGER, "description": "Credits the account could spend."},
+            "requested": {**_INTEGER, "description": "Credits the request asked for."},
+        },
+    ),
+    "account_suspended": (403, "The account is suspended; nothing moved.", {}),
+    "hold_not_pending": (
+        409,
+        "The hold was already captured or released.",
+        {"status": {**_TEXT, "description": "The hold's status."}},
+    ),
+    "hold_expired": (
+        409,
+        "The hold lapsed before this call; its credits went back.",
+        {"hold": {**_TEXT, "description": "The hold's id (hold_...)."}},
+    ),
+    "debit_already_refunded": (409, "The debit was refunded before.", {}),
+    "invitation_required": (
+        403,
+        "The waitlist is on and the signup has no usable invitation.",
+        {"reason": {"type": "string", "enum": ["missing", "invalid", "used", "expired"]}},
+    ),
+    "payment_provider_error": (502, "Stripe refused or did not answer; nothing was charged.", {}),
+    "payments_unavailable": (503, "Payments are not configured on this server.", {}),
+}
+ERROR_CODES: ErrorCatalog = {**GENERAL_ERRORS, **BILLING_ERRORS}
+CREDIT_MOVING = (*WITH_BODY, "idempotency_key_required", "idempotency_key_reused")
+
+
+def errors(*codes: str) -> dict[int, OpenApiResponse]:
+    return error_responses(ERROR_CODES, *codes)
+
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="1-255 printable ASCII characters, unique per operation. A retry with the same key and the same "
+    "request answers the first answer again and moves nothing; kept at least 24 hours.",
+)
+
+
+def credit_moving_parameters(success: int) -> list[OpenApiParameter]:
+    """The Idempotency-Key of a POST that moves credits, and the header on the answers it
+    records under the key (its success and its refusals: 402, 403, 409)."""
+    return [
+        IDEMPOTENCY_HEADER,
+        OpenApiParameter(
+            "Idempotent-Replayed",
+            str,
+            OpenApiParameter.HEADER,
+            response=[success, 402, 403, 409],
+            enum=["true"],
+            description="`true` when this is the answer stored for an earlier request with the same key.",
+        ),
+    ]
+
+
+SERVICE_READ_ERRORS = errors(*SIGNED_IN, "not_found")
+LEDGER_ERRORS = errors(*SIGNED_IN, "validation_error", "not_found")
+SPEND_ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found", "insufficient_credits", "account_suspended")
+HOLD_SETTLE_ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found", "hold_not_pending", "hold_expired")
+REFUND_ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found", "debit_already_refunded")
+# A batch answers 200 with each item's own status and body (those of the single debit route).
+BATCH_ERRORS = errors(*SIGNED_IN, *WITH_BODY)
+USER_READ_ERRORS = errors(*SIGNED_IN)
+USER_LEDGER_ERRORS = errors(*SIGNED_IN, "validation_error")
+SIGNUP_ERRORS = errors(*WITH_BODY, "invitation_required")
+# Open routes: only a malformed or wrong Authorization header, when one is sent, is refused.
+PUBLIC_READ_ERRORS = errors("authentication_failed")
+BUY_ERRORS = errors(*SIGNED_IN, *WITH_BODY, "account_suspended", "payment_provider_error", "payments_unavailable")
+
+LEDGER_PARAMETERS = [
+    OpenApiParameter("cursor", str, description="`next_cursor` of the previous page (opaque)."),
+    OpenApiParameter("limit", int, description="Entries per page: 1 to 200, default 50."),
+]
+
+
+# What each service route does, as the document says it (every operation has a description).
+BALANCE_DOC = (
+    "The account's balance: `available` (= `free` + `paid`), `held` (reserved by pending holds), and the "
+    "unexpired lots with credits left, in the order spending takes them (`grants`, ids `grt_...`)."
+)
+DEBIT_DOC = (
+    "Spend credits now: name an `operation` (its price, see GET /operations) or a number of `credits`. "
+    "Taken from the lots in spend order (earliest expiry first). 402 when the account has too few."
+)
+HOLD_DOC = (
+    "Reserve credits before the work (a two-phase spend): available drops now; capture all or part "
+    "when the work is done, or release. A hold not settled within `expires_in` seconds is released."
+)
+HOLD_READ_DOC = "A hold and its status: `pending`, `captured`, `released` or `expired` (released when it lapsed)."
+CAPTURE_DOC = (
+    "Charge a pending hold: all of it, or `credits` of it (0 up to the held amount); the rest goes back "
+    "to its lots. 409 hold_expired when it lapsed first (its credits went back)."
+)
+RELEASE_DOC = "Give all of a pending hold's credits back to their lots (status `released`)."
+REFUND_DOC = "Give a debit's credits back to the lots it took them from, once (lots that expired since expire)."
+BATCH_DOC = (
+    "Up to 1,000 debits in one database transaction. Each item is the single debit route's body plus "
+    "`account_id` and its own `idempotency_key`, and succeeds or fails on its own: its result carries the "
+    "status and body the single route would answer (a key already used replays its stored answer, with "
+    "`replayed` true). A batch item and a single call with the same key are the same request."
+)
+LEDGER_DOC = (
+    "The account's ledger entries (`le_...`), newest first: every change of a lot or of held credits, with "
+    "the balances after it and who made it. Page with `cursor` (the previous page's `next_cursor`)."
+)
