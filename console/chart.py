@@ -10,7 +10,7 @@ from django.utils.safestring import SafeString
 from .models import DailyRollup
 
 WIDTH, HEIGHT = 960, 280
-LEFT, BOTTOM, TOP = 56, 36, 16
+LEFT, RIGHT, BOTTOM, TOP = 56, 24, 36, 16
 # The series drawn side by side for each day: (label, colour, the day's value).
 SERIES = [
     ("granted", "#417690", lambda d: d.granted_free_credits + d.granted_paid_credits + d.granted_adjustment_credits),
@@ -21,7 +21,7 @@ SERIES = [
 
 
 def _bars(days: Sequence[DailyRollup], top: int) -> SafeString:
-    slot = (WIDTH - LEFT) / max(len(days), 1)
+    slot = (WIDTH - LEFT - RIGHT) / max(len(days), 1)
     bar = slot * 0.8 / len(SERIES)
     plot = HEIGHT - BOTTOM - TOP
     rects = []
@@ -41,7 +41,7 @@ def _bars(days: Sequence[DailyRollup], top: int) -> SafeString:
 
 
 def _axes(days: Sequence[DailyRollup], top: int) -> SafeString:
-    slot = (WIDTH - LEFT) / max(len(days), 1)
+    slot = (WIDTH - LEFT - RIGHT) / max(len(days), 1)
     labels = [
         (f"{LEFT + n * slot + slot / 2:.1f}", HEIGHT - BOTTOM + 14, day.day.strftime("%d %b"))
         for n, day in enumerate(days)

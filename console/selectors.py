@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, LedgerEntry, Purchase, StripeCustomer, StripeEvent
 from billing.selectors import lapsed
+from notifications.models import Event
 
 from .models import AuditRecord, DailyRollup, RollupState
 
@@ -77,6 +78,7 @@ class AccountPanels:
     purchases: list[Purchase]
     events: list[StripeEvent]
     audit: list[AuditRecord]
+    notifications: list[Event]
 
 
 def account_panels(*, account: Account, now: datetime | None = None) -> AccountPanels:
@@ -103,6 +105,7 @@ def account_panels(*, account: Account, now: datetime | None = None) -> AccountP
         purchases=purchases,
         events=list(StripeEvent.objects.filter(purchase__account=account).order_by("-id")[:PANEL_ROWS]),
         audit=list(AuditRecord.objects.filter(account=account).order_by("-id")[:PANEL_ROWS]),
+        notifications=list(Event.objects.filter(account=account).select_related("email").order_by("-id")[:PANEL_ROWS]),
     )
 
 

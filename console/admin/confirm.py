@@ -68,7 +68,7 @@ def action_view(
 ) -> HttpResponse:
     """Render the form, the confirmation, or carry the action out, as the request says."""
     if not request.user.has_perm(page.permission):  # type: ignore[union-attr]
-        raise PermissionDenied(f"Your role does not allow this: {page.title.lower()}.")
+        raise PermissionDenied(f"Your role does not allow this action: {page.title}.")
     stage, token = "form", ""
     if request.method == "POST" and form.is_valid():
         confirmation = _confirmed(request, form)

@@ -12,6 +12,7 @@ from billing.models import Grant, Hold, LedgerEntry, PurchaseRefund, StripeEvent
 from billing.services.ledger import hold_create
 from console.models import AuditRecord
 from console.services import Operator, ReasonRequired, credits_grant
+from notifications.models import Event
 from tests.billing.factories import STAFF, give, make_account
 from tests.billing.stripe_support import event, intent_object, pending_purchase
 from tests.billing.test_purchases import answer_refund, fulfil
@@ -159,6 +160,10 @@ def test_suspend_then_reactivate_change_the_status_and_are_audited(root_client, 
     assert confirm(root_client, suspend, {"reason": "content policy"}).status_code == 302
     account.refresh_from_db()
     assert (account.status, account.status_reason) == ("suspended", "content policy")
+    (notice,) = Event.objects.filter(account=account, type="account.suspended")
+    assert notice.data == {"reason": "content policy"}
+    page = root_client.get(reverse("admin:accounts_account_change", args=[account.public_id]))
+    assert notice.public_id in page.content.decode()
 
     refused = api.post(f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "account_suspended"
@@ -175,6 +180,7 @@ def test_suspend_then_reactivate_change_the_status_and_are_audited(root_client, 
         ("reactivate", "appeal accepted"),
     ]
     assert Hold.objects.get(pk=hold.pk).captured_credits == 2
+    assert Event.objects.filter(account=account, type="account.suspended").count() == 1  # not on reactivation
 
 
 def test_a_partial_then_a_full_refund_go_through_stripe_and_claw_back_their_share(

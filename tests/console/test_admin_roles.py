@@ -49,7 +49,7 @@ def test_a_support_user_is_refused_a_refund_with_an_html_page(support_client, pa
     for answer in (page, forged):
         assert answer.status_code == 403
         assert answer["Content-Type"].startswith("text/html")
-        assert b"Your role does not allow this: refund" in answer.content
+        assert b"Your role does not allow this action: Refund pur_" in answer.content
     assert not PurchaseRefund.objects.exists() and not AuditRecord.objects.exists()
     change_page = support_client.get(reverse("admin:billing_purchase_change", args=[purchase.public_id]))
     assert change_page.status_code == 200 and b">Refund<" not in change_page.content

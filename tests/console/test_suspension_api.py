@@ -12,6 +12,7 @@ from accounts.services import hash_key
 from billing.models import Grant
 from billing.services.ledger import account_settle, hold_create
 from console.models import AuditRecord
+from notifications.models import Event
 from tests.billing.factories import STAFF, give, make_account
 
 pytestmark = pytest.mark.django_db
@@ -31,6 +32,7 @@ def test_suspend_answers_the_account_and_audits_the_key(api, service_key):
         account.pk,
     )
     assert record.actor == f"service key {key.pk} {key.name}" and record.reason == "csam detector hit"
+    assert Event.objects.filter(account=account, type="account.suspended").count() == 1
 
 
 def test_a_suspended_account_cannot_spend_keeps_its_holds_and_gets_no_free_credits(api):
