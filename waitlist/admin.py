@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .models import AdmissionWeek, Invitation, WaitlistEntry, WaitlistPolicy
-from .services import entries_admit, entries_remove, entries_skip
+from .services import entries_admit, entries_remove, entries_skip, policy_get
 from .tasks import invitations_email
 
 
@@ -66,6 +66,10 @@ class InvitationAdmin(admin.ModelAdmin):
 @admin.register(WaitlistPolicy)
 class WaitlistPolicyAdmin(admin.ModelAdmin):
     list_display = ["weekly_quota"]
+
+    def changelist_view(self, request, extra_context=None):  # type: ignore[no-untyped-def]
+        policy_get()  # the row operators edit, made from WAITLIST_WEEKLY_QUOTA if it is missing
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False  # one row, made on first use from WAITLIST_WEEKLY_QUOTA
