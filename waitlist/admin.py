@@ -58,6 +58,14 @@ class InvitationAdmin(admin.ModelAdmin):
     list_display = ["email", "created_at", "expires_at", "emailed_at", "used_at"]
     search_fields = ["email"]
     readonly_fields = ["entry", "email", "created_at", "expires_at", "emailed_at", "used_at", "used_by"]
+    list_filter = [("emailed_at", admin.EmptyFieldListFilter), ("used_at", admin.EmptyFieldListFilter)]
+    actions = ["email_again"]
+
+    @admin.action(description="Email the selected unused invitations again")
+    def email_again(self, request: HttpRequest, queryset: QuerySet[Invitation]) -> None:
+        ids = list(queryset.filter(used_at__isnull=True).values_list("pk", flat=True))
+        invitations_email(ids)
+        self.message_user(request, f"Emailing {len(ids)} again.")
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False  # the entries' admit action makes invitations, and emails them

@@ -36,8 +36,12 @@ def admit_weekly() -> int:
 
 @shared_task(name="waitlist.send_invitation", bind=True, max_retries=SEND_MAX_RETRIES)
 def send_invitation(self, invitation_id: int) -> bool:  # type: ignore[no-untyped-def]
-    """The mail server refusing or unreachable: retried with backoff (1 s, 2 s, ... 16 s)."""
+    """The mail server refusing or unreachable: retried with backoff (1 s, 2 s, ... 16 s); the
+    last failure is logged at ERROR, and the invitation stays without `emailed_at` (the admin's
+    "Email again" sends it later)."""
     try:
         return invitation_email_send(invitation_id=invitation_id)
     except (smtplib.SMTPException, OSError) as exc:
+        if self.request.retries >= SEND_MAX_RETRIES:
+            logger.error("waitlist: invitation %s could not be emailed: %s", invitation_id, exc)
         raise self.retry(exc=exc, countdown=2**self.request.retries) from exc

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import smtplib
+
 import pytest
 from django.apps import apps
 from django.contrib import admin
 from django.core import mail
+from django.core.mail.backends.base import BaseEmailBackend
 from django.urls import reverse
 
 from accounts.models import User
@@ -76,3 +79,28 @@ def test_the_weekly_quota_is_edited_in_the_admin(ops):
     response = ops.post(url, {"weekly_quota": "250"})
     assert response.status_code == 302
     assert WaitlistPolicy.objects.get(pk=1).weekly_quota == 250
+
+
+class RefusingBackend(BaseEmailBackend):
+    """A mail server that refuses every message."""
+
+    def send_messages(self, email_messages):  # type: ignore[no-untyped-def]
+        raise smtplib.SMTPServerDisconnected("refused")
+
+
+def test_an_invitation_the_mail_server_refused_is_retried_logged_and_sent_again_from_the_admin(
+    ops, eager_tasks, settings, caplog, django_capture_on_commit_callbacks
+):
+    ada, _ = waitlist_join(email="ada@example.com")
+    settings.EMAIL_BACKEND = "tests.waitlist.test_admin.RefusingBackend"
+    with django_capture_on_commit_callbacks(execute=True):
+        act(ops, "admit", [ada])  # the task fails six times (eagerly, no waiting)
+    assert "could not be emailed" in caplog.text
+    invitation = Invitation.objects.get()
+    assert invitation.emailed_at is None and not mail.outbox
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    changelist = reverse("admin:waitlist_invitation_changelist")
+    with django_capture_on_commit_callbacks(execute=True):
+        ops.post(changelist, {"action": "email_again", "_selected_action": [invitation.pk]})
+    assert [m.to for m in mail.outbox] == [["ada@example.com"]]
+    assert Invitation.objects.get().emailed_at is not None
