@@ -1,7 +1,7 @@
 """The waitlist's writes: join, the weekly admission, operators' decisions, invitations.
 
-Invitations are emailed after their transaction commits (waitlist.tasks.send_invitation, queued
-with transaction.on_commit by the callers here), never while a row is locked.
+The services that make invitations return their ids; the caller has them emailed once its
+transaction commits (waitlist.tasks.invitations_email), never while a row is locked.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from accounts.models import User
 
 from .forms import JoinForm
 from .models import WaitlistEntry
-from .services import waitlist_join
+from .services import normalize_email, waitlist_join
 from .throttling import WaitlistThrottle
 
 
@@ -30,7 +30,7 @@ def waitlist_page(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "waitlist/join.html", context, status=400)
     email = form.cleaned_data["email"]
-    if User.objects.filter(email=email.strip().lower()).exists():
+    if User.objects.filter(email=normalize_email(email)).exists():
         context["answer"] = "registered"
     else:
         entry, created = waitlist_join(email=email)
