@@ -6,6 +6,7 @@ from django import forms
 
 from billing.errors import UnknownPack
 from billing.models import CreditPack
+from billing.serializers import decode_cursor
 from billing.services.purchases import pack_get
 
 
@@ -22,9 +23,19 @@ class BuyForm(forms.Form):
 
 
 class HistoryQuery(forms.Form):
-    """?before=<entry id>: the history page that continues below that entry."""
+    """?before=<cursor>: the history page that continues below an entry (the opaque cursor the
+    API's ledger pages use: billing.serializers.encode_cursor)."""
 
-    before = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    before = forms.CharField(required=False, max_length=64)
+
+    def clean_before(self) -> int | None:
+        cursor = self.cleaned_data["before"]
+        if not cursor:
+            return None
+        entry_id = decode_cursor(cursor)
+        if entry_id is None:
+            raise forms.ValidationError("That history link is not valid.")
+        return entry_id
 
 
 class PurchaseQuery(forms.Form):

@@ -6,6 +6,7 @@ view parses its input with a form, calls one service or selector, and renders a 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from functools import wraps
 from typing import Any, cast
 
@@ -20,50 +21,52 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.forms import SignupForm
 from accounts.models import Account, User
-from billing.errors import BillingError, PaymentProviderError
+from billing.errors import BillingError, PaymentProviderError, PaymentsUnavailable
 from billing.forms import BuyForm, HistoryQuery, PurchaseQuery
-from billing.models import Grant, Purchase
+from billing.history import SOURCE_LABELS, history_rows
+from billing.models import Purchase
 from billing.selectors import balance_get, ledger_page, packs_active, purchases_of
+from billing.serializers import encode_cursor
 from billing.services import stripe_gateway
 from billing.services.ledger import Actor, account_settle
 from billing.services.purchases import purchase_start
 from billing.signup import free_credits_wait, user_signup
+from config.site_errors import site_page
 from waitlist.services import InvitationRefused
 
 logger = logging.getLogger(__name__)
 
 HISTORY_PAGE_SIZE = 20
 RECENT_PURCHASES = 20
-SOURCE_LABELS: dict[str, str] = {
-    Grant.Source.FREE_MONTHLY: "Free monthly credits",
-    Grant.Source.PURCHASE: "Purchased credits",
-    Grant.Source.ADJUSTMENT: "Adjustment",
-    Grant.Source.PROMO: "Promotion",
-}
+# A checkout still pending after this long was most likely left unpaid: its pages say what to do.
+PENDING_GUIDANCE_AFTER = timedelta(minutes=30)
 # What a buyer may read of a failure; the full Stripe message is on the purchase for operators.
 PROVIDER_TROUBLE = "The payment provider could not be reached or refused the request. Nothing was charged; try again."
+PAYMENTS_OFF = "Buying credits is not available yet."
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 def account_page(view: Any) -> Any:
     """login_required, then the user's account as the view's second argument. A login without
-    an account (an operator made with createsuperuser) gets a page saying so, not a 500."""
+    an account (an operator made with createsuperuser) is sent to the admin if it is staff, and
+    gets a page saying so otherwise, not a 500."""
 
     @login_required
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        account = Account.objects.filter(user=cast(User, request.user)).first()
+        user = cast(User, request.user)
+        account = Account.objects.filter(user=user).first()
         if account is None:
-            return message_page(
-                request, "No credit account", "This login has no credit account. Operators use the admin.", 403
-            )
+            if user.is_staff:
+                return redirect("admin:index")
+            return message_page(request, "No credit account", "This login has no credit account.", 403)
         return view(request, account, *args, **kwargs)
 
     return wrapped
 
 
 def message_page(request: HttpRequest, title: str, message: str, status: int) -> HttpResponse:
-    return render(request, "web/message.html", {"title": title, "message": message}, status=status)
+    return site_page(render(request, "web/message.html", {"title": title, "message": message}, status=status))
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -118,7 +121,9 @@ def buy(request: HttpRequest, account: Account) -> HttpResponse:
     except PaymentProviderError as exc:
         logger.warning("checkout for %s failed: %s", account.public_id, exc.message)
         return render_billing(request, account, status=exc.status_code, buy_error=PROVIDER_TROUBLE)
-    except BillingError as exc:  # payments not configured, account suspended
+    except PaymentsUnavailable as exc:  # the buyer is told in their words, not the server's configuration
+        return render_billing(request, account, status=exc.status_code, buy_error=PAYMENTS_OFF)
+    except BillingError as exc:  # account suspended
         return render_billing(request, account, status=exc.status_code, buy_error=exc.message)
     url = session.get("url")
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
@@ -147,10 +152,11 @@ def render_billing(
         "account": account,
         "balance": balance,
         "lots": [{"grant": g, "label": SOURCE_LABELS.get(g.source, g.source)} for g in balance.grants],
-        "entries": entries,
-        "next_before": next_before,
+        "history": history_rows(entries),
+        "next_before": encode_cursor(next_before) if next_before else None,
         "paged": before is not None,
         "purchases": purchases_of(account=account, limit=RECENT_PURCHASES),
+        "pending_since": now - PENDING_GUIDANCE_AFTER,
         "packs": list(packs_active()),
         "payments_enabled": stripe_gateway.payments_enabled(),
         "buy_error": buy_error,
@@ -174,4 +180,5 @@ def checkout_return(request: HttpRequest, account: Account, outcome: str) -> Htt
     )
     if purchase is None:
         return message_page(request, "Purchase not found", "There is no such purchase on your account.", 404)
-    return render(request, "billing/checkout_return.html", {"purchase": purchase, "outcome": outcome})
+    context = {"purchase": purchase, "outcome": outcome, "pending_since": timezone.now() - PENDING_GUIDANCE_AFTER}
+    return render(request, "billing/checkout_return.html", context)

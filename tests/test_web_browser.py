@@ -8,8 +8,7 @@ returns the browser to our success page (from CHECKOUT_SUCCESS_URL), which shows
 as processing until the signed `checkout.session.completed` event reaches /stripe/webhook;
 after a refresh it shows paid, and the billing page shows 165 credits with each lot's expiry.
 
-Chromium is Debian's (`make chromium`, run by `make install`); `playwright install` is never
-needed. Screenshots go to tests/artifacts/.
+Chromium is Debian's (tests/browser_support.py). Screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -23,33 +22,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from dateutil.relativedelta import relativedelta
-from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from accounts.models import User
 from billing.models import CreditPack, Grant, Purchase, StripeEvent
 from tests.billing.stripe_support import SECRET_KEY, WEBHOOK_SECRET, event, session_object, sign
+from tests.browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, chromium  # noqa: F401 - others import these
+from tests.browser_support import screenshot as save_screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EMAIL = "browser.buyer@example.com"
 PASSWORD = "correct-horse-battery"
 
@@ -162,31 +149,14 @@ def shop(live_server, fake_stripe, settings) -> str:
 
 @pytest.fixture
 def page(monkeypatch) -> Iterator[Page]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"Chromium is not installed at {CHROMIUM}. Install Debian's chromium and chromium-driver "
-            "packages with `make chromium` (`make install` and `make test` run it); never `playwright install`."
-        )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    # Playwright's sync API keeps an asyncio loop on this thread, which Django's guard takes
-    # for async code; the test's own queries are plain synchronous ones (as Playwright's docs
-    # for Django advise). Undone when the test ends.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1000, "height": 900}, locale="en-US")
-            context.set_default_timeout(15_000)
-            yield context.new_page()
-        finally:
-            browser.close()
-            # Inside this block queries run in Playwright's own context, so Django opened a
-            # connection there; close it here, or it outlives the test and its database.
-            connections.close_all()
+    with chromium(monkeypatch) as browser:
+        context = browser.new_context(viewport={"width": 1000, "height": 900}, locale="en-US")
+        context.set_default_timeout(15_000)
+        yield context.new_page()
 
 
 def screenshot(page: Page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=True)
+    save_screenshot(page, f"web-{name}")
 
 
 def deliver_webhook(base_url: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +253,7 @@ def test_sign_up_buy_a_pack_through_checkout_and_see_165_credits_with_their_expi
     purchases_table = page.get_by_role("table").filter(has_text="Your most recent purchases")
     expect(purchases_table.get_by_role("row").nth(1)).to_contain_text("115 $15 Paid")
     expect(page.get_by_role("table").filter(has_text="Every change").get_by_role("row").nth(1)).to_contain_text(
-        f"Grant +115 165 {purchase.public_id}"
+        f"Purchased credits +115 165 {purchase.public_id}"
     )
     assert StripeEvent.objects.get().status == "processed"
     screenshot(page, "5-billing-after-purchase")

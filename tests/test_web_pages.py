@@ -224,10 +224,21 @@ def test_billing_pages_need_a_login(db, method, path):
     assert response.status_code == 302 and response.url.startswith("/login?next=")
 
 
-def test_a_login_without_a_credit_account_gets_a_page_not_a_500(db):
+def test_a_staff_login_without_a_credit_account_is_sent_to_the_admin(db):
     operator = User.objects.create_superuser(email="ops@example.com", password=PASSWORD)
     client = Client()
     client.force_login(operator)
+
+    for path in ("/billing", "/billing/success?purchase=pur_x", "/"):
+        response = client.get(path, follow=True)
+        assert response.redirect_chain[-1] == ("/admin/", 302), (path, response.redirect_chain)
+        assert response.status_code == 200 and "Site administration" in text(response)
+
+
+def test_a_login_without_a_credit_account_gets_a_page_not_a_500(db):
+    stranger = User.objects.create_user(email="stranger@example.com", password=PASSWORD)
+    client = Client()
+    client.force_login(stranger)
 
     response = client.get("/billing")
 
@@ -259,10 +270,12 @@ def test_an_expired_lot_is_not_shown_or_counted(browser, user, pack, business_ti
     business_time.move_to(datetime(2027, 3, 16, tzinfo=UTC), tick=False)
     browser.force_login(user)  # the session from a year ago has lapsed
 
-    page = text(browser.get("/billing"))
+    response = browser.get("/billing")
+    page = text(response)
 
     # A year on: the purchase lapsed and this period's 15 free credits were granted on the read.
-    assert "15 credits" in page and "Paid: 0" in page and "Purchased credits" not in page
+    assert "15 credits" in page and "Paid: 0" in page and 'data-testid="lot-purchase"' not in response.content.decode()
+    assert "Purchased credits expired -115" in page
 
 
 def test_history_lists_entries_newest_first_twenty_a_page(browser, user):
@@ -272,18 +285,19 @@ def test_history_lists_entries_newest_first_twenty_a_page(browser, user):
     assert len(entries) == 26  # the signup grant and 25 more
 
     first = browser.get("/billing")
-    changes = re.findall(r'<td class="num">\+(\d+)</td>', first.content.decode())
+    changes = re.findall(r'<td class="num" data-label="Change">\+(\d+)</td>', first.content.decode())
     assert changes == [str(n) for n in range(25, 5, -1)]
-    older = re.search(r'href="(/billing\?before=\d+)#history-heading">Older entries', first.content.decode())
+    # The link's cursor is opaque, as the API's: no row id leaves the database.
+    older = re.search(r'href="(/billing\?before=cur_\w{11})#history-heading">Older entries', first.content.decode())
     assert older
 
     second = browser.get(older.group(1))
-    changes = re.findall(r'<td class="num">\+(\d+)</td>', second.content.decode())
+    changes = re.findall(r'<td class="num" data-label="Change">\+(\d+)</td>', second.content.decode())
     assert changes == ["5", "4", "3", "2", "1", "50"]
     assert "Older entries" not in text(second) and "Newest entries" in text(second)
 
 
-@pytest.mark.parametrize("before", ["abc", "-1", "0", "99999999999999999999999", "1.5", ""])
+@pytest.mark.parametrize("before", ["abc", "-1", "0", "99999999999999999999999", "1.5", "", "cur_99999999999", "12"])
 def test_a_bad_history_link_is_a_form_error_not_a_500(browser, before):
     response = browser.get("/billing", {"before": before})
 
@@ -310,10 +324,12 @@ def test_without_payments_the_button_is_replaced_by_a_message(browser, pack, pay
     response = browser.get("/billing")
 
     assert "Buy 115 credits" not in text(response)
-    assert "Buying credits is not available right now: payments are not configured" in text(response)
+    assert "Buying credits is not available yet." in text(response)
+    assert "configured" not in text(response)
 
     response = browser.post("/billing/buy", {"pack": pack.slug})
-    assert response.status_code == 503 and "payments are not configured" in text(response)
+    assert response.status_code == 503 and "Buying credits is not available yet." in text(response)
+    assert "configured" not in text(response)
     assert not Purchase.objects.exists()
 
 
@@ -376,8 +392,11 @@ def test_a_suspended_account_sees_no_button_and_cannot_buy(browser, user, pack, 
     assert not Purchase.objects.exists() and stripe_up.requests == []
 
 
-def test_buy_needs_a_post(browser):
-    assert browser.get("/billing/buy").status_code == 405
+def test_buy_needs_a_post_and_a_get_is_the_sites_405_page(browser):
+    response = browser.get("/billing/buy")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response["Content-Type"].startswith("text/html")
+    assert "This page does not work that way" in text(response)
 
 
 # --- Success and cancel pages -------------------------------------------------------------------------

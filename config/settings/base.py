@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.metrics.MetricsMiddleware",  # outermost: counts and times every answer
+    # Error answers a browser on the site reads as the site's own HTML pages; JSON on API paths.
+    "config.site_errors.SiteErrorPagesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the docs' Swagger UI and ReDoc, the admin's) from the process itself, gunicorn too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
