@@ -11,6 +11,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from notifications import events
+
 from . import key_cache
 from .models import Account, ServiceKey, User, UserToken
 
@@ -66,6 +68,9 @@ def _status_set(*, account_id: int, status: str, reason: str) -> tuple[Account, 
         if changed:
             account.status, account.status_reason = status, reason
             account.save(update_fields=["status", "status_reason"])
+            if status == Account.Status.SUSPENDED:
+                # In the same transaction: the user and the integrators hear of it once it holds.
+                events.account_suspended(account=account, reason=reason)
     return account, changed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from billing.models import CreditPack
+from billing.money import format_price
 from notifications.services.preferences import EMAIL_KINDS, MAX_THRESHOLD_CREDITS
 from notifications.services.recharge import MAX_MONTHLY_CAP_CENTS
 from notifications.services.recharge import MAX_THRESHOLD_CREDITS as MAX_RECHARGE_THRESHOLD
@@ -42,9 +43,14 @@ class NotificationsForm(forms.Form):
         return {kind: bool(self.cleaned_data.get(email_field_name(kind))) for kind in EMAIL_KINDS}
 
 
+class PackChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: CreditPack) -> str:  # type: ignore[override]
+        return f"{obj.credits} credits for {format_price(amount_cents=obj.price_cents, currency=obj.currency)}"
+
+
 class AutoRechargeForm(forms.Form):
     enabled = forms.BooleanField(required=False, label="Recharge automatically")
-    pack = forms.ModelChoiceField(
+    pack = PackChoiceField(
         queryset=CreditPack.objects.filter(active=True).order_by("price_cents"), to_field_name="slug", empty_label=None
     )
     threshold_credits = forms.IntegerField(

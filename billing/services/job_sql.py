@@ -120,7 +120,9 @@ _NO_JIT_ID_ORDER = (
 #   - the database role may set it (a superuser, or GRANT SET ON PARAMETER on PostgreSQL 15+);
 #   - no trigger of the schema's own (tgisinternal false) fires for what the statement does
 #     (INSERT into billing_grant and billing_ledgerentry, UPDATE of accounts_account): that mode
-#     would silence it too. The ledger's append-only trigger fires on UPDATE and DELETE only.
+#     would silence it too. The ledger's append-only trigger fires on UPDATE and DELETE only; a
+#     trigger enabled ALWAYS (notifications' balance trigger) fires in that mode as well, so the
+#     mode silences nothing of it.
 # Unique and check constraints still hold, and the mode is put back right after the statement,
 # so the rest of the chunk's transaction runs with every check.
 _INSERTED_BY_REFILL = ["billing_grant", "billing_ledgerentry"]
@@ -128,7 +130,7 @@ _UPDATED_BY_REFILL = ["accounts_account"]
 _REFILL_SETTINGS = (
     _NO_JIT_ID_ORDER + ", current_setting('session_replication_role'), "
     "CASE WHEN %(skip)s AND {may_set} AND NOT EXISTS ("
-    "SELECT 1 FROM pg_trigger t WHERE NOT t.tgisinternal AND ("
+    "SELECT 1 FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgenabled <> 'A' AND ("
     "(t.tgrelid = ANY(%(inserted)s::regclass[]) AND t.tgtype & 4 <> 0) "  # TRIGGER_TYPE_INSERT
     "OR (t.tgrelid = ANY(%(updated)s::regclass[]) AND t.tgtype & 16 <> 0))) "  # TRIGGER_TYPE_UPDATE
     "THEN set_config('session_replication_role', 'replica', true) END"

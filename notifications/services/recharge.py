@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import Account
 from billing.errors import AccountSuspended, PaymentProviderError
 from billing.models import CreditPack, Purchase, StripeCustomer
+from billing.money import format_price
 from billing.services.purchases import (
     StripeRefs,
     _id_of,
@@ -59,9 +60,8 @@ def auto_recharge_configure(
 ) -> AutoRecharge:
     """Save the settings; enabled needs a saved card and a cap that allows one pack."""
     if monthly_cap_cents < pack.price_cents:
-        raise InvalidInput(
-            f"The monthly cap must allow at least one pack ({pack.price_cents} cents).", field="monthly_cap_cents"
-        )
+        one_pack = format_price(amount_cents=pack.price_cents, currency=pack.currency)
+        raise InvalidInput(f"The monthly cap must allow at least one pack ({one_pack}).", field="monthly_cap_cents")
     if enabled and account.is_suspended:
         raise AccountSuspended("A suspended account cannot buy credits.")
     with transaction.atomic():

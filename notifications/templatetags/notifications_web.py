@@ -31,7 +31,7 @@ def notification_settings(context: Any, account: Account) -> dict[str, Any]:
             "enabled": auto.enabled,
             "pack": auto.pack.slug if auto.pack is not None else None,
             "threshold_credits": auto.threshold_credits,
-            "monthly_cap_dollars": auto.monthly_cap_cents / 100 if auto.monthly_cap_cents else None,
+            "monthly_cap_dollars": f"{auto.monthly_cap_cents / 100:.2f}" if auto.monthly_cap_cents else None,
         }
     )
     return {

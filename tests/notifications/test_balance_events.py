@@ -9,6 +9,9 @@ import pytest
 import time_machine
 from django.db import connection, transaction
 
+from billing.models import JobRun
+from billing.services import job_sql
+from billing.services.jobs import job_run_inline
 from billing.services.ledger import debit_create, hold_create, hold_release
 from notifications.models import Event
 from notifications.services.preferences import effective_threshold, preferences_update
@@ -98,3 +101,17 @@ def test_a_movement_that_crosses_nothing_writes_nothing_but_the_movement():
         cursor.execute("SELECT n_tup_ins FROM pg_stat_xact_user_tables WHERE relname = 'notifications_event'")
         assert cursor.fetchone() == before
     assert balance_events(account) == []
+
+
+def test_the_refill_still_skips_its_foreign_key_checks_and_its_grants_still_raise_events():
+    """The balance trigger is ENABLE ALWAYS: it fires under session_replication_role = replica,
+    which the refill's chunk sets, so the refill keeps skipping its foreign-key checks."""
+    signed_up = datetime(2031, 1, 10, tzinfo=UTC)
+    account = make_account(now=signed_up, free=True)
+    job_run_inline(job=JobRun.Job.REFILL, now=signed_up)  # the first period's 50
+    spend(account, 45, now=signed_up)  # 5: low
+    assert job_sql.refill_skips_foreign_key_checks()
+    job_run_inline(job=JobRun.Job.REFILL, now=datetime(2031, 2, 10, 1, tzinfo=UTC))  # the next period's 15
+    account.refresh_from_db()
+    assert account.available_credits == 20  # the lapsed 5 leave the cache with the expiry job
+    assert [t for t, _ in balance_events(account)] == ["balance.low", "balance.recovered"]
