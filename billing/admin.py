@@ -10,6 +10,8 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from accounts.ids import row_id_of
+
 from .models import (
     BillingPolicy,
     CreditPack,
@@ -37,12 +39,22 @@ class CappedCountPaginator(Paginator):
 
 
 class PublicIdLookup:
-    """Admin pages open by public id too: /admin/billing/purchase/pur_.../change/."""
+    """Admin pages open by public id too: /admin/billing/purchase/pur_.../change/, and for rows
+    whose public id is their permuted row id (`row_id_prefix`), /admin/billing/grant/grt_.../change/."""
+
+    row_id_prefix = ""
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Model | None:
         model = self.model  # type: ignore[attr-defined]
+        queryset = self.get_queryset(request)  # type: ignore[attr-defined]
+        # The admin unquotes the id in the path ("_4F" reads as "O"), which a public id's random
+        # part may contain: the id as the path has it is a candidate too.
+        raw = (request.resolver_match.kwargs.get("object_id") if request.resolver_match else None) or object_id
+        candidates = list(dict.fromkeys([object_id, raw]))
+        if self.row_id_prefix and object_id.startswith(self.row_id_prefix):
+            return queryset.filter(pk__in=[row_id_of(self.row_id_prefix, c) for c in candidates]).first()
         if not object_id.isdigit() and any(f.name == "public_id" for f in model._meta.fields):
-            return self.get_queryset(request).filter(public_id=object_id).first()  # type: ignore[attr-defined]
+            return queryset.filter(public_id__in=candidates).first()
         return super().get_object(request, object_id, from_field)  # type: ignore[misc]
 
 
@@ -81,7 +93,8 @@ class OperationAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(PublicIdLookup, ReadOnlyAdmin):
+    row_id_prefix = "le_"
     ordering = ["-id"]
     list_display = [
         "id",

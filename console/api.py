@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,8 +17,10 @@ from rest_framework.views import APIView
 from accounts.authentication import ServicePrincipal
 from accounts.models import Account
 from accounts.permissions import IsService
+from accounts.schema import SIGNED_IN
 from billing.idempotency import KeyTaken, keys_store_many, keys_stored, replay, request_key
-from config.errors import ApiError, ErrorOut
+from billing.schema import CREDIT_MOVING, IDEMPOTENCY_HEADER, errors
+from config.errors import ApiError
 
 from .services import Operator, account_status_change
 
@@ -38,22 +40,8 @@ class AccountStatusOut(serializers.Serializer):
     status_reason = serializers.CharField()
 
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=True,
-    description="Unique per operation; a retry with the same key replays the first response.",
-)
-ERRORS = {
-    400: OpenApiResponse(ErrorOut, description="validation_error or idempotency_key_required"),
-    401: OpenApiResponse(ErrorOut, description="authentication_failed"),
-    403: OpenApiResponse(ErrorOut, description="permission_denied"),
-    404: OpenApiResponse(ErrorOut, description="not_found"),
-    409: OpenApiResponse(ErrorOut, description="idempotency_key_reused"),
-    413: OpenApiResponse(ErrorOut, description="request_too_large"),
-    429: OpenApiResponse(ErrorOut, description="rate_limited (with Retry-After)"),
-}
+# Every status the routes answer, with its codes (billing/schema.py's catalogue).
+ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found")
 
 
 def account_status_json(account: Account) -> dict[str, str]:

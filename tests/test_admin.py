@@ -20,7 +20,7 @@ def superuser_client(client):
 
 
 def test_every_project_model_is_registered_in_admin():
-    for app_label in ("accounts", "billing"):
+    for app_label in ("accounts", "billing", "console"):
         for model in apps.get_app_config(app_label).get_models():
             assert admin.site.is_registered(model), f"{model.__name__} is not in admin"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -105,7 +106,7 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
         return account.paid_credits
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
-        account = self.get_object(request, object_id)
+        account = self.get_object(request, unquote(object_id))
         extra: dict[str, Any] = dict(extra_context or {})
         if isinstance(account, Account):
             extra["panels"] = selectors.account_panels(account=account)
@@ -131,7 +132,7 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
         ]
 
     def _account(self, request: HttpRequest, object_id: str) -> Account:
-        account = self.get_object(request, object_id)
+        account = self.get_object(request, unquote(object_id))
         if account is None:
             raise Http404("No such account.")
         return account  # type: ignore[return-value]
@@ -257,7 +258,7 @@ class ServiceKeyAdmin(admin.ModelAdmin):
         ]
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        key = self.get_object(request, object_id)
+        key = self.get_object(request, unquote(object_id))
         if key is None:
             raise Http404("No such key.")
 

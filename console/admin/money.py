@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 
@@ -44,14 +45,15 @@ class ActionUrlsMixin:
         return [*own, *super().get_urls()]  # type: ignore[misc]
 
     def _found(self, request: HttpRequest, object_id: str) -> Any:
-        found = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        found = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
         if found is None:
             raise Http404("No such object.")
         return found
 
 
 @admin.register(Grant)
-class GrantAdmin(ActionUrlsMixin, ReadOnlyAdmin):
+class GrantAdmin(ActionUrlsMixin, PublicIdLookup, ReadOnlyAdmin):
+    row_id_prefix = "grt_"
     list_display = ["id", "account", "source", "amount", "remaining", "expires_at", "priority", "created_at"]
     list_filter = ["source"]
     search_fields = ["=account__public_id"]

@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 
 from billing.admin import CappedCountPaginator, ReadOnlyAdmin
 from console.chart import day_chart
-from console.models import AuditRecord, DailyRollup
+from console.models import AuditRecord, DailyRollup, RollupState
 from console.selectors import DAY_FIGURES, overview_get
 
 
@@ -48,3 +48,10 @@ class AuditRecordAdmin(ReadOnlyAdmin):
     list_select_related = ["account"]
     ordering = ["-id"]
     paginator = CappedCountPaginator
+
+
+@admin.register(RollupState)
+class RollupStateAdmin(ReadOnlyAdmin):
+    """How far the rollup has read the ledger, and its latest mark (console/rollup.py)."""
+
+    list_display = ["rolled_up_to_id", "rolled_up_at", "mark_id", "mark_taken_at"]

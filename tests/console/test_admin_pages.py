@@ -210,3 +210,27 @@ def test_forged_action_posts_without_a_confirmation_change_nothing(root_client, 
         answer = root_client.post(url, {**data, "confirmation": "made-up"})
         assert answer.status_code == 200 and answer.context["stage"] == "confirm", url
     assert money_rows() == before and not AuditRecord.objects.exists()
+
+
+def test_grants_and_ledger_entries_open_by_their_public_ids(root_client, busy_account):
+    from accounts.ids import row_public_id
+
+    grant = Grant.objects.filter(account=busy_account).first()
+    entry = LedgerEntry.objects.filter(account=busy_account).first()
+    for path, obj in (
+        (f"/admin/billing/grant/{row_public_id('grt_', grant.pk)}/change/", grant),
+        (f"/admin/billing/ledgerentry/{row_public_id('le_', entry.pk)}/change/", entry),
+    ):
+        page = root_client.get(path)
+        assert page.status_code == 200 and page.context["original"].pk == obj.pk, path
+    assert root_client.get("/admin/billing/grant/grt_00000000000/change/").status_code == 302  # none: the list
+
+
+def test_a_public_id_that_looks_quoted_to_the_admin_still_opens_its_page(root_client, pack):
+    # The admin reads "_4F" in a path as "O"; ids are random, so some contain such a sequence.
+    purchase = pending_purchase(pack)
+    Purchase.objects.filter(pk=purchase.pk).update(public_id="pur_4Fquoted0000000000")
+    page = root_client.get("/admin/billing/purchase/pur_4Fquoted0000000000/change/")
+    assert page.status_code == 200 and page.context["original"].pk == purchase.pk
+    refund = root_client.get("/admin/billing/purchase/pur_4Fquoted0000000000/refund/")
+    assert refund.status_code == 200 and refund.context["original"].pk == purchase.pk

@@ -14,6 +14,9 @@ from billing.services.ledger import account_settle, hold_create
 from console.models import AuditRecord
 from notifications.models import Event
 from tests.billing.factories import STAFF, give, make_account
+from tests.test_openapi import assert_documented, schema
+
+__all__ = ["schema"]  # the published document, as tests/test_openapi.py reads it
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +109,17 @@ def test_reactivate_lets_the_account_spend_again(api):
     assert answer.json()["status"] == "active"
     assert api.post(f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"}).status_code == 201
     assert AuditRecord.objects.get().action == "reactivate"
+
+
+def test_the_answers_match_the_published_document(schema, api, anon):
+    account = make_account()
+    path = "/api/v1/accounts/{account_id}/suspend"
+    for answer in (
+        api.post(f"/accounts/{account.public_id}/suspend", {"reason": "policy"}),
+        api.post(f"/accounts/{account.public_id}/suspend", {}),
+        api.post(f"/accounts/{account.public_id}/suspend", {"reason": "x"}, idem=None),
+        api.post("/accounts/acct_nosuch/suspend", {"reason": "x"}),
+        anon.post(f"/accounts/{account.public_id}/suspend", {"reason": "x"}),
+    ):
+        assert_documented(schema, "post", path, answer)
+    assert "Idempotency-Key" in {p["name"] for p in schema["paths"][path]["post"]["parameters"]}
