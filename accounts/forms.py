@@ -39,7 +39,7 @@ class SignupForm(PlainLabels, forms.Form):
     )
     # The token of the invitation link (?invitation=...), needed while the waitlist is on; its
     # validity is decided when it is used (waitlist.services.invitation_redeem).
-    invitation = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
+    invitation = forms.CharField(required=False, max_length=200, label="", widget=forms.HiddenInput)
 
     def clean_email(self) -> str:
         email = self.cleaned_data["email"].strip().lower()

@@ -134,7 +134,8 @@ class TestPage:
         _, token = invite("ada@example.com")
         client = Client()
         page = client.get("/signup", {"invitation": token})
-        assert page.status_code == 200 and token in page.content.decode()
+        assert page.status_code == 200 and f'type="hidden" name="invitation" value="{token}"' in page.content.decode()
+        assert "Invitation</label>" not in page.content.decode()  # carried, not shown
         form = {"email": "ada@example.com", "password": PASSWORD, "password_again": PASSWORD, "invitation": token}
         response = client.post("/signup", form)
         assert response.status_code == 302, response.content.decode()
