@@ -48,15 +48,16 @@ _BODY_LENGTH = 11  # 62**11 > 2**62
 
 
 @functools.cache
-def _round_keys(secret: str) -> tuple[int, ...]:
-    digest = hashlib.sha256(("public-row-id:" + secret).encode()).digest()
+def _round_keys(secret: str, prefix: str) -> tuple[int, ...]:
+    digest = hashlib.sha256(f"public-row-id:{prefix}:{secret}".encode()).digest()
     return tuple(int.from_bytes(digest[i : i + 4], "big") & _HALF_MASK for i in range(0, 16, 4))
 
 
-def row_id_keys() -> tuple[int, ...]:
-    """The four round keys of the permutation, from settings.PUBLIC_ID_KEY (billing passes them
-    to billing_public_id in SQL)."""
-    return _round_keys(settings.PUBLIC_ID_KEY)
+def row_id_keys(prefix: str) -> tuple[int, ...]:
+    """The four round keys of the permutation for ids with this prefix, from
+    settings.PUBLIC_ID_KEY: each type has its own, so a grant and a user with the same row id do
+    not share an id's body (billing passes them to billing_public_id in SQL)."""
+    return _round_keys(settings.PUBLIC_ID_KEY, prefix)
 
 
 def _mix(half: int, key: int) -> int:
@@ -81,7 +82,7 @@ def row_public_id(prefix: str, row_id: int) -> str:
     """`prefix` + the row id permuted and written in base62 (grt_, le_, usr_, key_)."""
     if not 0 <= row_id < ROW_ID_LIMIT:
         raise ValueError(f"row id out of range: {row_id}")
-    value = _permute(row_id, row_id_keys())
+    value = _permute(row_id, row_id_keys(prefix))
     body = []
     for _ in range(_BODY_LENGTH):
         value, digit = divmod(value, len(_ALPHABET))
@@ -99,7 +100,7 @@ def row_id_of(prefix: str, public_id: str) -> int | None:
         value = value * len(_ALPHABET) + _ALPHABET.index(char)
     if value >= ROW_ID_LIMIT:
         return None
-    return _unpermute(value, row_id_keys())
+    return _unpermute(value, row_id_keys(prefix))
 
 
 def user_public_id(user_id: int) -> str:

@@ -122,6 +122,6 @@ def balance_json(public_id: str, now: datetime) -> str | None:
     """The balance route's body as PostgreSQL renders it; None when the account is unknown or
     has something to settle first."""
     with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "id_keys": list(row_id_keys())})
+        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "id_keys": list(row_id_keys("grt_"))})
         row = cursor.fetchone()
     return None if row is None else row[0]

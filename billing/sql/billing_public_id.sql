@@ -1,6 +1,7 @@
 -- The public id of a row that stores none (grt_ for grants): p_prefix and the row id put through
--- the keyed permutation of accounts/ids.py (row_public_id, its Python twin; p_keys are its four
--- round keys, accounts.ids.row_id_keys()), in 11 characters of its alphabet (a-z, A-Z, 0-9).
+-- the keyed permutation of accounts/ids.py (row_public_id, its Python twin; p_keys are the four
+-- round keys of the prefix, accounts.ids.row_id_keys(p_prefix)), in 11 characters of its alphabet
+-- (a-z, A-Z, 0-9).
 -- Ids from 2**62 up are NULL.
 CREATE OR REPLACE FUNCTION billing_public_id(p_prefix text, p_id bigint, p_keys bigint[])
 RETURNS text

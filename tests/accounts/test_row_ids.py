@@ -42,6 +42,11 @@ def test_different_rows_get_different_ids_that_do_not_count_up():
     assert all(str(n) not in public for n, public in zip(range(1000, 1100), ids[999:1099], strict=True))
 
 
+def test_each_type_has_its_own_ids_for_the_same_row():
+    bodies = {row_public_id(prefix, 7).split("_", 1)[1] for prefix in ("grt_", "le_", "usr_", "key_", "cur_")}
+    assert len(bodies) == 5
+
+
 def test_the_id_depends_on_the_deployments_key(settings):
     before = row_public_id("usr_", 42)
     settings.PUBLIC_ID_KEY = "another deployment's public id key"
@@ -74,7 +79,7 @@ def test_row_ids_out_of_range_have_no_public_id():
 
 @pytest.mark.django_db
 def test_postgresql_writes_the_same_ids_as_python():
-    keys = list(row_id_keys())
+    keys = list(row_id_keys("grt_"))
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT n, billing_public_id('grt_', n, %s::bigint[]) FROM unnest(%s::bigint[]) n", [keys, SAMPLE]
