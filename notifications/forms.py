@@ -62,3 +62,7 @@ class AutoRechargeForm(forms.Form):
 
     def monthly_cap_cents(self) -> int:
         return int(self.cleaned_data["monthly_cap_dollars"] * 100)
+
+
+class CardReturnForm(forms.Form):
+    session_id = forms.RegexField(regex=r"^cs_[A-Za-z0-9_]{1,250}$")

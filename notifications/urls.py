@@ -19,4 +19,6 @@ api_v1 = [
 web_pages = [
     path("billing/notifications", web.notifications_save, name="web-notifications"),
     path("billing/auto-recharge", web.auto_recharge_save, name="web-auto-recharge"),
+    path("billing/auto-recharge/card", web.card_checkout, name="web-auto-recharge-card"),
+    path("billing/auto-recharge/card-saved", web.card_saved, name="web-auto-recharge-card-saved"),
 ]

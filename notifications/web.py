@@ -11,11 +11,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Account, User
 from config.errors import DomainError
-from notifications.forms import AutoRechargeForm, NotificationsForm
+from notifications.forms import AutoRechargeForm, CardReturnForm, NotificationsForm
 from notifications.services import preferences, recharge
 
 SECTION = "notification-settings"
@@ -81,4 +81,48 @@ def auto_recharge_save(request: HttpRequest) -> HttpResponse:
         messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
         return _back()
     messages.success(request, "Auto-recharge settings saved.", extra_tags=MESSAGE_TAG)
+    return _back()
+
+
+@require_POST
+@login_required
+def card_checkout(request: HttpRequest) -> HttpResponse:
+    """Send the browser to a setup-mode Checkout Session to save a card (303)."""
+    account = _account(request)
+    if account is None:
+        return _back()
+    returned = request.build_absolute_uri(reverse("web-auto-recharge-card-saved"))
+    try:
+        url = recharge.card_checkout_start(
+            account=account,
+            success_url=f"{returned}?session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=request.build_absolute_uri(f"{reverse('web-billing')}#{SECTION}"),
+        )
+    except DomainError as exc:
+        messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
+        return _back()
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+@require_GET
+@login_required
+def card_saved(request: HttpRequest) -> HttpResponse:
+    """Where Checkout returns the browser: store the card the session saved."""
+    account = _account(request)
+    form = CardReturnForm(request.GET)
+    if account is None:
+        return _back()
+    if not form.is_valid():
+        messages.error(request, "That link is not a card-saving return from Stripe.", extra_tags=MESSAGE_TAG)
+        return _back()
+    try:
+        saved = recharge.card_save_from_checkout(account=account, session_id=form.cleaned_data["session_id"])
+    except DomainError as exc:
+        messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
+        return _back()
+    messages.success(
+        request, f"Card saved: {saved.card_brand.title()} ending {saved.card_last4}.", extra_tags=MESSAGE_TAG
+    )
     return _back()

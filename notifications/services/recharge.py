@@ -102,6 +102,33 @@ def card_setup_start(*, account: Account) -> dict[str, Any]:
     return stripe_cards.setup_intent_create(account=account, customer_id=customer_id, attempt=secrets.token_hex(8))
 
 
+def card_checkout_start(*, account: Account, success_url: str, cancel_url: str) -> str:
+    """The URL of a setup-mode Checkout Session for the account's customer (the billing page's
+    way to save a card); card_save_from_checkout stores the card when the browser returns."""
+    if account.is_suspended:
+        raise AccountSuspended("A suspended account cannot save a card.")
+    customer_id = stripe_customer_ensure(account=account)
+    session = stripe_cards.checkout_setup_session_create(
+        account=account,
+        customer_id=customer_id,
+        success_url=success_url,
+        cancel_url=cancel_url,
+        attempt=secrets.token_hex(8),
+    )
+    url = session.get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise PaymentProviderError("Stripe answered a setup Checkout Session without a url.")
+    return url
+
+
+def card_save_from_checkout(*, account: Account, session_id: str) -> AutoRecharge:
+    session = stripe_cards.checkout_session_retrieve(session_id=session_id)
+    setup_intent_id = _id_of(session.get("setup_intent"))
+    if session.get("mode") != "setup" or setup_intent_id is None:
+        raise InvalidInput("This Checkout Session saved no card.", field="session_id")
+    return card_save(account=account, setup_intent_id=setup_intent_id)
+
+
 def card_save(*, account: Account, setup_intent_id: str) -> AutoRecharge:
     """Store the card of a succeeded SetupIntent of this account's customer."""
     customer_id = StripeCustomer.objects.filter(account=account).values_list("stripe_customer_id", flat=True).first()

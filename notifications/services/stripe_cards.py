@@ -61,3 +61,26 @@ def payment_intent_off_session(
     }
     options: dict[str, Any] = {"idempotency_key": idempotency_key}
     return _call("create off-session PaymentIntent", stripe_gateway.client().v1.payment_intents.create, params, options)
+
+
+def checkout_setup_session_create(
+    *, account: Account, customer_id: str, success_url: str, cancel_url: str, attempt: str
+) -> dict[str, Any]:
+    """A Checkout Session in setup mode: Stripe's page collects the card and makes the
+    SetupIntent; it returns the browser to `success_url` with {CHECKOUT_SESSION_ID} filled in."""
+    params: dict[str, Any] = {
+        "mode": "setup",
+        "customer": customer_id,
+        "currency": "usd",
+        "payment_method_types": ["card"],
+        "metadata": {"account": account.public_id, "auto_recharge": "true"},
+        "setup_intent_data": {"metadata": {"account": account.public_id, "auto_recharge": "true"}},
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+    options: dict[str, Any] = {"idempotency_key": f"setup-checkout-{account.public_id}-{attempt}"}
+    return _call("create setup Checkout Session", stripe_gateway.client().v1.checkout.sessions.create, params, options)
+
+
+def checkout_session_retrieve(*, session_id: str) -> dict[str, Any]:
+    return _call("retrieve Checkout Session", stripe_gateway.client().v1.checkout.sessions.retrieve, session_id)

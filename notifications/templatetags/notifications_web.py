@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import Account
+from billing.services import stripe_gateway
 from notifications.forms import EMAIL_LABELS, AutoRechargeForm, NotificationsForm, email_field_name
 from notifications.services import preferences, recharge
 
@@ -45,4 +46,5 @@ def notification_settings(context: Any, account: Account) -> dict[str, Any]:
         "auto_form": auto_form,
         "spent_cents": recharge.spent_this_month_cents(account_id=account.pk, now=timezone.now()),
         "csrf_token": context.get("csrf_token"),
+        "payments_enabled": stripe_gateway.payments_enabled(),
     }
