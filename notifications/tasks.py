@@ -11,6 +11,7 @@ from notifications.services.expiring import credits_expiring_announce
 from notifications.services.outbox import event_fan_out
 from notifications.services.outbox import outbox_sweep as sweep
 from notifications.services.recharge import recharge_charge as charge
+from notifications.services.recharge import recharges_declined_later
 from notifications.services.webhooks import deliveries_due, delivery_attempt
 
 logger = logging.getLogger(__name__)
@@ -25,9 +26,12 @@ def dispatch_event(event_id: int) -> None:
 
 @shared_task(name="notifications.outbox_sweep")
 def outbox_sweep() -> int:
+    """What the balance trigger left: events to fan out, recharges to charge; and recharges
+    whose payment was declined after the charge was answered."""
     fanned, recharges = sweep()
     for recharge_id in recharges:
         recharge_charge.delay(recharge_id)
+    recharges_declined_later()
     return fanned
 
 

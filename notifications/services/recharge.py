@@ -235,6 +235,21 @@ def _charge(recharge: Recharge, purchase: Purchase, settings_row: AutoRecharge, 
     return recharge  # charging until the payment's webhook fulfils the purchase
 
 
+def recharges_declined_later(*, now: datetime | None = None) -> int:
+    """Fail the recharges whose payment Stripe declined after answering the charge (a payment
+    that was `processing`): the payment_intent.payment_failed webhook records the decline on the
+    purchase (billing's purchase_payment_failed), and an off-session payment is not tried again.
+    Returns how many were failed."""
+    now = now or timezone.now()
+    declined = Recharge.objects.filter(
+        status=Recharge.Status.CHARGING, purchase__status=Purchase.Status.PENDING, purchase__last_error__gt=""
+    ).select_related("purchase")
+    for recharge in declined:
+        assert recharge.purchase is not None  # filtered on it
+        _failed(recharge, recharge.purchase, recharge.purchase.last_error, now)
+    return len(declined)
+
+
 def _failed(recharge: Recharge, purchase: Purchase, message: str, now: datetime) -> Recharge:
     purchase_cancel(purchase=purchase, reason=f"auto-recharge failed: {message}")
     _end(recharge, Recharge.Status.FAILED, message, now)
