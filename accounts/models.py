@@ -5,6 +5,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from config.constraints import one_of
+
 from .ids import new_account_id
 
 
@@ -57,8 +59,9 @@ class Account(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     status_reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
-    # Day of the month on which this account's free-credit periods start (1..28).
-    period_anchor_day = models.PositiveSmallIntegerField()
+    # Day of the month on which this account's free-credit periods start (1..28, checked by
+    # account_anchor_day_range alone: every check is paid on each balance write).
+    period_anchor_day = models.SmallIntegerField()
     # The first period starts on this date; later ones start on period_anchor_day each month.
     first_period_start = models.DateTimeField()
     # Start of the latest period whose free credits were granted: lets every read and spend
@@ -78,7 +81,7 @@ class Account(models.Model):
                 condition=Q(period_anchor_day__gte=1) & Q(period_anchor_day__lte=28),
                 name="account_anchor_day_range",
             ),
-            models.CheckConstraint(condition=Q(status__in=["active", "suspended"]), name="account_status_valid"),
+            models.CheckConstraint(condition=one_of("status", ["active", "suspended"]), name="account_status_valid"),
         ]
 
     def __str__(self) -> str:

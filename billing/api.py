@@ -159,6 +159,10 @@ def answered(moved: Moved, record: KeyRecord, status_code: int) -> Response:
     if moved.refusal is None:
         return Response(moved.body, status=status_code)
     if not stored_refusal(moved.refusal):
+        # A debit or a hold meets a recorded key only when it records its own, at the end: one
+        # refused before that (an operation since deactivated) is a replay all the same.
+        if keys_stored(record.scope, [record.key]):
+            return replay(record.scope, record.key, record.request_hash)
         raise moved.refusal
     # The call committed what it settled; the refusal is recorded on its own.
     return refuse(record.scope, record.key, record.request_hash, moved.refusal)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pgtrigger
 from django.db import models
-from django.db.models import F, Q
-from django.db.models.lookups import GreaterThan
+from django.db.models import F, Q, Value
+from django.db.models.lookups import Exact, GreaterThan, IsNull
 from django.utils import timezone
 
 from accounts.ids import random_id
 from accounts.models import Account
+from config.constraints import one_of
 
 
 def new_debit_id() -> str:
@@ -78,12 +79,13 @@ class Grant(models.Model):
                 condition=Q(remaining__gte=0) & Q(remaining__lte=F("amount")), name="grant_remaining_in_range"
             ),
             models.CheckConstraint(
-                condition=Q(source__in=["free_monthly", "purchase", "adjustment", "promo"]),
+                condition=one_of("source", ["free_monthly", "purchase", "adjustment", "promo"]),
                 name="grant_source_valid",
             ),
             models.CheckConstraint(
-                condition=Q(source="free_monthly", period_start__isnull=False)
-                | (~Q(source="free_monthly") & Q(period_start__isnull=True)),
+                # (period_start IS NOT NULL) = (source = 'free_monthly'): the short form of "a
+                # period for free grants, and only for them" (config/constraints.py says why short).
+                condition=Exact(IsNull(F("period_start"), False), Exact(F("source"), Value("free_monthly"))),
                 name="grant_period_only_for_free",
             ),
             # One free grant per account and period. Not partial: only free grants have a
@@ -166,7 +168,7 @@ class Hold(models.Model):
                 name="hold_captured_in_range",
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["pending", "captured", "released", "expired"]), name="hold_status_valid"
+                condition=one_of("status", ["pending", "captured", "released", "expired"]), name="hold_status_valid"
             ),
         ]
         indexes = [
@@ -228,7 +230,7 @@ class LedgerEntry(models.Model):
     class Meta:
         verbose_name_plural = "ledger entries"
         constraints = [
-            models.CheckConstraint(condition=Q(kind__in=LEDGER_KINDS), name="ledger_kind_valid"),
+            models.CheckConstraint(condition=one_of("kind", LEDGER_KINDS), name="ledger_kind_valid"),
             models.CheckConstraint(
                 condition=Q(balance_after__gte=0) & Q(held_after__gte=0), name="ledger_after_nonnegative"
             ),

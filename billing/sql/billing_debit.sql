@@ -1,10 +1,10 @@
 -- A debit: p_credits (or, when NULL, the active operation's price) from the account with public
 -- id p_account, in one transaction: lock and settle the account, refuse or take the credits in
 -- spend order, write the debit, the entries and the cached balances, and record the key with
--- the answer (body: billing_debit_json).
--- Outcomes: made; replay (the key is recorded: nothing moved); unknown_operation, not_found,
--- suspended, insufficient (credits, available and held say what there was); nothing but the
--- settling is written unless made.
+-- the answer (body: billing_debit_json). A key recorded before fails the key's insert (a unique
+-- violation), which rolls the whole call back: the caller replays the recorded answer.
+-- Outcomes: made; unknown_operation, not_found, suspended, insufficient (credits, available and
+-- held say what there was); nothing but the settling is written unless made.
 CREATE OR REPLACE FUNCTION billing_debit(
     p_account varchar, p_credits bigint, p_operation varchar, p_reference varchar, p_metadata jsonb,
     p_public_id varchar, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
@@ -14,11 +14,11 @@ CREATE OR REPLACE FUNCTION billing_debit(
 LANGUAGE plpgsql AS $$
 DECLARE
     start record;
+    taken record;
     acct accounts_account;
     made billing_debit;
 BEGIN
-    SELECT * INTO start
-    FROM billing_spend_start(p_account, p_credits, p_operation, p_scope, p_key, p_now, p_actor_type, p_actor_id);
+    start := billing_spend_start(p_account, p_credits, p_operation, p_now, p_actor_type, p_actor_id);
     outcome := start.outcome;
     credits := start.credits;
     acct := start.acct;
@@ -32,9 +32,10 @@ BEGIN
     VALUES (p_public_id, acct.id, credits, p_operation, p_reference, coalesce(p_metadata, '{}'::jsonb),
             p_actor_type, p_actor_id, p_now)
     RETURNING * INTO made;
-    SELECT t.balance, t.on_hold INTO available, held
-    FROM billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id, p_reference,
-                      available, held) t;
+    taken := billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id, p_reference,
+                           available, held);
+    available := taken.balance;
+    held := taken.on_hold;
     UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
     body := billing_debit_json(made, acct.public_id, available, held);
     PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201, body);

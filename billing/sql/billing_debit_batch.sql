@@ -13,6 +13,7 @@ DECLARE
     acct accounts_account;
     settled bigint[] := '{}';
     made billing_debit;
+    taken record;
 BEGIN
     PERFORM 1 FROM accounts_account a
     WHERE a.public_id IN (SELECT DISTINCT x->>'account' FROM jsonb_array_elements(p_items) x)
@@ -42,9 +43,10 @@ BEGIN
             VALUES (item.public_id, acct.id, credits, coalesce(item.operation, ''), coalesce(item.reference, ''),
                     coalesce(item.metadata, '{}'::jsonb), p_actor_type, p_actor_id, p_now)
             RETURNING * INTO made;
-            SELECT t.balance, t.on_hold INTO available, held
-            FROM billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id,
-                              coalesce(item.reference, ''), available, held) t;
+            taken := billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id,
+                                  coalesce(item.reference, ''), available, held);
+            available := taken.balance;
+            held := taken.on_hold;
             UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
             body := billing_debit_json(made, acct.public_id, available, held);
         END IF;

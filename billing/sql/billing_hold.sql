@@ -11,11 +11,11 @@ CREATE OR REPLACE FUNCTION billing_hold(
 LANGUAGE plpgsql AS $$
 DECLARE
     start record;
+    taken record;
     acct accounts_account;
     made billing_hold;
 BEGIN
-    SELECT * INTO start
-    FROM billing_spend_start(p_account, p_credits, p_operation, p_scope, p_key, p_now, p_actor_type, p_actor_id);
+    start := billing_spend_start(p_account, p_credits, p_operation, p_now, p_actor_type, p_actor_id);
     outcome := start.outcome;
     credits := start.credits;
     acct := start.acct;
@@ -30,9 +30,10 @@ BEGIN
     VALUES (p_public_id, acct.id, credits, 0, 'pending', p_operation, p_reference, p_actor_type, p_actor_id,
             p_now, p_expires_at)
     RETURNING * INTO made;
-    SELECT t.balance, t.on_hold INTO available, held
-    FROM billing_take(acct.id, credits, 'hold', made.id, NULL, p_now, p_actor_type, p_actor_id, p_reference,
-                      available, held) t;
+    taken := billing_take(acct.id, credits, 'hold', made.id, NULL, p_now, p_actor_type, p_actor_id, p_reference,
+                           available, held);
+    available := taken.balance;
+    held := taken.on_hold;
     UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
     body := billing_hold_json(made, acct.public_id);
     PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201, body);

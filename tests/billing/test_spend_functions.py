@@ -32,8 +32,8 @@ from billing.serializers import (
     hold_request_fast,
 )
 from billing.services.ledger import (
+    KEY_TAKEN,
     MADE,
-    REPLAY,
     Actor,
     KeyRecord,
     debit_spend,
@@ -177,13 +177,35 @@ def test_a_recorded_key_replays_and_a_changed_request_is_a_conflict(service_key)
     account = make_account()
     give(account, 10)
     assert one_call(account, 1, key="k").outcome == MADE
-    assert one_call(account, 1, key="k").outcome == REPLAY
+    # The key's insert, the call's last statement, finds it recorded: the whole call rolls back.
+    assert one_call(account, 1, key="k").outcome == KEY_TAKEN
+    account.refresh_from_db()
+    assert account.available_credits == 9 and Debit.objects.filter(account=account).count() == 1
     api = Api(service_key)
     path = f"/accounts/{account.public_id}/debits"
     assert api.post(path, {"credits": 1, "reference": "a"}, idem="same").status_code == 201
     changed = api.post(path, {"credits": 2, "reference": "a"}, idem="same")
     assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_key_reused"
     assert Debit.objects.filter(account=account).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_replay_is_answered_even_when_the_request_would_now_be_refused_before_any_movement(service_key):
+    """Debits and holds meet a recorded key only at their end: a replay whose operation was
+    deactivated since, or whose account is now unknown to the call, still answers the recording."""
+    account = make_account()
+    give(account, 10)
+    Operation.objects.update_or_create(code="retired", defaults={"credits": 2, "active": True})
+    api = Api(service_key)
+    path = f"/accounts/{account.public_id}/debits"
+    first = api.post(path, {"operation": "retired", "reference": "r"}, idem="op")
+    assert first.status_code == 201
+    Operation.objects.filter(code="retired").update(active=False)
+    again = api.post(path, {"operation": "retired", "reference": "r"}, idem="op")
+    assert again.status_code == 201 and again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    fresh = api.post(path, {"operation": "retired", "reference": "r"}, idem="op-2")
+    assert fresh.status_code == 400 and fresh.json()["error"]["code"] == "validation_error"
 
 
 # --- what the call settles first -------------------------------------------------------------
