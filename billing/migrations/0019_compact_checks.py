@@ -21,7 +21,7 @@ def regex(values: list[str]) -> str:
 class Migration(migrations.Migration):
     atomic = False  # replace_check validates outside the swap's lock
 
-    dependencies = [("accounts", "0005_compact_checks"), ("billing", "0017_settle_derives_expiry")]
+    dependencies = [("accounts", "0005_compact_checks"), ("billing", "0018_public_row_ids")]
 
     operations = [
         replace_check(
