@@ -32,6 +32,7 @@ from billing.services.reconciliation import stripe_reconcile
 from billing.tasks import reconcile_stripe
 from tests.billing.factories import STAFF
 from tests.billing.stripe_support import Recorded, intent_object, new_id, pending_purchase, stripe_list
+from tests.console.conftest import confirm
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,27 +168,23 @@ def operator(client):
     return client
 
 
-def test_the_admin_refund_action_reports_each_purchase(recorder, operator, pack):
+def test_the_admin_refund_reports_its_outcome_and_refuses_an_unpaid_purchase(recorder, operator, pack):
+    # The operator console's refund page (console/admin/money.py): a reason, then the confirmation.
     recorder.on("post", "/v1/refunds", answer_refund)
     paid = fulfil(pending_purchase(pack))
     unpaid = pending_purchase(pack)
-    response = operator.post(
-        reverse("admin:billing_purchase_changelist"),
-        {"action": "refund_in_full", "_selected_action": [paid.pk, unpaid.pk]},
-        follow=True,
-    )
-    page = response.content.decode()
-    assert f"Purchase {paid.public_id}: refund rfnd_" in page and "succeeded for 1500 cents" in page
-    assert f"Purchase {unpaid.public_id}: {unpaid.public_id} is pending: only paid purchases refund" in page
+    done = confirm(operator, reverse("admin:billing_purchase_refund", args=[paid.public_id]), {"reason": "asked"})
+    page = operator.get(done["Location"]).content.decode()
+    assert "Refund rfnd_" in page and "succeeded for 1500 cents" in page
+    refused = confirm(operator, reverse("admin:billing_purchase_refund", args=[unpaid.public_id]), {"reason": "x"})
+    assert f"{unpaid.public_id} is pending: only paid purchases refund" in refused.content.decode()
     assert len(recorder.sent("post", "/v1/refunds")) == 1
 
 
 def test_the_admin_sends_a_requested_refund_again(recorder, operator, pack):
     recorder.on("post", "/v1/refunds", answer_refund)
     refund = purchase_refund_request(purchase=fulfil(pending_purchase(pack)))
-    operator.post(
-        reverse("admin:billing_purchaserefund_changelist"), {"action": "send_again", "_selected_action": [refund.pk]}
-    )
+    confirm(operator, reverse("admin:billing_purchaserefund_send", args=[refund.public_id]), {"reason": "timed out"})
     refund.refresh_from_db()
     assert refund.status == "succeeded"
 
@@ -198,9 +195,7 @@ def test_the_admin_processes_a_failed_event_again(stripe_keys, operator, pack):
     stored = StripeEvent.objects.create(
         stripe_event_id="evt_retry", type=payload["type"], payload=payload, status="failed"
     )
-    operator.post(
-        reverse("admin:billing_stripeevent_changelist"), {"action": "process_again", "_selected_action": [stored.pk]}
-    )
+    confirm(operator, reverse("admin:billing_stripeevent_replay", args=[stored.pk]), {"reason": "database is back"})
     stored.refresh_from_db()
     purchase.refresh_from_db()
     assert (stored.status, purchase.status) == ("processed", "paid")

@@ -26,6 +26,7 @@ from billing.services.ledger import debit_create
 from billing.services.reconciliation import stripe_reconcile
 from tests.billing.factories import STAFF
 from tests.billing.stripe_support import SECRET_KEY, WEBHOOK_SECRET, post_webhook, sign
+from tests.console.conftest import confirm
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -140,9 +141,9 @@ def test_an_operator_refund_in_the_admin_reaches_localstripe_and_claws_back_unsp
 
     operator = Client()
     operator.force_login(User.objects.create_superuser(email="ops@example.com", password="x" * 12))
-    response = operator.post(
-        reverse("admin:billing_purchase_changelist"), {"action": "refund_in_full", "_selected_action": [purchase.pk]}
-    )
+    # The operator console's refund: all that is left, with a reason, after the confirmation.
+    refund_page = reverse("admin:billing_purchase_refund", args=[purchase.public_id])
+    response = confirm(operator, refund_page, {"amount_cents": "", "reason": "customer asked"})
     assert response.status_code == 302
 
     refund = PurchaseRefund.objects.get(purchase=purchase)
