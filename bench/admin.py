@@ -137,12 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure_django(args: argparse.Namespace) -> None:
-    # Production settings (DEBUG off), over plain HTTP from the test client, no Redis.
+    # Production settings (DEBUG off; the test client speaks HTTPS, as behind the TLS proxy), no Redis.
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
     os.environ["DATABASE_URL"] = f"{args.pg_url}/{args.database}"
     os.environ.pop("REDIS_URL", None)
     os.environ.setdefault("DJANGO_SECRET_KEY", BENCH_SECRET_KEY)
-    os.environ["DJANGO_SECURE_COOKIES"] = "false"
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))
@@ -215,10 +214,10 @@ def measure(url: str, repeat: int) -> dict[str, Any]:
 
     from accounts.models import User
 
-    client = Client()
+    client = Client(secure=True, headers={"X-Forwarded-Proto": "https"})
     client.force_login(User.objects.get(email="bench-operator@bench.invalid"))
     first = client.get(url)
-    assert first.status_code == 200, (url, first.status_code)
+    assert first.status_code == 200, (url, first.status_code, first.get("Location"))
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
