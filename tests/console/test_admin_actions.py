@@ -253,3 +253,39 @@ def test_a_service_key_is_revoked_and_another_created_and_shown_once(root_client
     assert raw.startswith("sk_") and new.key_hash == hash_key(raw) and raw.encode() in created.content
     assert list(AuditRecord.objects.order_by("id").values_list("action", flat=True)) == ["revoke_key", "create_key"]
     assert raw not in str(list(AuditRecord.objects.values_list("details", flat=True)))
+
+
+def test_a_refund_stripe_cannot_answer_stays_requested_audited_and_can_be_sent_again(root_client, recorder, pack):
+    recorder.on("post", "/v1/refunds", (500, {"error": {"type": "api_error", "message": "try later"}}))
+    purchase = fulfil(pending_purchase(pack))
+    page = confirm(
+        root_client,
+        reverse("admin:billing_purchase_refund", args=[purchase.public_id]),
+        {"amount_cents": 300, "reason": "partial goodwill"},
+    )
+    assert page.status_code == 200 and page.context["form"].non_field_errors()
+    refund = PurchaseRefund.objects.get()
+    assert refund.status == "requested" and AuditRecord.objects.get().amount_cents == 300  # the intent, committed
+    purchase.refresh_from_db()
+    assert purchase.refunded_cents == 0
+
+    recorder.on("post", "/v1/refunds", answer_refund)
+    send = reverse("admin:billing_purchaserefund_send", args=[refund.public_id])
+    assert confirm(root_client, send, {"reason": "Stripe is back"}).status_code == 302
+    refund.refresh_from_db()
+    purchase.refresh_from_db()
+    assert refund.status == "succeeded" and purchase.refunded_cents == 300
+    assert {r.headers["Idempotency-Key"] for r in recorder.sent("post", "/v1/refunds")} == {
+        f"refund-{refund.public_id}"
+    }
+    assert list(AuditRecord.objects.order_by("id").values_list("details", flat=True)) == [
+        {"refund": refund.public_id},
+        {"refund": refund.public_id, "sent_again": True},
+    ]
+
+
+def test_a_grant_expiring_in_the_past_is_refused(root_client):
+    account = make_account()
+    page = review(root_client, grant_url(account), {"credits": 5, "reason": "r", "expires_at": "2001-01-01 00:00"})
+    assert page.context["stage"] == "form" and "expires_at" in page.context["form"].errors
+    assert not Grant.objects.filter(account=account).exists()
