@@ -45,7 +45,8 @@ class ActionPage:
 
 
 def _payload(request: HttpRequest, form: forms.Form) -> dict[str, Any]:
-    submitted = {name: request.POST.getlist(name) for name in form.fields}
+    # Line ends as a browser sends them back from the confirmation's hidden copy of a textarea.
+    submitted = {name: [v.replace("\r\n", "\n") for v in request.POST.getlist(name)] for name in form.fields}
     return {"user": request.user.pk, "path": request.path, "values": submitted}
 
 

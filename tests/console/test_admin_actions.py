@@ -289,3 +289,13 @@ def test_a_grant_expiring_in_the_past_is_refused(root_client):
     page = review(root_client, grant_url(account), {"credits": 5, "reason": "r", "expires_at": "2001-01-01 00:00"})
     assert page.context["stage"] == "form" and "expires_at" in page.context["form"].errors
     assert not Grant.objects.filter(account=account).exists()
+
+
+def test_a_reason_on_several_lines_confirms_whichever_line_ends_come_back(root_client):
+    account = make_account()
+    page = review(root_client, grant_url(account), {"credits": 3, "reason": "first line\r\nsecond line"})
+    done = root_client.post(
+        grant_url(account),
+        {"credits": 3, "reason": "first line\nsecond line", "confirmation": page.context["confirmation"]},
+    )
+    assert done.status_code == 302 and Grant.objects.filter(account=account).count() == 1
