@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from .models import User, UserToken
+from .services import user_token_revoke
 
 
 @admin.register(User)
@@ -25,8 +26,15 @@ class UserAdmin(DjangoUserAdmin):
 @admin.register(UserToken)
 class UserTokenAdmin(admin.ModelAdmin):
     list_display = ["user", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["user", "prefix", "key_hash", "created_at", "last_used_at"]
+    readonly_fields = ["user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"]
     search_fields = ["user__email"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        for token in queryset.filter(revoked_at__isnull=True):
+            user_token_revoke(token=token)
+        self.message_user(request, "Revoked.")
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeGuard
 
+from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -61,7 +62,9 @@ class BearerAuthentication(authentication.BaseAuthentication):
         return self._user_token(raw, now)
 
     def _user_token(self, raw: str, now):  # type: ignore[no-untyped-def]
-        token = UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True).select_related("user").first()
+        made_after = now - timedelta(days=settings.USER_TOKEN_LIFETIME_DAYS)  # older ones have expired
+        valid = UserToken.objects.filter(key_hash=hash_key(raw), revoked_at__isnull=True, created_at__gt=made_after)
+        token = valid.select_related("user").first()
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         touch_last_used(UserToken, token.pk, now)

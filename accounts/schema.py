@@ -41,6 +41,7 @@ GENERAL_ERRORS: ErrorCatalog = {
     "not_found": (404, "No such object.", {}),
     "not_acceptable": (406, "The Accept header names no type this route answers (JSON).", {}),
     "idempotency_key_reused": (409, "This Idempotency-Key was used with a different request.", {}),
+    "request_timeout": (408, "The body stopped arriving (GUNICORN_CLIENT_TIMEOUT between reads); send it again.", {}),
     "length_required": (411, "A chunked body: send it with a Content-Length header.", {}),
     "request_too_large": (413, "The body is over the limit (64 KiB; BATCH_MAX_BODY_BYTES for a batch).", {}),
     "unsupported_media_type": (415, "The body is not `application/json`.", {}),
@@ -55,7 +56,7 @@ GENERAL_ERRORS: ErrorCatalog = {
 # Codes every route can answer, and the groups routes share.
 ANY_ROUTE = ("not_acceptable", "rate_limited", "service_unavailable")
 SIGNED_IN = ("authentication_failed", "permission_denied")
-WITH_BODY = ("validation_error", "unsupported_media_type", "length_required", "request_too_large")
+WITH_BODY = ("validation_error", "unsupported_media_type", "request_timeout", "length_required", "request_too_large")
 
 
 def error_schema(catalog: ErrorCatalog, codes: list[str]) -> dict[str, Any]:

@@ -52,6 +52,11 @@ def user_token_create(*, user: User) -> tuple[UserToken, str]:
     return token, raw
 
 
+def user_token_revoke(*, token: UserToken, now: datetime | None = None) -> None:
+    """End a personal token. Tokens are checked against the database on every call: at once."""
+    UserToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+
+
 def touch_last_used(model: type[ServiceKey] | type[UserToken], pk: int, now: datetime) -> None:
     # A conditional UPDATE: at most one write a minute per key, whatever the request rate.
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)

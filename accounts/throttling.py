@@ -1,8 +1,14 @@
-"""DRF's throttle for every API route: the one rate limiter (accounts.ratelimit.Limiter)."""
+"""DRF's throttle for every API route (the one rate limiter, accounts.ratelimit.Limiter), the
+client address every per-address limit counts, and django-axes' hooks for login lockouts."""
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from rest_framework.throttling import BaseThrottle
+
+from config.errors import error_body
 
 from .authentication import is_service
 from .ratelimit import limiter
@@ -22,9 +28,38 @@ class PrincipalRateThrottle(BaseThrottle):
         elif user is not None and getattr(user, "is_authenticated", False):
             verdict = limiter.check("user", str(user.pk))
         else:
-            verdict = limiter.check("anon", self.get_ident(request))
+            verdict = limiter.check("anon", client_address(request))
         self._wait = verdict.retry_after
         return verdict.allowed
 
     def wait(self) -> float:
         return max(1.0, self._wait)
+
+
+def client_address(request) -> str:  # type: ignore[no-untyped-def]
+    """The caller's address for every per-address limit (this throttle, the waitlist's, login
+    lockouts): REMOTE_ADDR, or, behind TRUSTED_PROXY_COUNT proxies (DRF's NUM_PROXIES), the
+    address the outermost of them saw in X-Forwarded-For; a client's own X-Forwarded-For entries
+    further left are never read, so rotating them lifts no limit."""
+    return BaseThrottle().get_ident(request)
+
+
+def login_username(request, credentials: dict | None) -> str:  # type: ignore[no-untyped-def,type-arg]
+    """The account a login attempt names, as stored (lower case), for django-axes' per-account
+    count: the API's token route and the web and admin login forms all send it as `username`."""
+    source = credentials if credentials is not None else request.POST
+    return str(source.get("username") or "").strip().lower()[:254]
+
+
+def login_locked_out(request, original_response, credentials):  # type: ignore[no-untyped-def]
+    """django-axes' answer to a login refused while locked out: 429 rate_limited with Retry-After
+    for the API, a page for people."""
+    wait = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    response: HttpResponse
+    if request.path.startswith("/api/"):
+        message = "Too many failed logins; retry later."
+        response = JsonResponse(error_body("rate_limited", message, retry_after=wait), status=429)
+    else:
+        response = render(request, "accounts/login_locked.html", {"minutes": wait // 60}, status=429)
+    response["Retry-After"] = str(wait)
+    return response

@@ -7,6 +7,7 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from billing.audit import AuditCollector
         from billing.metrics import LedgerStateCollector
         from billing.schedules import install_schedules
         from config.metrics import register_collector
@@ -15,3 +16,4 @@ class BillingConfig(AppConfig):
         post_migrate.connect(install_schedules, sender=self, dispatch_uid="billing.install_schedules")
         # /metrics serves the ledger's state next to the request figures.
         register_collector(LedgerStateCollector())
+        register_collector(AuditCollector())  # the nightly audits' alarms (billing/audit.py)

@@ -35,6 +35,10 @@ SCHEDULES = [
     # for the last three days' paid sessions and intents, so a purchase whose webhook was lost
     # (endpoint down, secret rotated) gets its credits within a quarter of an hour.
     Schedule("reconcile stripe payments", "billing.reconcile_stripe", every_seconds=900),
+    # Nightly at 03:30 UTC, away from the refill (00:05) and the hourly expiry (:15): every ledger
+    # invariant, as check_ledger checks them; a breach is logged at ERROR and shown in /metrics.
+    # (The reconciliation above raises the same alarm whenever it has to fulfil a purchase.)
+    Schedule("audit the ledger", "billing.audit_ledger", crontab="30 3 * * *"),
     # Mondays at 09:00 UTC, while WAITLIST_ENABLED: the week's invitations go out at the start
     # of a working day; a second run in the same week invites only what the quota still allows.
     Schedule("admit from the waitlist", "waitlist.admit_weekly", crontab="0 9 * * 1"),

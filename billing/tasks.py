@@ -6,7 +6,9 @@ import logging
 
 from celery import shared_task
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
+from billing.audit import ledger_audit, stripe_fixes_record
 from billing.idempotency import idempotency_keys_purge
 from billing.models import JobRun
 from billing.services.jobs import job_chunk_failed, job_chunk_run, job_start, pending_chunk_ids
@@ -70,4 +72,11 @@ def reconcile_stripe() -> dict:
     report = stripe_reconcile()
     for line in report.lines():
         (logger.warning if line.startswith("error") else logger.info)("reconcile_stripe: %s", line)
+    stripe_fixes_record(fulfilled=report.fulfilled, now=timezone.now())
     return {"fulfilled": report.fulfilled, "errors": report.errors}
+
+
+@shared_task(name="billing.audit_ledger")
+def audit_ledger() -> int:
+    """check_ledger, nightly: breaches are logged at ERROR and counted for /metrics."""
+    return ledger_audit(now=timezone.now())

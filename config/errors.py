@@ -10,7 +10,7 @@ from django import db
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.views import defaults
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
@@ -214,6 +214,9 @@ class RequestBodyLimitMiddleware:
                     request.body  # noqa: B018 - reading it is the point
             except RequestDataTooBig:
                 return JsonResponse(error_body("request_too_large", "The request body is too large."), status=413)
+            except UnreadablePostError:  # the client stopped sending (config/gunicorn_worker.py)
+                message = "The request body did not arrive in time."
+                return JsonResponse(error_body("request_timeout", message), status=408)
         return self.get_response(request)
 
 

@@ -2,7 +2,8 @@
 
 Every value can be overridden from the environment (gunicorn also reads GUNICORN_CMD_ARGS).
 Sync workers: each handles one request at a time with its own persistent database connection,
-which is what the spend path is measured with (bench/README.md).
+which is what the spend path is measured with (bench/README.md); each read from a client times
+out (GUNICORN_CLIENT_TIMEOUT), so a client that stops sending frees its worker.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ os.environ.setdefault("DB_POOL", "true")
 
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{_int_env('PORT', 8000, 1, 65535)}")
 workers = _int_env("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1, 1, 256)
-worker_class = "sync"
+# Sync workers whose connections time out, and gunicorn's own refusals as JSON (config/gunicorn_worker.py).
+worker_class = "config.gunicorn_worker.TimedSyncWorker"
 # Requests are small (64 KiB at most, 1 MiB for a batch); a stuck request is killed, not waited on.
 timeout = _int_env("GUNICORN_TIMEOUT", 30, 1, 3600)
+# A client's request (its headers, then its body) may pause this long between reads.
+_int_env("GUNICORN_CLIENT_TIMEOUT", 5, 1, 300)
 graceful_timeout = 30
 keepalive = 5
 # The listen queue holds the callers waiting for a free worker.

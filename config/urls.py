@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import URLPattern, include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from accounts import urls as accounts_urls
 from billing import urls as billing_urls
-from notifications import urls as notifications_urls
 from console import urls as console_urls
+from notifications import urls as notifications_urls
 from waitlist import urls as waitlist_urls
 
 from . import health, metrics
@@ -44,7 +44,7 @@ urlpatterns = [
     *billing_urls.webhooks,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI and ReDoc load their scripts from our static files (drf-spectacular-sidecar).
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -211,6 +211,7 @@ class Server:
             WEB_CONCURRENCY="2",
             PORT=str(self.port),
             GUNICORN_LOG_LEVEL="warning",
+            GUNICORN_CLIENT_TIMEOUT="300",  # held_healthz keeps a request half-sent on purpose
         )
         self.log = tmp_path / f"gunicorn-{self.port}.log"
         with self.log.open("wb") as out:

@@ -6,6 +6,7 @@ Every value that differs between machines is read from the environment through o
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "waitlist",
     "console",
     "notifications",
+    "axes",  # login lockouts (django-axes): see "Logins" below
 ]
 
 MIDDLEWARE = [
@@ -70,6 +72,7 @@ MIDDLEWARE = [
     # Error answers a browser on the site reads as the site's own HTML pages; JSON on API paths.
     "config.site_errors.SiteErrorPagesMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     # Static files (the docs' Swagger UI and ReDoc, the admin's) from the process itself, gunicorn too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,6 +82,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # answers a locked-out login (accounts.throttling.login_locked_out)
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -213,6 +217,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "accounts.schema.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # X-Forwarded-For is read only behind this many trusted proxies (accounts.throttling.client_address).
+    "NUM_PROXIES": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
 }
 
 # Requests per minute for each kind of caller; 0 switches the limit off.
@@ -225,6 +231,21 @@ RATE_LIMITS = {
     # Verification emails a logged-in user may have sent again, per user.
     "verification_email": env_int("RATE_LIMIT_VERIFICATION_EMAIL_PER_MINUTE", 3, minimum=0, maximum=10**9),
 }
+# --- Logins (django-axes) --------------------------------------------------------------------
+# Failed logins, through the API's token route, the web login and the admin's, are counted per
+# account and per client address in the database; past the limit, logins of that account or from
+# that address are refused (429) for the cool-off, even with the right password.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=24 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field and authenticate()'s keyword
+AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
+AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.throttling.login_locked_out"
+AXES_VERBOSE = False
+
 # Redis unreachable: limits let calls through uncounted (false, PostgreSQL being the source of
 # truth) or refuse them with 503 service_unavailable (true).
 RATE_LIMIT_FAIL_CLOSED = env_bool("RATE_LIMIT_FAIL_CLOSED", False)

@@ -13,6 +13,18 @@ if len(SECRET_KEY) < 32:
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS only: plain HTTP is redirected and browsers are told to use HTTPS for a year. Behind a
+# TLS-terminating proxy that sets X-Forwarded-Proto (above), keep both; DJANGO_SSL_REDIRECT=false
+# where the proxy redirects itself, or on a plain-HTTP loopback such as the benchmarks'. The
+# probes and /metrics answer over plain HTTP, as a load balancer or a scraper calls them.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600, minimum=0, maximum=2 * 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+# Preloading is a commitment for the whole domain that is slow to undo: an operator's choice, so
+# its reminder (security.W021) is silenced until it is made.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # A connection pool per web worker (psycopg_pool through Django): a request takes a connection
 # that the pool keeps healthy, with no per-request health-check query. config/gunicorn.py turns
