@@ -73,6 +73,8 @@ def pages(site: dict[str, str]) -> dict[str, tuple[str, bool]]:
         "web-checkout-cancel": (f"/billing/cancel?purchase={purchase}", True),
         "web-notifications": ("/billing/notifications", True),
         "web-auto-recharge": ("/billing/auto-recharge", True),
+        "web-auto-recharge-card": ("/billing/auto-recharge/card", True),
+        "web-auto-recharge-card-saved": ("/billing/auto-recharge/card-saved", True),
         "not-found": ("/no/such/page", False),
         "missing-purchase": ("/billing/success?purchase=pur_nosuchpurchase", True),
     }
