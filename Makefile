@@ -35,6 +35,15 @@ run: install
 test: lint chromium
 	$(BIN)/pytest -n 2 --dist loadfile
 
+# Faults injected into real processes under load (tests/faults): gunicorn workers SIGKILLed, a
+# private PostgreSQL stopped and restarted, a private Redis stopped, a key revoked while Redis
+# cannot be told; each followed by check_ledger and keys sent vs debits. Figures in
+# tests/artifacts/faults.txt.
+.PHONY: test-faults
+test-faults: install
+	rm -f tests/artifacts/faults.txt
+	$(BIN)/pytest -m faults tests/faults -v
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,157 @@
+"""Faults injected into real processes under load (`make test-faults`): gunicorn workers
+SIGKILLed, PostgreSQL stopped and restarted, Redis stopped, a service key revoked while Redis
+cannot be told. After each: every Idempotency-Key sent is retried until it is answered 201, then
+each key must have moved exactly one credit (keys sent = debits = entries = keys recorded) and
+check_ledger must pass. The figures of each run are written to tests/artifacts/faults.txt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import Load, WebServer, check_ledger, environment, manage, populate, request, tally
+from tests.private_servers import PrivatePostgres, PrivateRedis, free_port
+
+pytestmark = pytest.mark.faults
+
+REPORT = Path(__file__).resolve().parent.parent / "artifacts" / "faults.txt"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
+    postgres, redis = PrivatePostgres(), PrivateRedis()
+    postgres.start()
+    redis.start()
+    try:
+        done = manage(environment(postgres, redis), "migrate", "--noinput", check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield postgres, redis
+    finally:
+        redis.stop()
+        postgres.destroy()
+
+
+@pytest.fixture(scope="module")
+def world(servers):  # type: ignore[no-untyped-def]
+    postgres, redis = servers
+    env = environment(postgres, redis)
+    key, accounts = populate(env, accounts=6, credits=1_000_000)
+    return env, key, accounts
+
+
+@pytest.fixture
+def web(world, tmp_path) -> Iterator[WebServer]:  # type: ignore[no-untyped-def]
+    env, _, _ = world
+    server = WebServer({**env, "SERVICE_KEY_CACHE_SECONDS": "3"}, tmp_path / "gunicorn.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def settle_and_count(name: str, load: Load, env: dict[str, str]) -> None:
+    """Retry every key left without a 201, then hold the ledger to exactly one debit per key."""
+    first = dict(load.answers)
+    load.retry_unanswered()
+    assert not load.unanswered, f"{len(load.unanswered)} keys never answered 201"
+    counted = tally(env["DATABASE_URL"], load.sent)
+    ledger = check_ledger(env)
+    line = (
+        f"{name}: {len(load.sent)} keys sent; first answers {sorted(first.items())}; "
+        f"after retries {sorted(load.answers.items())}; debits {counted.debits}, debit entries "
+        f"{counted.debit_entries}, keys recorded {counted.keys_recorded}; slowest refusal "
+        f"{load.slowest_refusal:.2f} s; check_ledger: {ledger}"
+    )
+    REPORT.parent.mkdir(exist_ok=True)
+    with REPORT.open("a") as out:
+        out.write(line + "\n")
+    print(line)
+    assert counted.debits == counted.distinct_references == counted.keys_recorded == len(load.sent)
+    assert counted.debit_entries == counted.debits  # each debit took its credit from one lot
+    assert load.answers[500] == 0 and load.retry_after_missing == 0
+
+
+def test_gunicorn_workers_sigkilled_under_load_then_retried_with_the_same_keys(world, web):
+    env, key, accounts = world
+    load = Load(web.port, key, accounts)
+    killed = []
+
+    def kill_twice() -> None:
+        for _ in range(2):
+            time.sleep(1.5)
+            killed.append(web.kill_workers())
+        time.sleep(1.5)
+
+    load.run_while(kill_twice)
+
+    assert sum(killed) >= 6
+    settle_and_count(f"gunicorn workers SIGKILLed ({sum(killed)})", load, env)
+
+
+def test_postgresql_stopped_and_restarted_under_load(servers, world, web):
+    postgres, _ = servers
+    env, key, accounts = world
+    load = Load(web.port, key, accounts)
+
+    def outage() -> None:
+        time.sleep(1.5)
+        postgres.stop("fast")
+        time.sleep(3)
+        postgres.start()
+        time.sleep(2)
+
+    load.run_while(outage)
+
+    assert load.answers[503] > 0, load.answers  # the outage was seen, and answered 503
+    assert load.slowest_refusal < 3, load.slowest_refusal  # at once, not after a pool timeout
+    settle_and_count("PostgreSQL stopped and restarted", load, env)
+
+
+def test_redis_stopped_under_load_spending_goes_on(servers, world, web):
+    _, redis = servers
+    env, key, accounts = world
+    load = Load(web.port, key, accounts)
+
+    def outage() -> None:
+        time.sleep(1.5)
+        redis.stop()
+        time.sleep(3)
+        redis.start()
+        time.sleep(1.5)
+
+    load.run_while(outage)
+
+    assert set(load.answers) == {201}, load.answers  # limits fail open: nothing refused
+    settle_and_count("Redis stopped", load, env)
+
+
+def test_a_key_revoked_while_redis_cannot_be_told_is_refused_within_the_cache_window(servers, world, web):
+    _, redis = servers
+    env, _, accounts = world
+    fresh = manage(env, "create_service_key", "revoked-soon").stdout.strip().splitlines()[-1]
+    path = f"/api/v1/accounts/{accounts[0]}/balance"
+    auth = {"Authorization": f"Bearer {fresh}"}
+    assert request(web.port, "GET", path, headers=auth)[0] == 200  # now in the web's cache
+
+    unreachable = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "SERVICE_KEY_CACHE_SECONDS": "3"}
+    revoked = manage(unreachable, "revoke_service_key", fresh[:10])
+    revoked_at = time.monotonic()
+    assert "within 3 seconds" in revoked.stderr
+
+    statuses = []
+    while time.monotonic() - revoked_at < 6:
+        statuses.append((time.monotonic() - revoked_at, request(web.port, "GET", path, headers=auth)[0]))
+        time.sleep(0.2)
+    last_accepted = max((t for t, status in statuses if status == 200), default=0.0)
+    assert last_accepted < 3.5, statuses
+    assert statuses[-1][1] == 401
+
+    redis.stop()  # and with Redis down altogether, the database answers at once
+    try:
+        assert request(web.port, "GET", path, headers=auth)[0] == 401
+    finally:
+        redis.start()
+    with REPORT.open("a") as out:
+        out.write(f"revocation Redis could not be told of: last accepted {last_accepted:.2f} s after it\n")
