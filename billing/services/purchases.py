@@ -103,7 +103,7 @@ def purchase_start(*, account: Account, pack: CreditPack, quantity: int, flow: s
             refs = StripeRefs(payment_intent_id=made["id"])
     except PaymentProviderError as exc:
         Purchase.objects.filter(pk=purchase.pk, status=Purchase.Status.PENDING).update(
-            status=Purchase.Status.CANCELED, last_error=exc.message[:2000]
+            status=Purchase.Status.CANCELED, last_error=stripe_gateway.provider_detail(exc)[:2000]
         )
         raise
     purchase_refs_record(purchase=purchase, refs=refs)
@@ -356,8 +356,9 @@ def purchase_refund_execute(*, refund: PurchaseRefund, actor: Actor, now=None) -
     except PaymentProviderError as exc:
         retryable = stripe_gateway.is_retryable(exc.__cause__)
         failed = PurchaseRefund.Status.REQUESTED if retryable else PurchaseRefund.Status.FAILED
-        PurchaseRefund.objects.filter(pk=refund.pk).update(status=failed, error=exc.message[:2000])
-        refund.status, refund.error = failed, exc.message
+        detail = stripe_gateway.provider_detail(exc)
+        PurchaseRefund.objects.filter(pk=refund.pk).update(status=failed, error=detail[:2000])
+        refund.status, refund.error = failed, detail
         raise
     status = str(answer.get("status"))
     if status not in PurchaseRefund.Status.values or status == PurchaseRefund.Status.REQUESTED:

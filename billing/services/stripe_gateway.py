@@ -72,8 +72,18 @@ def _call(description: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any
     try:
         return _plain(fn(*args, **kwargs))
     except stripe.StripeError as exc:
-        message = getattr(exc, "user_message", None) or str(exc) or type(exc).__name__
-        raise PaymentProviderError(f"Stripe refused or did not answer ({description}): {message}") from exc
+        # Stripe's own words can quote our request's parameters: they are for operators
+        # (provider_detail), and the buyer is told only what failed.
+        raise PaymentProviderError(f"The payment provider refused or did not answer ({description}).") from exc
+
+
+def provider_detail(error: PaymentProviderError) -> str:
+    """What Stripe said about a failed call, for operators: a purchase's last_error, a refund's
+    error. Never part of an API answer."""
+    cause = error.__cause__
+    if isinstance(cause, stripe.StripeError):
+        return getattr(cause, "user_message", None) or str(cause) or type(cause).__name__
+    return error.message
 
 
 def purchase_metadata(purchase: Purchase) -> dict[str, str]:
