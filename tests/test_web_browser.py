@@ -31,6 +31,7 @@ from playwright.sync_api import Page, expect
 
 from accounts.models import User
 from billing.models import CreditPack, Grant, Purchase, StripeEvent
+from tests.billing.period_oracle import boundary_at_or_before, period_at
 from tests.billing.stripe_support import SECRET_KEY, WEBHOOK_SECRET, event, session_object, sign
 from tests.browser_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, chromium  # noqa: F401 - others import these
 from tests.browser_support import screenshot as save_screenshot
@@ -244,7 +245,8 @@ def test_sign_up_buy_a_pack_through_checkout_and_see_165_credits_with_their_expi
     # Free credits lapse when the next monthly period starts (periods run from the signup day,
     # the 28th at the latest); purchased ones 12 calendar months after payment.
     joined = user.date_joined.astimezone(UTC)
-    next_period = datetime(joined.year, joined.month, min(joined.day, 28), tzinfo=UTC) + relativedelta(months=1)
+    anchor = min(joined.day, 28)
+    next_period = period_at(first_period_start=boundary_at_or_before(joined, anchor), anchor_day=anchor, now=joined).end
     paid_expiry = purchase.paid_at.astimezone(UTC) + relativedelta(years=1)
     assert lot_row(page, "free_monthly") == f"Free monthly credits 50 {when(next_period)}"
     assert lot_row(page, "purchase") == f"Purchased credits 115 {when(paid_expiry)}"

@@ -4,7 +4,9 @@ The property-based state machine (test_ledger_properties.py) drives the real ser
 compares every balance, lot, hold and refusal with this model: it is the oracle that proves the
 engine. So it is plain Python written from the rules alone, and it imports nothing from
 `billing` or `accounts` (not even their period arithmetic or default priorities): a rule
-written wrong in the engine must not be written the same wrong way here by reuse. The names it
+written wrong in the engine must not be written the same wrong way here by reuse. Its free
+periods come from the tests' period oracle (tests/billing/period_oracle.py), the one plain-Python
+period arithmetic the engine's SQL period functions are also tested against. The names it
 shares with the engine are the words of DESIGN.md: grant sources, hold statuses, error codes.
 
 Rules modelled:
@@ -33,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from tests.billing.period_oracle import Period, boundary_at_or_before, period_at
 
 PURCHASE = "purchase"  # the only source counted as paid; every other source is free
 FREE_MONTHLY = "free_monthly"
@@ -199,20 +203,9 @@ class FreePolicy:
 
 
 @dataclass(frozen=True)
-class Period:
-    index: int
-    start: datetime
-    end: datetime
-
-
-def _anchor_midnight(year: int, month: int, anchor_day: int) -> datetime:
-    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
-    return datetime(year, month, anchor_day, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
 class FreePlan:
-    """An account's free-credit calendar: period k starts k months after the first, on the anchor day."""
+    """An account's free-credit calendar: periods start monthly on the anchor day, the first at
+    `first_period_start`, with the tests' one period arithmetic (tests/billing/period_oracle.py)."""
 
     anchor_day: int
     first_period_start: datetime
@@ -221,34 +214,23 @@ class FreePlan:
     def for_signup(cls, signup_at: datetime, latest_anchor_day: int) -> FreePlan:
         """Anchored on the signup day (29th-31st and the like on the latest anchor day); the first
         period starts at the last anchor-day midnight at or before the signup."""
-        signup_at = signup_at.astimezone(UTC)
-        anchor = min(signup_at.day, latest_anchor_day)
-        start = _anchor_midnight(signup_at.year, signup_at.month, anchor)
-        if start > signup_at:
-            start = _anchor_midnight(signup_at.year, signup_at.month - 1, anchor)
-        return cls(anchor, start)
+        anchor = min(signup_at.astimezone(UTC).day, latest_anchor_day)
+        return cls(anchor, boundary_at_or_before(signup_at, anchor))
 
     def __post_init__(self) -> None:
         assert 1 <= self.anchor_day <= 28
-        assert self.first_period_start == self.start_of(0), "the first period starts on an anchor-day midnight"
-
-    def start_of(self, index: int) -> datetime:
-        first = self.first_period_start.astimezone(UTC)
-        return _anchor_midnight(first.year, first.month + index, self.anchor_day)
+        assert self.first_period_start == boundary_at_or_before(self.first_period_start, self.anchor_day), (
+            "the first period starts on an anchor-day midnight"
+        )
 
     def period_at(self, now: datetime) -> Period:
         """The latest period start at or before `now` (never before the first period)."""
-        index = 0
-        # Walked month by month from the first period: slow, and obviously the definition.
-        while self.start_of(index + 1) <= now:
-            index += 1
-        return Period(index, self.start_of(index), self.start_of(index + 1))
+        return period_at(first_period_start=self.first_period_start, anchor_day=self.anchor_day, now=now)
 
     def next_start_after(self, moment: datetime) -> datetime:
-        index = 0
-        while self.start_of(index) <= moment:
-            index += 1
-        return self.start_of(index)
+        """The first period start after `moment`."""
+        period = self.period_at(moment)
+        return period.start if period.start > moment else period.end
 
 
 @dataclass(frozen=True)
