@@ -101,7 +101,7 @@ def test_every_page_fits_a_phone_and_a_laptop_screen(live_server, site, monkeypa
             for name, (path, as_user) in visits.items():
                 page = signed_in if as_user else anonymous
                 page.goto(f"{live_server.url}{path}")
-                expect(page.locator("h1").first).to_be_visible()
+                expect(page.locator("h1").first).to_be_visible(timeout=30_000)
                 document = page.evaluate("document.documentElement.scrollWidth")
                 body = page.evaluate("document.body.scrollWidth")
                 inner = page.evaluate("window.innerWidth")
@@ -125,6 +125,6 @@ def test_the_billing_page_at_a_phone_width_reads_in_the_users_words(live_server,
         expect(history).to_contain_text("Generation")
         expect(page.get_by_test_id("pending-hint")).to_contain_text("Not completed: nothing was charged")
         page.goto(f"{live_server.url}/billing/buy")
-        expect(page.get_by_role("heading", name="This page does not work that way")).to_be_visible()
+        expect(page.get_by_role("heading", name="This page does not work that way")).to_be_visible(timeout=30_000)
         page.goto(f"{live_server.url}/billing/success?purchase={site['purchase']}")
         expect(page.get_by_test_id("pending-guidance")).to_contain_text(site["purchase"])
