@@ -1,12 +1,12 @@
 """Notifications: the outbox of events, their deliveries (signed webhooks, emails), each user's
 preferences, and auto-recharge.
 
-Two columns of accounts_account belong to this app and are not fields of accounts.Account:
+Three columns of accounts_account belong to this app and are not fields of accounts.Account:
 `low_balance_threshold_credits` (the effective threshold: LOW_BALANCE_THRESHOLD_CREDITS or the
 account's own), `balance_low` (whether balance.low was raised last, not balance.recovered) and
 `auto_recharge_threshold_credits` (0 when auto-recharge is off). The balance trigger
 (billing/sql/billing_balance_crossed.sql) reads them from the row being updated, so a debit that
-crosses no threshold costs no query (migrations 0001 and 0002). They are written only by
+crosses no threshold costs no query (they are made by migration 0002). They are written only by
 notifications.services.preferences and notifications.services.recharge.
 """
 

@@ -4,6 +4,7 @@ fanned out once (a compare-and-set on dispatched_at), however many workers and s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,6 +13,8 @@ from django.utils import timezone
 
 from notifications.models import EmailDelivery, Event, Recharge, WebhookDelivery, WebhookEndpoint
 from notifications.services.preferences import email_wanted
+
+logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 
@@ -52,6 +55,16 @@ def _queue(fan_out: FanOut) -> None:
         send_email.delay(fan_out.email)
 
 
+def _fan_out_logged(event_id: int, now: datetime) -> bool:
+    """One event's fan-out; a failure is logged and left for the next sweep, so one bad event
+    does not hold up the others."""
+    try:
+        return event_fan_out(event_id=event_id, now=now) is not None
+    except Exception:
+        logger.exception("fanning out event %s failed; the next sweep tries again", event_id)
+        return False
+
+
 def outbox_sweep(*, now: datetime | None = None) -> tuple[int, list[int]]:
     """Fan out the events not dispatched yet (those the balance trigger wrote, or whose queueing
     was lost) and return (how many, the queued recharges' ids) for the caller to queue."""
@@ -59,6 +72,6 @@ def outbox_sweep(*, now: datetime | None = None) -> tuple[int, list[int]]:
     pending = list(
         Event.objects.filter(dispatched_at__isnull=True).order_by("id").values_list("pk", flat=True)[:SWEEP_BATCH]
     )
-    fanned = sum(1 for event_id in pending if event_fan_out(event_id=event_id, now=now) is not None)
+    fanned = sum(1 for event_id in pending if _fan_out_logged(event_id, now))
     recharges = list(Recharge.objects.filter(status=Recharge.Status.QUEUED).values_list("pk", flat=True)[:SWEEP_BATCH])
     return fanned, recharges

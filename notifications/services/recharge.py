@@ -14,6 +14,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import stripe
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Sum
@@ -23,6 +24,7 @@ from accounts.models import Account
 from billing.errors import AccountSuspended, PaymentProviderError
 from billing.models import CreditPack, Purchase, StripeCustomer
 from billing.money import format_price
+from billing.services import stripe_gateway
 from billing.services.purchases import (
     StripeRefs,
     _id_of,
@@ -227,12 +229,20 @@ def _charge(recharge: Recharge, purchase: Purchase, settings_row: AutoRecharge, 
             idempotency_key=recharge.idempotency_key,
         )
     except PaymentProviderError as exc:
-        return _failed(recharge, purchase, exc.message, now)
+        return _failed(recharge, purchase, _decline_reason(exc), now)
     purchase_refs_record(purchase=purchase, refs=StripeRefs(payment_intent_id=_id_of(intent.get("id"))))
     if intent.get("status") not in ("succeeded", "processing"):
         return _failed(recharge, purchase, f"the payment is {intent.get('status')}: the card needs the customer", now)
     recharge.refresh_from_db()
     return recharge  # charging until the payment's webhook fulfils the purchase
+
+
+def _decline_reason(error: PaymentProviderError) -> str:
+    """What the user may read: a card's decline in Stripe's words for cardholders (its
+    user_message), anything else only as a failure of the payment provider."""
+    if isinstance(error.__cause__, stripe.CardError):
+        return stripe_gateway.provider_detail(error)
+    return error.message
 
 
 def recharges_declined_later(*, now: datetime | None = None) -> int:

@@ -181,3 +181,21 @@ def test_a_fan_out_happens_once_however_many_workers_try(buyer):
     assert event_fan_out(event_id=event.pk) is not None
     assert event_fan_out(event_id=event.pk) is None
     assert EmailDelivery.objects.filter(event=event).count() == 1
+
+
+def test_one_event_that_fails_to_fan_out_does_not_hold_up_the_others(monkeypatch, caplog):
+    broken, fine = make_account(), make_account()
+    cross_below(broken)
+    cross_below(fine)
+    from notifications.services import outbox
+
+    def refuse_for_broken(*, account, kind):  # type: ignore[no-untyped-def]
+        if account.pk == broken.pk:
+            raise RuntimeError("template missing")
+        return True
+
+    monkeypatch.setattr(outbox, "email_wanted", refuse_for_broken)
+    assert outbox_sweep() == (1, [])
+    assert Event.objects.get(account=broken).dispatched_at is None  # left for the next sweep
+    assert Event.objects.get(account=fine).dispatched_at is not None
+    assert "fanning out event" in caplog.text and "template missing" in caplog.text
