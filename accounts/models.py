@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -71,6 +72,24 @@ class Account(models.Model):
     # and check_ledger proves they equal what the grants and holds say.
     available_credits = models.BigIntegerField(default=0)
     held_credits = models.BigIntegerField(default=0)
+    # Quotas (billing_spend_quota counts them under the row lock, in the spend's own statement).
+    # Operators' overrides of the settings RATE_LIMIT_ACCOUNT_PER_MINUTE, RATE_LIMIT_ACCOUNT_BURST
+    # and DAILY_CAP_CREDITS; empty: the setting; 0 switches the limit off. No check constraints:
+    # every one is paid on each balance write (the form's validators refuse negative values).
+    rate_limit_per_minute = models.IntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Spends a minute; empty: the setting."
+    )
+    rate_limit_burst = models.IntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Spends at once; empty: the setting."
+    )
+    daily_cap_credits = models.BigIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Credits a UTC day; empty: the setting."
+    )
+    # The token bucket (tokens left at rate_checked_at) and the credits spent on day_started (UTC).
+    rate_tokens = models.FloatField(null=True, blank=True, editable=False)
+    rate_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    day_spent = models.BigIntegerField(default=0, db_default=0, editable=False)
+    day_started = models.DateField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
