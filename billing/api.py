@@ -33,6 +33,7 @@ from billing.idempotency import (
     stored_refusal,
 )
 from billing.models import ActorType, Hold, Operation
+from billing.quotas import with_quota_headers
 from billing.schema import (
     BALANCE_DOC,
     BATCH_DOC,
@@ -45,6 +46,8 @@ from billing.schema import (
     LEDGER_DOC,
     LEDGER_ERRORS,
     LEDGER_PARAMETERS,
+    QUOTAS_DOC,
+    RATE_LIMIT_HEADERS,
     REFUND_DOC,
     REFUND_ERRORS,
     RELEASE_DOC,
@@ -152,18 +155,19 @@ class BalanceView(ServiceView):
 
 def answered(moved: Moved, record: KeyRecord, status_code: int) -> Response:
     """The answer to a movement whose function recorded the key: the body it made, the answer
-    recorded before (a replay), a refusal recorded under the key (402, 403, 409), or a 400 or
-    404 that records nothing, so that a corrected retry may use the key."""
+    recorded before (a replay), a refusal recorded under the key (402, 403, 409), or a 400, 404
+    or 429 that records nothing, so that a corrected or later retry may use the key. A spend's
+    answers carry the account's RateLimit-* headers (billing/quotas.py)."""
     if moved.outcome in (REPLAY, KEY_TAKEN):
         return replay(record.scope, record.key, record.request_hash)
     if moved.refusal is None:
-        return Response(moved.body, status=status_code)
+        return with_quota_headers(Response(moved.body, status=status_code), moved.rate, None)
     if not stored_refusal(moved.refusal):
         # A debit or a hold meets a recorded key only when it records its own, at the end: one
         # refused before that (an operation since deactivated) is a replay all the same.
         if keys_stored(record.scope, [record.key]):
             return replay(record.scope, record.key, record.request_hash)
-        raise moved.refusal
+        return with_quota_headers(domain_error_response(moved.refusal), moved.rate, moved.refusal)
     # The call committed what it settled; the refusal is recorded on its own.
     return refuse(record.scope, record.key, record.request_hash, moved.refusal)
 
@@ -175,10 +179,10 @@ def key_record(request: Request) -> KeyRecord:
 class DebitCreateView(ServiceView):
     @extend_schema(
         request=DebitRequest,
-        parameters=credit_moving_parameters(201),
+        parameters=[*credit_moving_parameters(201), *RATE_LIMIT_HEADERS],
         responses={201: DebitOut, **SPEND_ERRORS},
         tags=["debits"],
-        description=DEBIT_DOC,
+        description=DEBIT_DOC + QUOTAS_DOC,
     )
     def post(self, request: Request, account_id: str) -> Response:
         record = key_record(request)
@@ -336,10 +340,10 @@ class DebitRefundView(ServiceView):
 class HoldCreateView(ServiceView):
     @extend_schema(
         request=HoldRequest,
-        parameters=credit_moving_parameters(201),
+        parameters=[*credit_moving_parameters(201), *RATE_LIMIT_HEADERS],
         responses={201: HoldOut, **SPEND_ERRORS},
         tags=["holds"],
-        description=HOLD_DOC,
+        description=HOLD_DOC + QUOTAS_DOC,
     )
     def post(self, request: Request, account_id: str) -> Response:
         record = key_record(request)

@@ -6,7 +6,7 @@ in the batch's transaction (keys_store_many), in key order. A concurrent request
 key waits on the unique index until the first commits, finds the key taken, rolls its own work
 back and replays the recorded answer; if the first rolled back, the second commits. So a key
 moves credits at most once. A business refusal is recorded by `refuse`, in a transaction of its
-own; bad input and unknown objects are recorded nowhere.
+own; bad input, unknown objects and a quota's 429 are recorded nowhere.
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ class KeyTaken(Exception):
 
 def stored_refusal(exc: BillingError) -> bool:
     """Refusals that are stored under the key; bad input and unknown objects are not, so a
-    corrected retry can still use it."""
-    return exc.status_code not in (400, 404)
+    corrected retry can still use it, nor a quota's 429, so the same request succeeds after
+    Retry-After."""
+    return exc.status_code not in (400, 404, 429)
 
 
 def refuse(scope: str, key: str, request_hash: str, exc: BillingError) -> Response:

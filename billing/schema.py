@@ -42,6 +42,12 @@ BILLING_ERRORS: ErrorCatalog = {
         {"hold": {**_TEXT, "description": "The hold's id (hold_...)."}},
     ),
     "debit_already_refunded": (409, "The debit was refunded before.", {}),
+    "daily_cap_reached": (
+        429,
+        "The account's spending cap for this UTC day would be passed: retry after `retry_after` seconds (the "
+        "next UTC day; also the Retry-After header). Nothing moved, and nothing is recorded under the key.",
+        {"retry_after": {**_INTEGER, "description": "Seconds to wait."}},
+    ),
     "invitation_required": (
         403,
         "The waitlist is on and the signup has no usable invitation.",
@@ -84,9 +90,22 @@ def credit_moving_parameters(success: int) -> list[OpenApiParameter]:
     ]
 
 
+# The account's token bucket, on every answer of a spend while its rate limit is on (the
+# settings RATE_LIMIT_ACCOUNT_PER_MINUTE and RATE_LIMIT_ACCOUNT_BURST, or the account's own).
+RATE_LIMIT_HEADERS = [
+    OpenApiParameter(name, int, OpenApiParameter.HEADER, response=[201, 429], description=description)
+    for name, description in (
+        ("RateLimit-Limit", "Spends the account may make at once (its burst); refilled at its rate a minute."),
+        ("RateLimit-Remaining", "Spends it may make now, before waiting."),
+        ("RateLimit-Reset", "Seconds until it may make RateLimit-Limit spends at once again."),
+    )
+]
+
 SERVICE_READ_ERRORS = errors(*SIGNED_IN, "not_found")
 LEDGER_ERRORS = errors(*SIGNED_IN, "validation_error", "not_found")
-SPEND_ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found", "insufficient_credits", "account_suspended")
+SPEND_ERRORS = errors(
+    *SIGNED_IN, *CREDIT_MOVING, "not_found", "insufficient_credits", "account_suspended", "daily_cap_reached"
+)
 HOLD_SETTLE_ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found", "hold_not_pending", "hold_expired")
 REFUND_ERRORS = errors(*SIGNED_IN, *CREDIT_MOVING, "not_found", "debit_already_refunded")
 # A batch answers 200 with each item's own status and body (those of the single debit route).
@@ -116,6 +135,13 @@ DEBIT_DOC = (
 HOLD_DOC = (
     "Reserve credits before the work (a two-phase spend): available drops now; capture all or part "
     "when the work is done, or release. A hold not settled within `expires_in` seconds is released."
+)
+# Said of both spends (debits and holds).
+QUOTAS_DOC = (
+    " Each account may spend at a limited rate (a token bucket: RateLimit-* headers; 429 `rate_limited`) "
+    "and, when it has a daily cap, up to that many credits a UTC day (429 `daily_cap_reached`; a hold "
+    "released, or captured for less, gives the rest back to its day). A 429 moves nothing and is not "
+    "recorded under the Idempotency-Key: send the same request again after Retry-After."
 )
 HOLD_READ_DOC = "A hold and its status: `pending`, `captured`, `released` or `expired` (released when it lapsed)."
 CAPTURE_DOC = (

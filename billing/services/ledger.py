@@ -32,6 +32,7 @@ from billing.errors import (
     UnknownOperation,
 )
 from billing.models import ActorType, Debit, Grant, Hold, IdempotencyKey, new_debit_id, new_hold_id
+from billing.quotas import QUOTA_REFUSALS, RateLimitState, quota_settings
 
 # A single request never moves more than this; it keeps sums far from BIGINT overflow.
 MAX_CREDITS_PER_REQUEST = 1_000_000
@@ -112,6 +113,7 @@ class Moved:
     outcome: str
     body: dict[str, Any] | None = None
     refusal: BillingError | None = None
+    rate: RateLimitState | None = None  # the account's token bucket after a spend, while it is limited
 
     def made(self) -> dict[str, Any]:
         """The body of a movement that must have been made; its refusal raised otherwise."""
@@ -121,7 +123,9 @@ class Moved:
         return self.body
 
 
-def _spend_refusal(outcome: str, operation: str, credits: int | None, available: int | None) -> BillingError | None:
+def _spend_refusal(
+    outcome: str, operation: str, credits: int | None, available: int | None, retry_after: int | None = None
+) -> BillingError | None:
     if outcome == "unknown_operation":
         return UnknownOperation(f"Unknown or inactive operation {operation!r}.", field="operation")
     if outcome == "not_found":
@@ -131,15 +135,20 @@ def _spend_refusal(outcome: str, operation: str, credits: int | None, available:
     if outcome == "insufficient":
         assert available is not None and credits is not None
         return InsufficientCredits(available=available, requested=credits)
+    if outcome in QUOTA_REFUSALS:
+        assert retry_after is not None
+        return QUOTA_REFUSALS[outcome](retry_after=retry_after)
     return None
 
 
 def _spent(row: tuple[Any, ...] | None, operation: str) -> Moved:
-    """A billing_debit or billing_hold row (outcome, credits, available, held, body) as Moved."""
+    """A billing_debit or billing_hold row (outcome, credits, available, held, body, retry_after,
+    rate_limit, rate_remaining, rate_reset) as Moved."""
     if row is None:
         return Moved(KEY_TAKEN)
-    outcome, credits, available, _held, body = row
-    return Moved(outcome, _loads(body), _spend_refusal(outcome, operation, credits, available))
+    outcome, credits, available, _held, body, retry_after, limit, remaining, reset = row
+    rate = None if limit is None else RateLimitState(limit, remaining, reset)
+    return Moved(outcome, _loads(body), _spend_refusal(outcome, operation, credits, available, retry_after), rate)
 
 
 def debit_spend(
@@ -160,7 +169,8 @@ def debit_spend(
     row = call(
         "billing_debit",
         [account, credits, operation, reference, _json(metadata or {}), new_debit_id(), now, actor.type, actor.id]
-        + _key_params(record),
+        + _key_params(record)
+        + quota_settings(),
     )
     return _spent(row, operation)
 
@@ -184,7 +194,8 @@ def hold_spend(
     row = call(
         "billing_hold",
         [account, credits, operation, reference, expires_at, new_hold_id(), now, actor.type, actor.id]
-        + _key_params(record),
+        + _key_params(record)
+        + quota_settings(),
     )
     return _spent(row, operation)
 

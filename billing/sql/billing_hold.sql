@@ -5,8 +5,10 @@
 CREATE OR REPLACE FUNCTION billing_hold(
     p_account varchar, p_credits bigint, p_operation varchar, p_reference varchar, p_expires_at timestamptz,
     p_public_id varchar, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
-    p_scope varchar, p_key varchar, p_request_hash varchar,
-    OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint, OUT body json
+    p_scope varchar, p_key varchar, p_request_hash varchar, p_per_minute integer, p_burst integer,
+    p_daily_cap bigint,
+    OUT outcome text, OUT credits bigint, OUT available bigint, OUT held bigint, OUT body json,
+    OUT retry_after integer, OUT rate_limit integer, OUT rate_remaining integer, OUT rate_reset integer
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -15,12 +17,17 @@ DECLARE
     acct accounts_account;
     made billing_hold;
 BEGIN
-    start := billing_spend_start(p_account, p_credits, p_operation, p_now, p_actor_type, p_actor_id);
+    start := billing_spend_start(p_account, p_credits, p_operation, p_now, p_actor_type, p_actor_id,
+                                 p_per_minute, p_burst, p_daily_cap);
     outcome := start.outcome;
     credits := start.credits;
     acct := start.acct;
     available := acct.available_credits;
     held := acct.held_credits;
+    retry_after := start.retry_after;
+    rate_limit := start.rate_limit;
+    rate_remaining := start.rate_remaining;
+    rate_reset := start.rate_reset;
     IF outcome <> 'made' THEN
         RETURN;
     END IF;
@@ -34,7 +41,10 @@ BEGIN
                            available, held);
     available := taken.balance;
     held := taken.on_hold;
-    UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
+    UPDATE accounts_account
+    SET available_credits = available, held_credits = held, rate_tokens = acct.rate_tokens,
+        rate_checked_at = acct.rate_checked_at, day_spent = acct.day_spent, day_started = acct.day_started
+    WHERE id = acct.id;
     body := billing_hold_json(made, acct.public_id);
     PERFORM billing_key_record(p_scope, p_key, p_request_hash, p_now, 201, body);
 END

@@ -2,7 +2,9 @@
 -- p_status is 'captured'), charging its lots in the order they were held, and give the rest
 -- back to the lots it came from (a `release` entry each). What goes back to a lot that has
 -- lapsed meanwhile expires at once (an `expire` entry; the lot is unchanged). Marks the hold
--- p_status. balance and on_hold are the account's balances, before and after.
+-- p_status. balance and on_hold are the account's balances, before and after. What is not
+-- captured goes back to the account's spend of the day (billing_spend_quota), when the hold was
+-- made that UTC day.
 CREATE OR REPLACE FUNCTION billing_hold_return(
     p_hold billing_hold, p_captured bigint, p_status varchar, p_now timestamptz,
     p_actor_type varchar, p_actor_id varchar, INOUT balance bigint, INOUT on_hold bigint
@@ -41,6 +43,11 @@ BEGIN
             UPDATE billing_grant SET remaining = remaining + rest WHERE id = lot.grant_id;
         END IF;
     END LOOP;
+    IF p_hold.credits > p_captured THEN
+        UPDATE accounts_account SET day_spent = greatest(day_spent - (p_hold.credits - p_captured), 0)
+        WHERE id = p_hold.account_id AND day_started = (p_hold.created_at AT TIME ZONE 'UTC')::date
+          AND day_started = (p_now AT TIME ZONE 'UTC')::date;
+    END IF;
     UPDATE billing_hold SET status = p_status, captured_credits = p_captured, settled_at = p_now
     WHERE id = p_hold.id;
 END

@@ -246,6 +246,14 @@ AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.throttling.login_locked_out"
 AXES_VERBOSE = False
 
+# Spends (debits, holds, batch items) per account, counted on the locked account row by the spend
+# functions (billing/sql/billing_spend_quota.sql): a token bucket of BURST spends refilled at
+# PER_MINUTE a minute (0 switches it off), and the credits an account may spend in a UTC day
+# (0: no cap). Operators override each per account in the admin.
+RATE_LIMIT_ACCOUNT_PER_MINUTE = env_int("RATE_LIMIT_ACCOUNT_PER_MINUTE", 50, minimum=0, maximum=10**6)
+RATE_LIMIT_ACCOUNT_BURST = env_int("RATE_LIMIT_ACCOUNT_BURST", 10, minimum=1, maximum=10**6)
+DAILY_CAP_CREDITS = env_int("DAILY_CAP_CREDITS", 0, minimum=0, maximum=10**15)
+
 # Redis unreachable: limits let calls through uncounted (false, PostgreSQL being the source of
 # truth) or refuse them with 503 service_unavailable (true).
 RATE_LIMIT_FAIL_CLOSED = env_bool("RATE_LIMIT_FAIL_CLOSED", False)

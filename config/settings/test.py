@@ -23,3 +23,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # waitlist) turn these on themselves. The defaults (true, false) are tested in tests/waitlist.
 EMAIL_VERIFICATION_REQUIRED = False
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# The per-account spend limit is tested where it is on (tests/billing/test_quotas.py); elsewhere
+# tests spend as fast as they like.
+RATE_LIMIT_ACCOUNT_PER_MINUTE = 0
