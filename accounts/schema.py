@@ -121,9 +121,20 @@ def document_status_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, 
 
 
 class ApiAutoSchema(AutoSchema):
-    """Component names as the serializers say (DebitRequest, not DebitRequestRequest; Debit for
-    DebitOut), and each route's security from its permission: a service route accepts only a
+    """Operation ids from the views' names, component names as the serializers say
+    (DebitRequest, not DebitRequestRequest; Debit for DebitOut). Each route's security comes
+    from its permission (BearerScheme, SessionScheme below): a service route accepts only a
     service key, a /me route a personal token or the session, an open route anyone."""
+
+    def get_operation_id(self) -> str:
+        """The view's name, which a generated client makes its method's: `debitCreate` for
+        DebitCreateView, with the HTTP method first on a view that answers several
+        (`putNotifications`)."""
+        name = type(self.view).__name__.removesuffix("View")
+        handlers = [m for m in ("get", "post", "put", "patch", "delete") if hasattr(self.view, m)]
+        if len(handlers) > 1:
+            return self.method.lower() + name
+        return name[:1].lower() + name[1:]
 
     def get_serializer_name(self, serializer: Any, direction: Direction) -> str:
         name = super().get_serializer_name(serializer, direction)

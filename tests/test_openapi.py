@@ -122,6 +122,15 @@ def test_component_names_are_not_doubled(schema):
     assert not doubled, doubled
 
 
+def test_operation_ids_are_the_views_names_and_unique(schema):
+    ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values() if "operationId" in op]
+    assert len(ids) == len(set(ids)) >= 20
+    paths = schema["paths"]
+    assert paths["/api/v1/accounts/{account_id}/debits"]["post"]["operationId"] == "debitCreate"
+    assert paths["/api/v1/holds/{hold_id}/capture"]["post"]["operationId"] == "holdCapture"
+    assert paths["/api/v1/operations"]["get"]["operationId"] == "operationList"
+
+
 def test_every_operation_has_a_description(schema):
     for path, method, operation, _ in described_operations(schema):
         assert len(operation.get("description", "")) > 20, (method, path)
