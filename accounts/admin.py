@@ -1,12 +1,13 @@
-"""Users and personal tokens. Accounts and service keys, whose changes operators make with a
-reason and an audit record, are the operator console's (console/admin/)."""
+"""Users, personal tokens, and an account's quota overrides. Accounts and service keys, whose
+changes operators make with a reason and an audit record, are the operator console's
+(console/admin/)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from .models import User, UserToken
+from .models import AccountQuota, User, UserToken
 from .services import user_token_revoke
 
 
@@ -37,4 +38,29 @@ class UserTokenAdmin(admin.ModelAdmin):
         self.message_user(request, "Revoked.")
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+QUOTA_FIELDS = ["rate_limit_per_minute", "rate_limit_burst", "daily_cap_credits"]
+
+
+@admin.register(AccountQuota)
+class AccountQuotaAdmin(admin.ModelAdmin):
+    """Operators override one account's spend limits here (empty: the setting; 0: off); the
+    account's other fields change only through the console's audited actions."""
+
+    list_display = ["public_id", *QUOTA_FIELDS]
+    search_fields = ["public_id", "user__email"]
+    fields = ["public_id", *QUOTA_FIELDS]
+    readonly_fields = ["public_id"]
+
+    def save_model(self, request, obj, form, change) -> None:  # type: ignore[no-untyped-def]
+        # Only the overrides: a whole-row save would write back the balances as they were read,
+        # over any spend made since.
+        obj.save(update_fields=[name for name in QUOTA_FIELDS if name in form.changed_data])
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False

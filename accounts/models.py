@@ -111,6 +111,15 @@ class Account(models.Model):
         return self.status == self.Status.SUSPENDED
 
 
+class AccountQuota(Account):
+    """An account seen for its quotas alone: the admin page where operators override the spend
+    limits of one account (accounts/admin.py), apart from the console's audited account page."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "account quota"
+
+
 class ServiceKey(models.Model):
     """A key the generation service uses to act on any account. Only its hash is stored."""
 
