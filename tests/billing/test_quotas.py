@@ -5,6 +5,7 @@ The 200-thread race is in test_quota_concurrency.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from accounts.models import Account
 from billing.models import Debit, Hold, IdempotencyKey
@@ -245,3 +247,21 @@ def test_the_quota_settings_are_validated_at_start_up():
             text=True,
         )
         assert run.returncode != 0 and name in run.stderr, (name, run.stderr[-300:])
+
+
+# --- The document -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["debits", "holds"])
+def test_the_spend_routes_document_the_quota_answers_and_headers(route):
+    schema = json.loads(Client().get("/api/schema/", {"format": "json"}).content)
+    responses = schema["paths"][f"/api/v1/accounts/{{account_id}}/{route}"]["post"]["responses"]
+    refused = responses["429"]
+    error = refused["content"]["application/json"]["schema"]["properties"]["error"]["properties"]
+    assert set(error["code"]["enum"]) == {"rate_limited", "daily_cap_reached"}
+    assert error["retry_after"]["type"] == "integer"
+    assert "Retry-After" in refused["headers"]
+    for status in ("201", "429"):
+        headers = responses[status]["headers"]
+        for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+            assert headers[name]["schema"]["type"] == "integer", (status, name)
