@@ -1,56 +1,86 @@
 -- Many debits in one transaction, each made or refused on its own, in the order given. p_items is
 -- a JSON array of {account (public id), credits, operation, reference, metadata, public_id}.
--- Every account of the batch is locked first, by one statement in id order (the order every
--- multi-account writer takes, so batches cannot deadlock each other), and settled before its
--- first item. One row per item, by its place n (from 1): the outcome as billing_debit's, the
--- account's balances right after it, and for a debit made its body (billing_debit_json).
+-- Every account of the batch is locked and read first, by one statement in id order (the order
+-- every multi-account writer takes, so batches cannot deadlock each other), and settled before its
+-- first item. The items then run on the batch's copy of each account row: a debit made takes its
+-- lots (billing_take writes the lots and the entries, balance_after item by item) with an id drawn
+-- from billing_debit's sequence; the debit rows and the accounts' cached balances are written once,
+-- after the last item (the entries' foreign keys are checked at commit). So the balance trigger
+-- sees one change per account, and its events carry the balances after the batch.
+-- One row per item, by its place n (from 1): the outcome as billing_debit's, the account's
+-- balances right after it, and for a debit made its body (billing_debit_json).
 CREATE OR REPLACE FUNCTION billing_debit_batch(
     p_items jsonb, p_now timestamptz, p_actor_type varchar, p_actor_id varchar
 ) RETURNS TABLE (n bigint, outcome text, credits bigint, available bigint, held bigint, body json)
 LANGUAGE plpgsql AS $$
 DECLARE
-    item record;
+    accts accounts_account[];  -- the batch's accounts in id order; an item finds its own by slot
+    public_ids varchar[];
+    settled boolean[];
     acct accounts_account;
-    settled bigint[] := '{}';
+    item record;
     made billing_debit;
+    debits billing_debit[] := '{}';
+    debit_ids regclass := pg_get_serial_sequence('billing_debit', 'id');
     taken record;
 BEGIN
-    PERFORM 1 FROM accounts_account a
-    WHERE a.public_id IN (SELECT DISTINCT x->>'account' FROM jsonb_array_elements(p_items) x)
-    ORDER BY a.id FOR UPDATE;
+    SELECT coalesce(array_agg(l.a), '{}'), coalesce(array_agg((l.a).public_id), '{}')
+    INTO accts, public_ids
+    FROM (SELECT a FROM accounts_account a
+          WHERE a.public_id IN (SELECT DISTINCT x->>'account' FROM jsonb_array_elements(p_items) x)
+          ORDER BY a.id FOR UPDATE) l;
+    settled := array_fill(false, ARRAY[cardinality(accts)]);
     FOR item IN
-        SELECT i.*
+        SELECT i.place, i.credits, i.operation, i.reference, i.metadata, i.public_id, s.slot
         FROM ROWS FROM (jsonb_to_recordset(p_items)
                         AS (account varchar, credits bigint, operation varchar, reference varchar, metadata jsonb,
                             public_id varchar)) WITH ORDINALITY AS i(account, credits, operation, reference, metadata,
                                                                      public_id, place)
+        LEFT JOIN unnest(public_ids) WITH ORDINALITY AS s(public_id, slot) ON s.public_id = i.account
         ORDER BY i.place
     LOOP
         n := item.place;
         credits := item.credits;
         body := NULL;
-        SELECT * INTO acct FROM accounts_account a WHERE a.public_id = item.account;
-        IF FOUND AND NOT acct.id = ANY (settled) THEN
-            acct := billing_settle(acct, p_now, p_actor_type, p_actor_id);
-            settled := settled || acct.id;
+        IF item.slot IS NULL THEN
+            acct := NULL;
+        ELSIF settled[item.slot] THEN
+            acct := accts[item.slot];
+        ELSE
+            acct := billing_settle(accts[item.slot], p_now, p_actor_type, p_actor_id);
+            accts[item.slot] := acct;
+            settled[item.slot] := true;
         END IF;
         available := acct.available_credits;
         held := acct.held_credits;
         outcome := billing_spend_outcome(acct, credits);
         IF outcome = 'made' THEN
-            INSERT INTO billing_debit
-                (public_id, account_id, credits, operation, reference, metadata, actor_type, actor_id, created_at)
-            VALUES (item.public_id, acct.id, credits, coalesce(item.operation, ''), coalesce(item.reference, ''),
-                    coalesce(item.metadata, '{}'::jsonb), p_actor_type, p_actor_id, p_now)
-            RETURNING * INTO made;
+            made := NULL;
+            made.id := nextval(debit_ids);
+            made.public_id := item.public_id;
+            made.account_id := acct.id;
+            made.credits := credits;
+            made.operation := coalesce(item.operation, '');
+            made.reference := coalesce(item.reference, '');
+            made.metadata := coalesce(item.metadata, '{}'::jsonb);
+            made.actor_type := p_actor_type;
+            made.actor_id := p_actor_id;
+            made.created_at := p_now;
+            debits := debits || made;
             taken := billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id,
-                                  coalesce(item.reference, ''), available, held);
+                                  made.reference, available, held);
             available := taken.balance;
             held := taken.on_hold;
-            UPDATE accounts_account SET available_credits = available, held_credits = held WHERE id = acct.id;
+            acct.available_credits := available;
+            acct.held_credits := held;
+            accts[item.slot] := acct;
             body := billing_debit_json(made, acct.public_id, available, held);
         END IF;
         RETURN NEXT;
     END LOOP;
+    INSERT INTO billing_debit SELECT * FROM unnest(debits);
+    UPDATE accounts_account a SET available_credits = u.available_credits, held_credits = u.held_credits
+    FROM unnest(accts) u
+    WHERE a.id = u.id AND (a.available_credits <> u.available_credits OR a.held_credits <> u.held_credits);
 END
 $$;
