@@ -11,10 +11,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from notifications import events
-
 from . import key_cache
 from .models import Account, ServiceKey, User, UserToken
+from .signals import account_suspended
 
 # last_used_at is a hint for operators; writing it at most this often keeps auth read-only.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -75,7 +74,7 @@ def _status_set(*, account_id: int, status: str, reason: str) -> tuple[Account, 
             account.save(update_fields=["status", "status_reason"])
             if status == Account.Status.SUSPENDED:
                 # In the same transaction: the user and the integrators hear of it once it holds.
-                events.account_suspended(account=account, reason=reason)
+                account_suspended.send(sender=Account, account=account, reason=reason)
     return account, changed
 
 

@@ -1,5 +1,9 @@
+from typing import Any
+
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+
+from accounts.signals import account_suspended
 
 
 class NotificationsConfig(AppConfig):
@@ -15,3 +19,11 @@ class NotificationsConfig(AppConfig):
         # The balance trigger reads the threshold from the account row: every migrate brings the
         # rows that follow the default up to LOW_BALANCE_THRESHOLD_CREDITS.
         post_migrate.connect(default_threshold_apply, sender=self, dispatch_uid="notifications.default_threshold")
+        # account.suspended is raised in the suspension's transaction (accounts knows no app above it).
+        account_suspended.connect(_suspended, dispatch_uid="notifications.account_suspended")
+
+
+def _suspended(sender: Any, *, account: Any, reason: str, **kwargs: Any) -> None:
+    from notifications import events
+
+    events.account_suspended(account=account, reason=reason)
