@@ -35,7 +35,7 @@ def new_account_id() -> str:
 # spend path, and the ledger is append-only, so a stored random id would cost a rewrite of every
 # existing row and an index entry per insert. Their public id is instead the row id put through a
 # keyed permutation (a four-round Feistel network on two 31-bit halves, keyed by PUBLIC_ID_KEY),
-# written as 11 base62 characters after the type's prefix: callers never see the row id, nor how
+# written as 16 hex digits after the type's prefix: callers never see the row id, nor how
 # many rows were made between two ids. It hides; it is not a cipher to bet secrets on. Its SQL
 # twin is billing/sql/billing_public_id.sql (tests/accounts/test_row_ids.py holds them equal).
 # Changing PUBLIC_ID_KEY changes every such id, so it is set once per deployment.
@@ -44,7 +44,8 @@ _HALF_BITS = 31
 _HALF_MASK = (1 << _HALF_BITS) - 1
 ROW_ID_LIMIT = 1 << (2 * _HALF_BITS)  # bigint ids below 2**62: 4.6e18 rows
 _ROUND_MULTIPLIER = 0x2545F491  # odd, below 2**30: a product with a half stays below 2**61
-_BODY_LENGTH = 11  # 62**11 > 2**62
+_BODY_LENGTH = 16  # hex digits of 64 bits: PostgreSQL writes them with one to_hex() call
+_HEX = frozenset("0123456789abcdef")
 
 
 @functools.cache
@@ -79,25 +80,18 @@ def _unpermute(value: int, keys: tuple[int, ...]) -> int:
 
 
 def row_public_id(prefix: str, row_id: int) -> str:
-    """`prefix` + the row id permuted and written in base62 (grt_, le_, usr_, key_)."""
+    """`prefix` + the row id permuted and written in hex (grt_, le_, usr_, key_)."""
     if not 0 <= row_id < ROW_ID_LIMIT:
         raise ValueError(f"row id out of range: {row_id}")
-    value = _permute(row_id, row_id_keys(prefix))
-    body = []
-    for _ in range(_BODY_LENGTH):
-        value, digit = divmod(value, len(_ALPHABET))
-        body.append(_ALPHABET[digit])
-    return prefix + "".join(reversed(body))
+    return f"{prefix}{_permute(row_id, row_id_keys(prefix)):0{_BODY_LENGTH}x}"
 
 
 def row_id_of(prefix: str, public_id: str) -> int | None:
     """The row id `row_public_id(prefix, id)` names, or None for anything that is not such an id."""
     body = public_id.removeprefix(prefix) if public_id.startswith(prefix) else ""
-    if len(body) != _BODY_LENGTH or not body.isascii() or not body.isalnum():
+    if len(body) != _BODY_LENGTH or not _HEX.issuperset(body):
         return None
-    value = 0
-    for char in body:
-        value = value * len(_ALPHABET) + _ALPHABET.index(char)
+    value = int(body, 16)
     if value >= ROW_ID_LIMIT:
         return None
     return _unpermute(value, row_id_keys(prefix))

@@ -47,7 +47,7 @@ def test_create_service_key_prints_the_key_as_its_last_line_and_stores_only_its_
     key = ServiceKey.objects.get()
     # The key is named by its public id, never its row id.
     assert f"Created service key {service_key_public_id(key.pk)} 'generation-service'" in output
-    assert re.search(r"key_[A-Za-z0-9]{11}\b", output)
+    assert re.search(r"key_[0-9a-f]{16}\b", output)
     assert key.name == "generation-service"
     assert key.key_hash == hashlib.sha256(raw.encode()).hexdigest()
     assert raw.startswith(key.prefix) and len(key.prefix) < len(raw) // 2
@@ -363,7 +363,8 @@ BAD_CURSORS = [
     _cursor("12"),
     "",
     "A" * 65,
-    "cur_99999999999",
+    "cur_ffffffffffffffff",  # past the id range
+    "cur_0000000000000000x",
     "cur_AAAAAAAAAA",
     "le_AAAAAAAAAAA",
     "cur_AAAAAAAAAA!",
@@ -397,7 +398,7 @@ def test_a_bad_limit_is_a_validation_error(api, account, limit):
 
 
 def test_a_cursor_beyond_the_id_range_is_a_validation_error(api, account):
-    response = api.get(f"/accounts/{account.public_id}/ledger", cursor="cur_" + "9" * 11)
+    response = api.get(f"/accounts/{account.public_id}/ledger", cursor="cur_" + "f" * 16)
 
     assert response.status_code == 400, response.content
     assert error_code(response) == "validation_error"

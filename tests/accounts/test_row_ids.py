@@ -27,10 +27,10 @@ SAMPLE = [
 ]
 
 
-def test_an_id_is_the_prefix_and_eleven_alphanumerics_and_names_its_row_back():
+def test_an_id_is_the_prefix_and_sixteen_hex_digits_and_names_its_row_back():
     for row_id in SAMPLE:
         public = row_public_id("le_", row_id)
-        assert re.fullmatch(r"le_[A-Za-z0-9]{11}", public), public
+        assert re.fullmatch(r"le_[0-9a-f]{16}", public), public
         assert row_id_of("le_", public) == row_id
 
 
@@ -59,12 +59,14 @@ def test_the_id_depends_on_the_deployments_key(settings):
     [
         "",
         "le_",
-        "le_AAAAAAAAAA",
-        "le_AAAAAAAAAAAA",
-        "grt_AAAAAAAAAAA",
-        "le_AAAAAAAAAA!",
-        "le_99999999999",
-        "le_ÅAAAAAAAAAA",
+        "le_000000000000000",  # too short
+        "le_00000000000000000",  # too long
+        "grt_0000000000000000",  # another type's
+        "le_000000000000000!",
+        "le_000000000000000A",  # ids are written in lower case
+        "le_4000000000000000",  # past the id range (2**62)
+        "le_Å00000000000000",
+        "le_ 000000000000000",
     ],
 )
 def test_anything_else_names_no_row(text):
