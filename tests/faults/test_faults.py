@@ -6,16 +6,29 @@ check_ledger must pass. The figures of each run are written to tests/artifacts/f
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Load, WebServer, check_ledger, environment, manage, populate, request, tally
+from tests.faults.harness import (
+    BIN,
+    ROOT,
+    Load,
+    WebServer,
+    check_ledger,
+    environment,
+    manage,
+    populate,
+    request,
+    tally,
+)
 from tests.private_servers import PrivatePostgres, PrivateRedis, free_port
 
-pytestmark = pytest.mark.faults
+# Each scenario starts real servers: far past the suite's 300 s per test on a busy machine.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(1500)]
 
 REPORT = Path(__file__).resolve().parent.parent / "artifacts" / "faults.txt"
 
@@ -155,3 +168,47 @@ def test_a_key_revoked_while_redis_cannot_be_told_is_refused_within_the_cache_wi
         redis.start()
     with REPORT.open("a") as out:
         out.write(f"revocation Redis could not be told of: last accepted {last_accepted:.2f} s after it\n")
+
+
+TOKEN_FOR_A_NEW_USER = """
+from accounts.services import user_token_create
+from tests.accounts.factories import UserFactory
+print(user_token_create(user=UserFactory())[1])
+"""
+
+
+@pytest.mark.parametrize("caller", ["service key", "user token"])
+def test_schemathesis_finds_no_server_error_on_any_route(world, tmp_path, caller):
+    """Every operation of the live server's own schema, with generated valid and invalid input
+    (a bounded number of cases each), as the generation service and as an end user."""
+    env, key, _ = world
+    token = key if caller == "service key" else manage(env, "shell", "-c", TOKEN_FOR_A_NEW_USER).stdout.split()[-1]
+    unlimited = {"RATE_LIMIT_ANON_PER_MINUTE": "0", "RATE_LIMIT_USER_PER_MINUTE": "0", "LOGIN_FAILURE_LIMIT": "1000"}
+    # Stripe's routes: without Stripe, buying and saving a card are a documented 503, and the
+    # webhook refuses. A user token would be revoked by DELETE /auth/token, ending the run.
+    excluded = "^/stripe/|/me/(checkout|payment-intents|auto-recharge/setup-intent|auto-recharge/card)$"
+    if caller == "user token":
+        excluded += "|/auth/token$"
+    server = WebServer({**env, **unlimited}, tmp_path / "gunicorn.log", workers=2)
+    server.start()
+    try:
+        done = subprocess.run(
+            [str(BIN / "st"), "run", f"http://127.0.0.1:{server.port}/api/schema/"]
+            + ["--checks", "not_a_server_error", "--max-examples", "15", "--seed", "18", "--workers", "2"]
+            # Generated cases and stateful sequences. (The coverage phase ended in two runtime errors
+            # of schemathesis itself on this schema, with no server error found; not yet looked into.)
+            + ["--phases", "examples,fuzzing,stateful", "--header", f"Authorization: Bearer {token}"]
+            + ["--exclude-path-regex", excluded]
+            + ["--no-color", "--suppress-health-check", "all"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        server.stop()
+    (REPORT.parent / f"schemathesis-{caller.replace(' ', '-')}.txt").write_text(done.stdout)
+    summary = [line.strip() for line in done.stdout.splitlines() if "generated" in line or " in " in line]
+    with REPORT.open("a") as out:
+        out.write(f"schemathesis as {caller}: {' | '.join(summary[-2:])}\n")
+    assert done.returncode == 0, done.stdout[-6000:]
