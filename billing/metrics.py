@@ -20,10 +20,12 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from redis.exceptions import RedisError
 
 from accounts.models import Account
 from billing.models import Grant, Hold, JobRun, Purchase, StripeEvent
 from billing.selectors import lapsed
+from config.outages import report_failure
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ class LedgerStateCollector:
 
     def collect(self) -> Iterator[Metric]:
         up = 1.0
-        gauges: list[Gauge] | None = cache.get(_CACHE_KEY) if settings.METRICS_STATE_SECONDS else None
+        gauges = _cached() if settings.METRICS_STATE_SECONDS else None
         if gauges is None:
             try:
                 with transaction.atomic():  # a failure rolls back this read alone, not a caller's transaction
@@ -151,7 +153,7 @@ class LedgerStateCollector:
                 gauges, up = [], 0.0
             else:
                 if settings.METRICS_STATE_SECONDS:
-                    cache.set(_CACHE_KEY, gauges, settings.METRICS_STATE_SECONDS)
+                    _cache(gauges)
         yield GaugeMetricFamily("billing_state_up", "Whether the ledger state could be read.", value=up)
         for gauge in gauges:
             if not gauge.label:
@@ -161,3 +163,20 @@ class LedgerStateCollector:
             for label_value, value in gauge.samples:
                 family.add_metric([label_value], value)
             yield family
+
+
+# Redis failing costs the cached copy only: the scrape still answers (with the dependency
+# failures counted, which an alert on the outage needs most).
+def _cached() -> list[Gauge] | None:
+    try:
+        return cache.get(_CACHE_KEY)
+    except RedisError as error:
+        report_failure("redis", "metrics", error)
+        return None
+
+
+def _cache(gauges: list[Gauge]) -> None:
+    try:
+        cache.set(_CACHE_KEY, gauges, settings.METRICS_STATE_SECONDS)
+    except RedisError as error:
+        report_failure("redis", "metrics", error)

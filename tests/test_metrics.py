@@ -28,6 +28,7 @@ from billing.models import Grant
 from billing.services.ledger import Actor, hold_create
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
+from tests.private_servers import PrivateRedis
 
 pytestmark = pytest.mark.django_db
 
@@ -155,6 +156,28 @@ def test_the_state_is_read_once_per_interval_and_a_failed_read_does_not_fail_the
     assert broken[("billing_state_up", ())] == 0
     assert active not in broken
     assert any(name == "billing_http_requests_total" for name, _ in broken)
+
+
+def test_a_scrape_with_redis_down_answers_the_state_and_counts_the_failure(token, settings):
+    """The state's cached copy lives in Redis: with Redis unreachable the scrape reads the
+    database and answers, and the failures are counted (what an outage alert watches)."""
+    server = PrivateRedis()
+    server.start()
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ReusedClientRedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    settings.METRICS_STATE_SECONDS = 30
+    server.stop()
+    failed = ("billing_dependency_failures_total", (("dependency", "redis"), ("use", "metrics")))
+    before = scrape().get(failed, 0.0)
+    after = scrape()
+    assert after[("billing_state_up", ())] == 1
+    assert ("billing_accounts", (("status", "active"),)) in after
+    assert after[failed] >= before + 2  # the cached copy's read and its write, each scrape
 
 
 @pytest.mark.parametrize(
