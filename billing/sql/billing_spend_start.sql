@@ -1,5 +1,5 @@
 -- The start of a debit or a hold: the credits (p_credits, or when NULL the active operation's
--- price), then the account locked and settled (as billing_lock does, found by its public id in
+-- price), then the account locked and settled (billing_spend_settle; found by its public id in
 -- the same statement), and the outcome so far: 'made' when the spend may go ahead
 -- (billing_spend_outcome, then the quotas of billing_spend_quota with the settings' limits
 -- p_per_minute, p_burst and p_daily_cap), else why not. When made, acct counts the spend in its
@@ -14,7 +14,6 @@ CREATE OR REPLACE FUNCTION billing_spend_start(
 )
 LANGUAGE plpgsql AS $$
 DECLARE
-    held bigint;
     quota record;
 BEGIN
     credits := coalesce(p_credits, billing_operation_price(p_operation));
@@ -24,11 +23,7 @@ BEGIN
     END IF;
     SELECT * INTO acct FROM accounts_account a WHERE a.public_id = p_account FOR UPDATE;
     IF FOUND THEN
-        held := acct.held_credits;
-        acct := billing_settle(acct, p_now, p_actor_type, p_actor_id);
-        IF acct.held_credits < held THEN  -- a lapsed hold was released: it gave credits back to the day
-            SELECT a.day_spent INTO acct.day_spent FROM accounts_account a WHERE a.id = acct.id;
-        END IF;
+        acct := billing_spend_settle(acct, p_now, p_actor_type, p_actor_id);
     END IF;
     outcome := billing_spend_outcome(acct, credits);
     IF outcome = 'made' THEN
