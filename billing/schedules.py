@@ -45,12 +45,13 @@ SCHEDULES = [
 ]
 
 
-def install_schedules(**kwargs: object) -> int:
-    """Create missing schedules. Returns how many were created."""
+def install(schedules: list[Schedule]) -> int:
+    """Create the missing ones of `schedules` (operators' changes to existing ones are kept).
+    Returns how many were created. Every app installs its list with this, after each migrate."""
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
     created = 0
-    for schedule in SCHEDULES:
+    for schedule in schedules:
         if PeriodicTask.objects.filter(name=schedule.name).exists():
             continue
         when: dict[str, object]
@@ -73,3 +74,8 @@ def install_schedules(**kwargs: object) -> int:
         PeriodicTask.objects.create(name=schedule.name, task=schedule.task, **when)
         created += 1
     return created
+
+
+def install_schedules(**kwargs: object) -> int:
+    """billing's schedules, installed (a post_migrate receiver)."""
+    return install(SCHEDULES)

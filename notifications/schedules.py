@@ -1,9 +1,9 @@
 """Periodic schedules of notifications, installed for django-celery-beat after every migrate
-(billing.schedules installs them the same way)."""
+by billing.schedules.install."""
 
 from __future__ import annotations
 
-from billing.schedules import Schedule
+from billing.schedules import Schedule, install
 
 SCHEDULES = [
     # Every 5 seconds: the balance trigger writes events and recharges inside the engine's
@@ -19,31 +19,5 @@ SCHEDULES = [
 
 
 def install_schedules(**kwargs: object) -> int:
-    """Create missing schedules (operators' changes to existing ones are kept). Returns how many
-    were created. The same steps as billing.schedules.install_schedules, for this app's list."""
-    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-
-    created = 0
-    for schedule in SCHEDULES:
-        if PeriodicTask.objects.filter(name=schedule.name).exists():
-            continue
-        when: dict[str, object]
-        if schedule.crontab:
-            minute, hour, day_of_month, month_of_year, day_of_week = schedule.crontab.split()
-            crontab, _ = CrontabSchedule.objects.get_or_create(
-                minute=minute,
-                hour=hour,
-                day_of_month=day_of_month,
-                month_of_year=month_of_year,
-                day_of_week=day_of_week,
-                timezone="UTC",
-            )
-            when = {"crontab": crontab}
-        else:
-            interval, _ = IntervalSchedule.objects.get_or_create(
-                every=schedule.every_seconds, period=IntervalSchedule.SECONDS
-            )
-            when = {"interval": interval}
-        PeriodicTask.objects.create(name=schedule.name, task=schedule.task, **when)
-        created += 1
-    return created
+    """notifications' schedules, installed (a post_migrate receiver)."""
+    return install(SCHEDULES)
