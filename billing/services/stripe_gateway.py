@@ -68,7 +68,9 @@ def _plain(obj: Any) -> dict[str, Any]:
     return cast(dict[str, Any], obj.to_dict())
 
 
-def _call(description: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def call(description: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One Stripe call, as every caller of Stripe makes it: the answer as plain data, or a
+    PaymentProviderError that says what failed (`description`) in our words."""
     try:
         return _plain(fn(*args, **kwargs))
     except stripe.StripeError as exc:
@@ -95,7 +97,7 @@ def customer_create(*, account: Account) -> str:
     params: dict[str, Any] = {"email": account.user.email, "metadata": {"account": account.public_id}}
     # Derived from the account row: concurrent first purchases get one customer, not two.
     options: dict[str, Any] = {"idempotency_key": f"customer-{account.public_id}"}
-    return _call("create customer", client().v1.customers.create, params, options)["id"]
+    return call("create customer", client().v1.customers.create, params, options)["id"]
 
 
 def _redirect_url(template: str, purchase: Purchase) -> str:
@@ -126,7 +128,7 @@ def checkout_session_create(*, purchase: Purchase, customer_id: str) -> dict[str
         "cancel_url": _redirect_url(settings.CHECKOUT_CANCEL_URL, purchase),
     }
     options: dict[str, Any] = {"idempotency_key": f"checkout-{purchase.public_id}"}
-    return _call("create Checkout Session", client().v1.checkout.sessions.create, params, options)
+    return call("create Checkout Session", client().v1.checkout.sessions.create, params, options)
 
 
 def payment_intent_create(*, purchase: Purchase, customer_id: str) -> dict[str, Any]:
@@ -138,7 +140,7 @@ def payment_intent_create(*, purchase: Purchase, customer_id: str) -> dict[str, 
         "metadata": purchase_metadata(purchase),
     }
     options: dict[str, Any] = {"idempotency_key": f"payment-intent-{purchase.public_id}"}
-    return _call("create PaymentIntent", client().v1.payment_intents.create, params, options)
+    return call("create PaymentIntent", client().v1.payment_intents.create, params, options)
 
 
 def refund_create(*, refund: PurchaseRefund) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def refund_create(*, refund: PurchaseRefund) -> dict[str, Any]:
     else:
         params["charge"] = purchase.stripe_charge_id
     options: dict[str, Any] = {"idempotency_key": refund.idempotency_key}
-    return _call("create Refund", client().v1.refunds.create, params, options)
+    return call("create Refund", client().v1.refunds.create, params, options)
 
 
 def _recent(list_call: Any, params: dict[str, Any], since: datetime) -> Iterator[dict[str, Any]]:

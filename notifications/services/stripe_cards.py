@@ -13,7 +13,7 @@ from typing import Any
 from accounts.models import Account
 from billing.models import Purchase
 from billing.services import stripe_gateway
-from billing.services.stripe_gateway import _call, purchase_metadata
+from billing.services.stripe_gateway import call, purchase_metadata
 
 
 def setup_intent_create(*, account: Account, customer_id: str, attempt: str) -> dict[str, Any]:
@@ -24,19 +24,19 @@ def setup_intent_create(*, account: Account, customer_id: str, attempt: str) -> 
         "metadata": {"account": account.public_id, "auto_recharge": "true"},
     }
     options: dict[str, Any] = {"idempotency_key": f"setup-intent-{account.public_id}-{attempt}"}
-    return _call("create SetupIntent", stripe_gateway.client().v1.setup_intents.create, params, options)
+    return call("create SetupIntent", stripe_gateway.client().v1.setup_intents.create, params, options)
 
 
 def setup_intent_retrieve(*, setup_intent_id: str) -> dict[str, Any]:
-    return _call("retrieve SetupIntent", stripe_gateway.client().v1.setup_intents.retrieve, setup_intent_id)
+    return call("retrieve SetupIntent", stripe_gateway.client().v1.setup_intents.retrieve, setup_intent_id)
 
 
 def payment_method_retrieve(*, payment_method_id: str) -> dict[str, Any]:
-    return _call("retrieve PaymentMethod", stripe_gateway.client().v1.payment_methods.retrieve, payment_method_id)
+    return call("retrieve PaymentMethod", stripe_gateway.client().v1.payment_methods.retrieve, payment_method_id)
 
 
 def payment_method_attach(*, payment_method_id: str, customer_id: str) -> dict[str, Any]:
-    return _call(
+    return call(
         "attach PaymentMethod",
         stripe_gateway.client().v1.payment_methods.attach,
         payment_method_id,
@@ -60,7 +60,7 @@ def payment_intent_off_session(
         "metadata": {**purchase_metadata(purchase), "auto_recharge": "true"},
     }
     options: dict[str, Any] = {"idempotency_key": idempotency_key}
-    return _call("create off-session PaymentIntent", stripe_gateway.client().v1.payment_intents.create, params, options)
+    return call("create off-session PaymentIntent", stripe_gateway.client().v1.payment_intents.create, params, options)
 
 
 def checkout_setup_session_create(
@@ -79,8 +79,8 @@ def checkout_setup_session_create(
         "cancel_url": cancel_url,
     }
     options: dict[str, Any] = {"idempotency_key": f"setup-checkout-{account.public_id}-{attempt}"}
-    return _call("create setup Checkout Session", stripe_gateway.client().v1.checkout.sessions.create, params, options)
+    return call("create setup Checkout Session", stripe_gateway.client().v1.checkout.sessions.create, params, options)
 
 
 def checkout_session_retrieve(*, session_id: str) -> dict[str, Any]:
-    return _call("retrieve Checkout Session", stripe_gateway.client().v1.checkout.sessions.retrieve, session_id)
+    return call("retrieve Checkout Session", stripe_gateway.client().v1.checkout.sessions.retrieve, session_id)
