@@ -111,3 +111,8 @@ def account_open(*, user: User, now: datetime, free_credits: bool = True) -> Acc
         first_period_start=first,
         free_period_start=None if free_credits else FREE_CREDITS_WITHHELD,
     )
+
+
+def free_credits_withheld(account: Account) -> bool:
+    """Whether the account's free credits wait for its user's verified email."""
+    return account.free_period_start == FREE_CREDITS_WITHHELD

@@ -30,7 +30,7 @@ from billing.serializers import encode_cursor
 from billing.services import stripe_gateway
 from billing.services.ledger import Actor, account_settle
 from billing.services.purchases import purchase_start
-from billing.signup import free_credits_wait, user_signup
+from billing.signup import free_credits_wait, free_credits_withheld, user_signup
 from config.site_errors import site_page
 from waitlist.services import InvitationRefused
 
@@ -161,6 +161,7 @@ def render_billing(
         "payments_enabled": stripe_gateway.payments_enabled(),
         "buy_error": buy_error,
         "history_error": history_error,
+        "free_credits_withheld": free_credits_withheld(account),
     }
     return render(request, "billing/billing.html", context, status=status)
 

@@ -179,3 +179,20 @@ class TestPages:
         statuses = [client.post("/verify-email/send").status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
         assert len(mail.outbox) == 4  # signup's and three more
+
+
+@pytest.mark.django_db
+def test_the_billing_page_says_the_free_credits_wait_for_the_email_until_it_is_verified(
+    required, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        user = user_signup(email="grace@example.com", password=PASSWORD)
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get("/billing").content.decode()
+    assert 'data-testid="verify-email-notice"' in page and "grace@example.com" in page
+    (message,) = mail.outbox
+    email_verify(token=unquote(link_in(message).split("token=", 1)[1]))
+    page = browser.get("/billing").content.decode()
+    assert 'data-testid="verify-email-notice"' not in page
+    assert '<span data-testid="available">50</span>' in page
