@@ -263,11 +263,20 @@ def lock_var_dir(var: Path) -> IO[str] | None:
     return handle
 
 
+def run_environ(environ: dict[str, str], port: int) -> dict[str, str]:
+    """The environment web, worker and beat run in: `environ` with what `make run` defaults."""
+    run = dict(environ)
+    run.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    # Procfile's `python` and `celery` are the ones of this interpreter's environment.
+    run["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run.get('PATH', '')}"
+    run["PORT"] = str(port)
+    # Links in emails (verification, invitations) point at this server unless told otherwise.
+    run.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
+    return run
+
+
 def main() -> int:
     environ = dict(os.environ)
-    environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    # Procfile's `python` and `celery` are the ones of this interpreter's environment.
-    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
     try:
         port = read_port(environ)
         var = localdb.var_dir(environ)
@@ -277,7 +286,7 @@ def main() -> int:
     except ImproperlyConfigured as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
-    environ["PORT"] = str(port)
+    environ = run_environ(environ, port)
     for folder in ("queue", "processed", "control"):  # Celery's file-system transport without REDIS_URL
         (var / "celery" / folder).mkdir(parents=True, exist_ok=True)
 

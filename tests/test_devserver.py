@@ -249,3 +249,13 @@ def test_make_run_serves_from_the_embedded_postgres_and_a_second_run_reuses_its_
         second.kill()
     assert not (pgdata / "postmaster.pid").exists(), second.log()
     assert not alive(pg_pid), second.log()
+
+
+def test_the_processes_link_to_the_port_make_run_serves_on_unless_told_otherwise():
+    from config.devserver import run_environ
+
+    assert run_environ({}, 8123)["SITE_URL"] == "http://127.0.0.1:8123"
+    assert run_environ({}, 8123)["PORT"] == "8123"
+    told = run_environ({"SITE_URL": "https://billing.example.com"}, 8123)
+    assert told["SITE_URL"] == "https://billing.example.com"
+    assert told["DJANGO_SETTINGS_MODULE"] == "config.settings.local"
