@@ -15,8 +15,10 @@ from .models import ServiceKey, User, UserToken
 from .ratelimit import Counted, limiter
 from .services import LAST_USED_RESOLUTION, hash_key, touch_last_used
 
-# A service key's calls record their Idempotency-Keys under this prefix and the key's id.
-SERVICE_SCOPE_PREFIX = "svc:"
+# Every service key's calls record their Idempotency-Keys in this one scope: the generation
+# service is one caller whichever of its keys it uses, so a retry sent after rotating its key
+# replays the first answer instead of charging again.
+SERVICE_SCOPE = "svc"
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class ServicePrincipal:
 
     @property
     def scope(self) -> str:
-        return f"{SERVICE_SCOPE_PREFIX}{self.key_id}"
+        return SERVICE_SCOPE
 
 
 def principal_scope(user: object) -> str:

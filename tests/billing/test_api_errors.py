@@ -512,10 +512,12 @@ def test_capturing_more_than_held_is_not_stored_so_a_corrected_retry_succeeds(ap
     assert IdempotencyKey.objects.get(key="k-cap").status_code == 200
 
 
-def test_keys_are_scoped_per_caller(api, account):
+def test_keys_are_shared_by_every_service_key(api, account):
+    """The generation service is one caller whichever key it uses (a retry after a rotation
+    replays): another service key's key with another request is a conflict, not a second debit."""
     other = Api(service_key_create(name="other")[1])
     assert debit(api, account, {"credits": 1, "reference": "r"}, idem="shared").status_code == 201
     response = debit(other, account, {"credits": 2, "reference": "r"}, idem="shared")
-    assert response.status_code == 201, response.json()
-    assert "Idempotent-Replayed" not in response
-    assert balance_of(account) == (7, 0)
+    assert response.status_code == 409, response.json()
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert balance_of(account) == (9, 0)

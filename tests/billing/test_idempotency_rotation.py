@@ -3,25 +3,21 @@ a new key after rotating the old one; the retry must replay the first answer, no
 
 from __future__ import annotations
 
+import importlib
+from datetime import timedelta
+
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from accounts.services import service_key_create
+from billing.models import IdempotencyKey
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Idempotency-Keys of service routes are recorded per service key (scope 'svc:<key id>', "
-        "accounts.authentication.ServicePrincipal.scope, read by billing.idempotency.request_key and "
-        "the engine's billing_key_record/billing_key_recorded): they must be one scope, 'svc', for all "
-        "service keys, with replays also looking up 'svc:<id>' rows for IDEMPOTENCY_KEY_RETENTION_HOURS "
-        "after the change"
-    ),
-)
 def test_a_retry_sent_with_a_rotated_service_key_replays_and_charges_once():
     account = make_account()
     give(account, 10)
@@ -37,3 +33,28 @@ def test_a_retry_sent_with_a_rotated_service_key_replays_and_charges_once():
     assert retry.json() == first.json()
     account.refresh_from_db()
     assert account.available_credits == 7
+
+
+def test_keys_recorded_per_service_key_before_the_change_move_to_the_shared_scope():
+    """The migration's statement (billing/migrations/0024): a request recorded under its key's
+    own scope replays after the change; of two keys with one text, the first recorded moves."""
+    merge = importlib.import_module("billing.migrations.0024_one_service_scope").MERGE
+    now = timezone.now()
+
+    def recorded(scope: str, key: str, seconds_ago: int) -> IdempotencyKey:
+        made = now - timedelta(seconds=seconds_ago)
+        return IdempotencyKey.objects.create(
+            scope=scope, key=key, request_hash="h", status_code=201, response_body={}, created_at=made
+        )
+
+    alone = recorded("svc:1", "a", 0)
+    first, second = recorded("svc:2", "b", 60), recorded("svc:3", "b", 0)
+    taken_before, shared_already = recorded("svc:4", "c", 0), recorded("svc", "c", 0)
+    user = recorded("user:9", "d", 0)
+    with connection.cursor() as cursor:
+        cursor.execute(merge)
+    scopes = dict(IdempotencyKey.objects.values_list("id", "scope"))
+    assert scopes[alone.id] == "svc"
+    assert (scopes[first.id], scopes[second.id]) == ("svc", "svc:3")
+    assert (scopes[taken_before.id], scopes[shared_already.id]) == ("svc:4", "svc")
+    assert scopes[user.id] == "user:9"
