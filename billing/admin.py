@@ -24,6 +24,7 @@ from .models import (
     Operation,
     StripeCustomer,
 )
+from .quotas import quota_policy_forget
 
 # A changelist counts its rows up to this many: enough for its page links, never a count of a
 # whole large table (a million ledger entries) per page.
@@ -139,7 +140,11 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
 
 @admin.register(BillingPolicy)
 class BillingPolicyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "latest_anchor_day", "updated_at"]
+    list_display = ["__str__", "latest_anchor_day", "rate_limit_per_minute", "daily_cap_credits", "updated_at"]
+
+    def save_model(self, request, obj, form, change) -> None:  # type: ignore[no-untyped-def]
+        super().save_model(request, obj, form, change)
+        quota_policy_forget()  # this process at once; the others within quotas.POLICY_SECONDS
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return not BillingPolicy.objects.exists()

@@ -4,17 +4,50 @@ RateLimit-* headers every spend answer carries while the account's rate limit is
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from rest_framework.response import Response
 
 from billing.errors import BillingError
+from billing.models import BillingPolicy
+
+# The policy row's quotas are read at most this often per process: an operator's change applies
+# within that long, and a spend makes no query for it.
+POLICY_SECONDS = 5.0
+_policy: tuple[float, tuple[int | None, int | None, int | None]] | None = None
 
 
 def quota_settings() -> list[int]:
-    """The settings' limits, as the spend functions take them (an account's own override wins)."""
-    return [settings.RATE_LIMIT_ACCOUNT_PER_MINUTE, settings.RATE_LIMIT_ACCOUNT_BURST, settings.DAILY_CAP_CREDITS]
+    """The limits of every account without its own, as the spend functions take them (an
+    account's own override wins): the billing policy's where an operator set them, else the
+    settings'."""
+    per_minute, burst, daily_cap = _policy_quotas()
+    return [
+        settings.RATE_LIMIT_ACCOUNT_PER_MINUTE if per_minute is None else per_minute,
+        settings.RATE_LIMIT_ACCOUNT_BURST if burst is None else burst,
+        settings.DAILY_CAP_CREDITS if daily_cap is None else daily_cap,
+    ]
+
+
+def _policy_quotas() -> tuple[int | None, int | None, int | None]:
+    global _policy
+    now = time.monotonic()
+    if _policy is None or now - _policy[0] >= POLICY_SECONDS:
+        row = (
+            BillingPolicy.objects.filter(pk=1)
+            .values_list("rate_limit_per_minute", "rate_limit_burst", "daily_cap_credits")
+            .first()
+        )
+        _policy = (now, row or (None, None, None))
+    return _policy[1]
+
+
+def quota_policy_forget() -> None:
+    """Read the policy's quotas afresh at the next spend (this process saved them)."""
+    global _policy
+    _policy = None
 
 
 class QuotaExceeded(BillingError):

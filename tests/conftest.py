@@ -10,6 +10,7 @@ from django.test import Client
 
 from accounts.services import service_key_create, user_token_create
 from billing.integrity import ledger_breaches
+from billing.quotas import quota_policy_forget
 from tests.billing.factories import give, make_account
 
 
@@ -98,6 +99,7 @@ def stripe_keys(settings):
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
+    quota_policy_forget()  # the billing policy's quotas, remembered per process for a few seconds
     yield
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pgtrigger
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.lookups import Exact, GreaterThan, IsNull
@@ -280,6 +281,19 @@ class BillingPolicy(models.Model):
     free_credits_per_period = models.BigIntegerField()
     latest_anchor_day = models.PositiveSmallIntegerField(
         help_text="Signups after this day of the month anchor their periods on it (1-28)."
+    )
+    # The quotas of every account without its own (blank: the setting of the same name decides).
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Spends a minute per account; 0 turns the limit off. Blank: the setting."
+    )
+    rate_limit_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Spends an account may make at once (1 or more). Blank: the setting.",
+    )
+    daily_cap_credits = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Credits an account may spend per UTC day; 0: no cap. Blank: the setting."
     )
     updated_at = models.DateTimeField(auto_now=True)
 

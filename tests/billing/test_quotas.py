@@ -16,7 +16,9 @@ import pytest
 from django.test import Client
 
 from accounts.models import Account
-from billing.models import Debit, Hold, IdempotencyKey
+from billing.models import BillingPolicy, Debit, Hold, IdempotencyKey
+from billing.policy import policy_get
+from billing.quotas import quota_policy_forget
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
 
@@ -265,3 +267,21 @@ def test_the_spend_routes_document_the_quota_answers_and_headers(route):
         headers = responses[status]["headers"]
         for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
             assert headers[name]["schema"]["type"] == "integer", (status, name)
+
+
+def test_the_operators_policy_sets_the_quotas_of_accounts_without_their_own(api, rich, limits, time_machine):
+    """The billing policy's quotas (admin-editable) beat the settings; an account's own beat
+    both; a blank policy field leaves the setting (here: no limit) in force."""
+    time_machine.move_to(NOON, tick=False)
+    policy = policy_get()
+    policy.rate_limit_per_minute, policy.rate_limit_burst = 60, 2
+    policy.save()
+    quota_policy_forget()
+    assert [code(debit(api, rich, 1, idem=f"p{i}"))[0] for i in range(3)] == [201, 201, 429]
+    own = make_account()
+    give(own, 100)
+    Account.objects.filter(pk=own.pk).update(rate_limit_per_minute=60, rate_limit_burst=3)
+    assert [code(debit(api, own, 1, idem=f"o{i}"))[0] for i in range(4)] == [201, 201, 201, 429]
+    BillingPolicy.objects.filter(pk=1).update(rate_limit_per_minute=None, rate_limit_burst=None)
+    quota_policy_forget()
+    assert [code(debit(api, rich, 1, idem=f"s{i}"))[0] for i in range(3)] == [201, 201, 201]
