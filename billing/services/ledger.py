@@ -427,15 +427,17 @@ def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime 
         )
     if not rows:
         return outcomes
-    statement = "SELECT n, outcome, credits, available, body FROM billing_debit_batch(%s, %s, %s, %s)"
+    statement = (
+        "SELECT n, outcome, credits, available, body, retry_after FROM billing_debit_batch(%s, %s, %s, %s, %s, %s, %s)"
+    )
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(statement, [_json(rows), now or timezone.now(), actor.type, actor.id])
+        cursor.execute(statement, [_json(rows), now or timezone.now(), actor.type, actor.id, *quota_settings()])
         answered = cursor.fetchall()
-    for place, (result, row, (n, outcome, credits, available, body)) in enumerate(
+    for place, (result, row, (n, outcome, credits, available, body, retry_after)) in enumerate(
         zip(sent, rows, answered, strict=True)
     ):
         assert n == place + 1, "billing_debit_batch answers its items in order"
-        result.error = _spend_refusal(outcome, row["operation"], credits, available)
+        result.error = _spend_refusal(outcome, row["operation"], credits, available, retry_after)
         result.body = _loads(body)
     return outcomes
 

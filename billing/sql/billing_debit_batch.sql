@@ -7,11 +7,16 @@
 -- from billing_debit's sequence; the debit rows and the accounts' cached balances are written once,
 -- after the last item (the entries' foreign keys are checked at commit). So the balance trigger
 -- sees one change per account, and its events carry the balances after the batch.
+-- Each item counts toward its account's quotas as a single debit does (billing_spend_quota, with
+-- the settings' limits p_per_minute, p_burst and p_daily_cap), on the same copy.
 -- One row per item, by its place n (from 1): the outcome as billing_debit's, the account's
--- balances right after it, and for a debit made its body (billing_debit_json).
+-- balances right after it, for a debit made its body (billing_debit_json), and for a quota's
+-- refusal the seconds to retry after.
 CREATE OR REPLACE FUNCTION billing_debit_batch(
-    p_items jsonb, p_now timestamptz, p_actor_type varchar, p_actor_id varchar
-) RETURNS TABLE (n bigint, outcome text, credits bigint, available bigint, held bigint, body json)
+    p_items jsonb, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
+    p_per_minute integer, p_burst integer, p_daily_cap bigint
+) RETURNS TABLE (n bigint, outcome text, credits bigint, available bigint, held bigint, body json,
+                 retry_after integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     accts accounts_account[];  -- the batch's accounts in id order; an item finds its own by slot
@@ -23,6 +28,7 @@ DECLARE
     debits billing_debit[] := '{}';
     debit_ids regclass := pg_get_serial_sequence('billing_debit', 'id');
     taken record;
+    quota record;
 BEGIN
     SELECT coalesce(array_agg(l.a), '{}'), coalesce(array_agg((l.a).public_id), '{}')
     INTO accts, public_ids
@@ -42,12 +48,13 @@ BEGIN
         n := item.place;
         credits := item.credits;
         body := NULL;
+        retry_after := NULL;
         IF item.slot IS NULL THEN
             acct := NULL;
         ELSIF settled[item.slot] THEN
             acct := accts[item.slot];
         ELSE
-            acct := billing_settle(accts[item.slot], p_now, p_actor_type, p_actor_id);
+            acct := billing_spend_settle(accts[item.slot], p_now, p_actor_type, p_actor_id);
             accts[item.slot] := acct;
             settled[item.slot] := true;
         END IF;
@@ -55,6 +62,12 @@ BEGIN
         held := acct.held_credits;
         outcome := billing_spend_outcome(acct, credits);
         IF outcome = 'made' THEN
+            quota := billing_spend_quota(acct, credits, p_now, p_per_minute, p_burst, p_daily_cap);
+            outcome := quota.outcome;
+            retry_after := quota.retry_after;
+        END IF;
+        IF outcome = 'made' THEN
+            acct := quota.acct;
             made := NULL;
             made.id := nextval(debit_ids);
             made.public_id := item.public_id;
@@ -79,8 +92,13 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     INSERT INTO billing_debit SELECT * FROM unnest(debits);
-    UPDATE accounts_account a SET available_credits = u.available_credits, held_credits = u.held_credits
+    UPDATE accounts_account a
+    SET available_credits = u.available_credits, held_credits = u.held_credits, rate_tokens = u.rate_tokens,
+        rate_checked_at = u.rate_checked_at, day_spent = u.day_spent, day_started = u.day_started
     FROM unnest(accts) u
-    WHERE a.id = u.id AND (a.available_credits <> u.available_credits OR a.held_credits <> u.held_credits);
+    WHERE a.id = u.id
+      AND (a.available_credits, a.held_credits, a.rate_tokens, a.rate_checked_at, a.day_spent, a.day_started)
+          IS DISTINCT FROM
+          (u.available_credits, u.held_credits, u.rate_tokens, u.rate_checked_at, u.day_spent, u.day_started);
 END
 $$;

@@ -285,3 +285,33 @@ def test_the_operators_policy_sets_the_quotas_of_accounts_without_their_own(api,
     BillingPolicy.objects.filter(pk=1).update(rate_limit_per_minute=None, rate_limit_burst=None)
     quota_policy_forget()
     assert [code(debit(api, rich, 1, idem=f"s{i}"))[0] for i in range(3)] == [201, 201, 201]
+
+
+def test_batch_items_count_toward_the_same_quotas_as_single_debits(api, rich, limits, time_machine):
+    limits.RATE_LIMIT_ACCOUNT_PER_MINUTE, limits.RATE_LIMIT_ACCOUNT_BURST = 60, 3
+    limits.DAILY_CAP_CREDITS = 7
+    time_machine.move_to(NOON, tick=False)
+    assert debit(api, rich, 2).status_code == 201  # one token and 2 credits of the day
+    other = make_account()
+    give(other, 50)
+    items = [
+        {"account_id": rich.public_id, "credits": credits, "reference": "job", "idempotency_key": f"b{i}"}
+        for i, credits in enumerate([1, 1, 1, 1])
+    ] + [{"account_id": other.public_id, "credits": 6, "reference": "job", "idempotency_key": "o1"}]
+    results = api.post("/debits/batch", {"debits": items}).json()["results"]
+    codes = [(r["status"], r["body"].get("error", {}).get("code")) for r in results]
+    # rich: two tokens left, then the bucket is empty; other: its own bucket and day.
+    assert codes == [(201, None), (201, None), (429, "rate_limited"), (429, "rate_limited"), (201, None)]
+    assert results[2]["body"]["error"]["retry_after"] == 1
+    assert available(rich) == 996 and Debit.objects.filter(account=rich).count() == 3
+    assert code(debit(api, rich, 1)) == (429, "rate_limited")  # the batch spent the single route's tokens
+    time_machine.move_to(NOON + timedelta(seconds=60), tick=False)
+    late = [dict(item, credits=2, idempotency_key=f"late{i}") for i, item in enumerate(items[:2])]
+    results = api.post("/debits/batch", {"debits": late}).json()["results"]
+    # 4 credits spent today, a cap of 7: the first 2 fit, the next 2 would make 8.
+    assert [(r["status"], r["body"].get("error", {}).get("code")) for r in results] == [
+        (201, None),
+        (429, "daily_cap_reached"),
+    ]
+    rich.refresh_from_db()
+    assert rich.day_spent == 6
