@@ -28,7 +28,7 @@ from accounts.models import Account
 from accounts.services import service_key_create, user_token_create
 from billing import api as billing_api
 from billing.api import ServiceView
-from billing.models import ActorType
+from billing.models import ActorType, IdempotencyKey
 from billing.schema import BALANCE_DOC
 from billing.services.ledger import Actor, debit_create, hold_create
 from config import lean_dispatch
@@ -129,6 +129,7 @@ def run_both(scenario: Callable[[World], Iterator[Any]], monkeypatch) -> list[An
     for lean in (False, True):
         monkeypatch.setattr(ServiceView, "lean_dispatch", lean)
         cache.clear()
+        IdempotencyKey.objects.all().delete()  # every service key shares one key space
         with time_machine.travel(start, tick=False):
             world = make_world()
             runs[lean] = numbered([answer(response) for response in scenario(world)])
