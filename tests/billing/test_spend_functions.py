@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Operation
+from billing.quotas import quota_settings
 from billing.serializers import (
     CaptureRequest,
     DebitOut,
@@ -48,6 +49,13 @@ from tests.conftest import Api
 
 SERVICE = Actor("service", "7")
 EXPIRES_IN_VALUES = [0, 1, 900, 86400, 86401, -1, True, 1.0, "60", None]
+
+
+@pytest.fixture(autouse=True)
+def _quota_policy_read(db):  # type: ignore[no-untyped-def]
+    """The billing policy's quotas are read once per few seconds per process, not per spend:
+    read them here, so that the statements counted below are the spend's own."""
+    quota_settings()
 
 
 def data_statements(queries) -> list[str]:  # type: ignore[no-untyped-def]
