@@ -12,7 +12,7 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -91,22 +91,8 @@ from billing.services.ledger import (
     hold_spend,
 )
 from config.converters import PublicIdConverter
-from config.errors import ApiError, ErrorOut, domain_error_response, error_body, validation_body
+from config.errors import ApiError, domain_error_response, error_body, validation_body
 from config.lean_dispatch import LeanAPIView
-
-
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    described = {
-        400: "validation_error or idempotency_key_required",
-        401: "authentication_failed",
-        402: "insufficient_credits (with available and requested)",
-        403: "permission_denied or account_suspended",
-        404: "not_found",
-        409: "idempotency_key_reused, hold_not_pending, hold_expired or debit_already_refunded",
-        413: "request_too_large",
-        429: "rate_limited (with Retry-After)",
-    }
-    return {code: OpenApiResponse(ErrorOut, description=described[code]) for code in codes}
 
 
 def actor_of(request: Request) -> Actor:

@@ -16,7 +16,9 @@ from rest_framework.views import APIView
 from accounts.authentication import is_service
 from accounts.models import Account, User
 from accounts.permissions import IsEndUser, IsService
-from billing.api import _errors, parse
+from accounts.schema import SIGNED_IN, WITH_BODY
+from billing.api import parse
+from billing.schema import errors
 from billing.services.purchases import pack_get
 from notifications.models import WebhookEndpoint
 from notifications.serializers import (
@@ -49,14 +51,14 @@ def _account_of(request: Request) -> Account:
 class WebhookEndpointsView(APIView):
     permission_classes = [IsService]
 
-    @extend_schema(responses={200: WebhookEndpointListOut, **_errors(401, 403, 429)}, tags=["webhooks"])
+    @extend_schema(responses={200: WebhookEndpointListOut, **errors(*SIGNED_IN)}, tags=["webhooks"])
     def get(self, request: Request) -> Response:
         live = WebhookEndpoint.objects.filter(deleted_at__isnull=True).order_by("id")
         return Response(WebhookEndpointListOut({"data": live}).data)
 
     @extend_schema(
         request=WebhookEndpointRequest,
-        responses={201: WebhookEndpointCreatedOut, **_errors(400, 401, 403, 413, 429)},
+        responses={201: WebhookEndpointCreatedOut, **errors(*SIGNED_IN, *WITH_BODY)},
         tags=["webhooks"],
         description=(
             "Each event is POSTed as JSON with `Webhook-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
@@ -81,7 +83,7 @@ class WebhookEndpointsView(APIView):
 class WebhookEndpointView(APIView):
     permission_classes = [IsService]
 
-    @extend_schema(responses={204: None, **_errors(401, 403, 404, 429)}, tags=["webhooks"])
+    @extend_schema(responses={204: None, **errors(*SIGNED_IN, "not_found")}, tags=["webhooks"])
     def delete(self, request: Request, endpoint_id: str) -> Response:
         webhooks.endpoint_delete(public_id=endpoint_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -103,13 +105,13 @@ def notifications_body(account: Account) -> dict[str, Any]:
 class MeNotificationsView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(responses={200: NotificationsOut, **_errors(401, 403, 429)}, tags=["me"])
+    @extend_schema(responses={200: NotificationsOut, **errors(*SIGNED_IN)}, tags=["me"])
     def get(self, request: Request) -> Response:
         return Response(notifications_body(_account_of(request)))
 
     @extend_schema(
         request=NotificationsRequest,
-        responses={200: NotificationsOut, **_errors(400, 401, 403, 413, 429)},
+        responses={200: NotificationsOut, **errors(*SIGNED_IN, *WITH_BODY)},
         tags=["me"],
         description="Changes only what is given: `low_balance_threshold` (null: the default) and `emails` switches.",
     )
@@ -136,13 +138,13 @@ def auto_recharge_response(account: Account, code: int = status.HTTP_200_OK) -> 
 class MeAutoRechargeView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(responses={200: AutoRechargeOut, **_errors(401, 403, 429)}, tags=["me"])
+    @extend_schema(responses={200: AutoRechargeOut, **errors(*SIGNED_IN)}, tags=["me"])
     def get(self, request: Request) -> Response:
         return auto_recharge_response(_account_of(request))
 
     @extend_schema(
         request=AutoRechargeRequest,
-        responses={200: AutoRechargeOut, **_errors(400, 401, 403, 413, 429)},
+        responses={200: AutoRechargeOut, **errors(*SIGNED_IN, *WITH_BODY)},
         tags=["me"],
         description=(
             "When a spend leaves available credits below `threshold_credits`, enough packs to get back to it "
@@ -162,7 +164,7 @@ class MeAutoRechargeView(APIView):
         )
         return auto_recharge_response(account)
 
-    @extend_schema(responses={200: AutoRechargeOut, **_errors(401, 403, 429)}, tags=["me"])
+    @extend_schema(responses={200: AutoRechargeOut, **errors(*SIGNED_IN)}, tags=["me"])
     def delete(self, request: Request) -> Response:
         account = _account_of(request)
         recharge.auto_recharge_disable(account=account, reason="switched off by the user")
@@ -172,9 +174,7 @@ class MeAutoRechargeView(APIView):
 class MeSetupIntentView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(
-        request=None, responses={201: SetupIntentOut, **_errors(401, 403, 429), **STRIPE_ERRORS}, tags=["me"]
-    )
+    @extend_schema(request=None, responses={201: SetupIntentOut, **errors(*SIGNED_IN), **STRIPE_ERRORS}, tags=["me"])
     def post(self, request: Request) -> Response:
         intent = recharge.card_setup_start(account=_account_of(request))
         body = {"id": intent["id"], "client_secret": intent["client_secret"]}
@@ -186,7 +186,7 @@ class MeCardView(APIView):
 
     @extend_schema(
         request=CardRequest,
-        responses={200: AutoRechargeOut, **_errors(400, 401, 403, 413, 429), **STRIPE_ERRORS},
+        responses={200: AutoRechargeOut, **errors(*SIGNED_IN, *WITH_BODY), **STRIPE_ERRORS},
         tags=["me"],
         description="Save the card of a SetupIntent the browser confirmed (Stripe.js confirmCardSetup).",
     )
