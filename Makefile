@@ -37,8 +37,8 @@ test: lint chromium
 
 # Faults injected into real processes under load (tests/faults): gunicorn workers SIGKILLed, a
 # private PostgreSQL stopped and restarted, a private Redis stopped, a key revoked while Redis
-# cannot be told; each followed by check_ledger and keys sent vs debits. Figures in
-# tests/artifacts/faults.txt.
+# cannot be told, a Celery worker SIGKILLed mid refill, expiry and hold-timeout runs; each
+# followed by check_ledger and keys sent vs rows written. Figures in tests/artifacts/faults.txt.
 .PHONY: test-faults
 test-faults: install
 	rm -f tests/artifacts/faults.txt

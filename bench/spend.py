@@ -111,6 +111,8 @@ def prepare(args: argparse.Namespace, as_of: datetime) -> dict[str, Any]:
     # The hot account is one big customer spending as fast as the lock allows: its own rate
     # limit is off, as an operator would set it (the default of 50 a minute refuses nearly all).
     Account.objects.filter(pk=HOT_ACCOUNT).update(rate_limit_per_minute=0)
+    # The accounts of debit_limit_off_*: the same debits with no per-account limit, to compare with.
+    Account.objects.filter(pk__gte=account_halves(args.accounts)[1]["first"]).update(rate_limit_per_minute=0)
     _, token = service_key_create(name="bench")
     # The bare ceilings' tables: a balance per account and the debits' rows, as small as can be.
     sql("CREATE TABLE bench_balance (id bigint PRIMARY KEY, available bigint NOT NULL CHECK (available >= 0))")
@@ -166,18 +168,29 @@ def statements_per_request(token: str) -> dict[str, int | None]:
 # --- one run ------------------------------------------------------------------------------------
 
 
+def account_halves(accounts: int) -> tuple[dict[str, int], dict[str, int]]:
+    """The wrk options of the debit scenarios' two account ranges: the lower half (past the hot
+    account) has the default per-account rate limit, the upper half has it switched off
+    (prepare), so that the limit's cost is measured within one run (debit_{c} against
+    debit_limit_off_{c})."""
+    half = accounts // 2
+    return {"first": HOT_ACCOUNT + 1, "accounts": half - HOT_ACCOUNT}, {"first": half + 1, "accounts": accounts - half}
+
+
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     """(name, kind, clients, options) in the order they run. Each scenario runs next to the
     ceilings it is compared with, the batch included (its ceiling is pgbench at the ratios'
     client count), so that the machine's drift within a round touches both alike."""
     runs: list[Scenario] = []
+    limited, unlimited = account_halves(args.accounts)
     for clients in args.client_counts:
         runs += [
-            (f"debit_{clients}", "debit", clients, {}),
+            (f"debit_{clients}", "debit", clients, limited),
             (f"bare_debit_{clients}", "bare_debit", clients, {}),
             (f"pgbench_{clients}", "pgbench", clients, {}),
         ]
         if clients == ratio_clients(args):
+            runs.append((f"debit_limit_off_{clients}", "debit", clients, unlimited))
             runs.append((f"batch_{args.batch_clients}", "batch", args.batch_clients, {"batch": args.batch_size}))
         runs += [
             (f"hold_capture_{clients}", "hold", clients, {}),
@@ -264,7 +277,7 @@ def measure_slice(
     if kind == "pgbench":
         measured = run_pgbench(args, clients, seconds, options.get("hot", 0))
     else:
-        measured = run_wrk(server, token, kind, clients, seconds, accounts=args.accounts, **options)
+        measured = run_wrk(server, token, kind, clients, seconds, **{"accounts": args.accounts, **options})
     measured.update(kind=kind, clients=clients, cpu_seconds=meter.spent(before, meter.snapshot()))
     measured["units"] = measured["units_per_second"] * measured.get("seconds", seconds)
     measured.setdefault("seconds", seconds)

@@ -28,13 +28,23 @@ UNITS = {
 
 
 def run_wrk(
-    server: Server, token: str, mode: str, clients: int, seconds: int, *, accounts: int, hot: int = 0, batch: int = 0
+    server: Server,
+    token: str,
+    mode: str,
+    clients: int,
+    seconds: int,
+    *,
+    accounts: int,
+    hot: int = 0,
+    batch: int = 0,
+    first: int = 1,
 ) -> dict[str, Any]:
+    """wrk in `mode` over the accounts numbered first .. first + accounts - 1 (or only `hot`)."""
     run_id = f"{mode}{clients}h{hot}-{time.time_ns()}"
     command = [
         *("wrk", "-t", str(clients), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s"),
         *("-s", str(LUA), server.url, "--"),
-        *(mode, str(accounts), token, run_id, str(hot), str(batch)),
+        *(mode, str(accounts), token, run_id, str(hot), str(batch), str(first)),
     ]
     before = dict(server.peak_rss_kib)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)

@@ -14,6 +14,9 @@ TARGETS = {
     "hot_vs_bare_hot": 0.5,
     "balance_vs_bare_read": 0.8,
     "batch_vs_pgbench": 1.0,
+    # The quotas issue: debits with the per-account rate limit on stay within 10% of the same
+    # debits on accounts whose limit is off.
+    "account_limit_on_vs_off": 0.9,
     "worker_rss_mib": 150.0,
 }
 
@@ -40,6 +43,7 @@ def ratios(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "hot_vs_bare_hot": div(rate("hot_16"), rate("bare_hot_16")),
         "balance_vs_bare_read": div(rate(f"balance_{c}"), rate(f"bare_read_{c}")),
         "batch_vs_pgbench": div(batch, rate(f"pgbench_{c}")),
+        "account_limit_on_vs_off": div(rate(f"debit_{c}"), rate(f"debit_limit_off_{c}")),
     }
 
 

@@ -2,14 +2,15 @@
 -- (-t C -c C), so each thread drives one connection and the hold-then-capture pairs can keep
 -- their state per thread.
 --
--- Arguments after `--`: mode accounts token run_id [hot_account] [batch_size]
+-- Arguments after `--`: mode accounts token run_id [hot_account] [batch_size] [first_account]
 --   debit        POST /api/v1/accounts/{random}/debits (one credit, unique Idempotency-Key)
 --   hold         POST .../holds, then POST /api/v1/holds/{id}/capture on the same connection
 --   balance      GET  /api/v1/accounts/{random}/balance
 --   batch        POST /api/v1/debits/batch with batch_size debits over random accounts
 --   bare_debit   POST /bench/bare/debit/{random id}   (the bare ceiling, bench/urls.py)
 --   bare_read    GET  /bench/bare/balance/{random}
--- With hot_account > 0 every request goes to that one account.
+-- Accounts are drawn from first_account (default 1) to first_account + accounts - 1; with
+-- hot_account > 0 every request goes to that one account.
 -- done() prints one line "WRKJSON {...}" with counts per status and latency percentiles.
 
 local threads = {}
@@ -21,7 +22,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local mode, accounts, token, run_id, hot, batch_size
+local mode, accounts, token, run_id, hot, batch_size, first
 local counter = 0
 local pending_hold = nil
 local last_kind = nil
@@ -35,6 +36,7 @@ function init(args)
   run_id = args[4]
   hot = tonumber(args[5] or "0")
   batch_size = tonumber(args[6] or "0")
+  first = tonumber(args[7] or "1")
   math.randomseed(os.time() * 1000 + thread_id * 7919)
 end
 
@@ -42,7 +44,7 @@ local function pick()
   if hot > 0 then
     return hot
   end
-  return math.random(1, accounts)
+  return math.random(first, first + accounts - 1)
 end
 
 local function public_id(n)
