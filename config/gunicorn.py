@@ -3,7 +3,8 @@
 Every value can be overridden from the environment (gunicorn also reads GUNICORN_CMD_ARGS).
 Sync workers: each handles one request at a time with its own persistent database connection,
 which is what the spend path is measured with (bench/README.md); each read from a client times
-out (GUNICORN_CLIENT_TIMEOUT), so a client that stops sending frees its worker.
+out (GUNICORN_CLIENT_TIMEOUT) and a whole request's reads end in GUNICORN_REQUEST_READ_TIMEOUT,
+so a client that stops sending, or trickles, frees its worker.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ worker_class = "config.gunicorn_worker.TimedSyncWorker"
 timeout = _int_env("GUNICORN_TIMEOUT", 30, 1, 3600)
 # A client's request (its headers, then its body) may pause this long between reads.
 _int_env("GUNICORN_CLIENT_TIMEOUT", 5, 1, 300)
+_int_env("GUNICORN_REQUEST_READ_TIMEOUT", 15, 1, 3600)
 graceful_timeout = 30
 keepalive = 5
 # The listen queue holds the callers waiting for a free worker.

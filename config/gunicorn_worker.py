@@ -1,13 +1,14 @@
 """Gunicorn's sync worker with a read timeout per connection, and gunicorn's own error answers
 in the API's JSON shape (config/gunicorn.py names both).
 
-A sync worker serves one connection at a time, reading the request from a blocking socket: a
-client that sends half a body and stops held the worker until gunicorn's `timeout` killed it,
-and a few such clients stalled the whole service. Here each read waits at most
-GUNICORN_CLIENT_TIMEOUT seconds (5), so a stalled client frees its worker within that time; a
-request whose body stops coming is answered 408 by config.errors.RequestBodyLimitMiddleware.
-(A client that trickles a byte every few seconds can still hold a worker for as long as it
-trickles: on the open internet, run behind a buffering proxy such as nginx, README "Processes".)
+A sync worker serves one connection at a time (and one request per connection), reading the
+request from a blocking socket: a client that sends half a body and stops held the worker until
+gunicorn's `timeout` killed it, and a few such clients stalled the whole service. Here each read
+waits at most GUNICORN_CLIENT_TIMEOUT seconds (5), and all of a request's reads end
+GUNICORN_REQUEST_READ_TIMEOUT seconds (15) after its connection was accepted, so a client that
+stops, or one that trickles a byte every few seconds, frees its worker within that time; a
+request whose body does not arrive in time is answered 408 by
+config.errors.RequestBodyLimitMiddleware.
 
 Requests gunicorn refuses before the application sees them (a request line or headers over the
 limits, malformed HTTP) are answered by gunicorn.util.write_error with an HTML page; it is
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any
 
 from gunicorn import util
@@ -53,9 +55,34 @@ util.write_error = write_json_error  # looked up on the module by gunicorn's wor
 
 # Validated by config/gunicorn.py when the server starts.
 CLIENT_TIMEOUT_SECONDS = float(os.environ.get("GUNICORN_CLIENT_TIMEOUT") or 5)
+REQUEST_READ_SECONDS = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT") or 15)
+
+
+class DeadlineSocket(socket.socket):
+    """A client's socket whose reads wait at most CLIENT_TIMEOUT_SECONDS each and, together,
+    end at `read_deadline` (time.monotonic()); a read past it times out at once. Writes keep
+    the per-operation timeout only: the answer is not hurried by the time its request took."""
+
+    read_deadline = 0.0
+
+    def _arm(self) -> None:
+        left = self.read_deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request was not read in time")
+        self.settimeout(min(CLIENT_TIMEOUT_SECONDS, left))
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self._arm()
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._arm()
+        return super().recv_into(buffer, nbytes, flags)
 
 
 class TimedSyncWorker(SyncWorker):
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
-        client.settimeout(CLIENT_TIMEOUT_SECONDS)  # each read and write; SyncWorker left it blocking
-        super().handle(listener, client, addr)
+        timed = DeadlineSocket(client.family, client.type, client.proto, fileno=client.detach())
+        timed.read_deadline = time.monotonic() + REQUEST_READ_SECONDS
+        timed.settimeout(CLIENT_TIMEOUT_SECONDS)  # each read and write; SyncWorker left it blocking
+        super().handle(listener, timed, addr)

@@ -1,5 +1,5 @@
 """The production web server (gunicorn -c config/gunicorn.py, production settings) facing hostile
-clients: half-sent bodies do not stall it, its own refusals are JSON, plain HTTP is redirected to
+clients: half-sent and trickled bodies do not stall it, its own refusals are JSON, plain HTTP is redirected to
 HTTPS (not the probes) and HTML pages carry a Content-Security-Policy."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.private_servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 CLIENT_TIMEOUT = 2
+REQUEST_READ_TIMEOUT = 4
 
 
 def exchange(port: int, raw: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
@@ -49,6 +51,7 @@ def server(tmp_path_factory) -> Iterator[int]:  # type: ignore[no-untyped-def]
         WEB_CONCURRENCY="2",
         PORT=str(port),
         GUNICORN_CLIENT_TIMEOUT=str(CLIENT_TIMEOUT),
+        GUNICORN_REQUEST_READ_TIMEOUT=str(REQUEST_READ_TIMEOUT),
         GUNICORN_LOG_LEVEL="warning",
     )
     log = tmp_path_factory.mktemp("gunicorn") / "log"
@@ -96,6 +99,38 @@ def test_clients_that_stop_sending_their_bodies_do_not_stall_the_server(server):
     # Within the read timeout, plus the 2 s gunicorn lingers for a client to close after the answer.
     assert took < CLIENT_TIMEOUT + 2 + 1.5, took
     # Each stalled request was answered (408, JSON) when its read timed out, not left hanging.
+    assert all(line.startswith(b"HTTP/1.1 408") for line in answers), answers
+
+
+def trickle(sock: socket.socket, stop: threading.Event) -> None:
+    """Send the rest of half_sent_body's body a byte a second: each read gets its byte well
+    within the per-read timeout, so only the whole request's deadline ends it."""
+    while not stop.wait(1):
+        try:
+            sock.sendall(b" ")
+        except OSError:  # answered and closed
+            return
+
+
+def test_clients_that_trickle_their_bodies_do_not_stall_the_server(server):
+    stop = threading.Event()
+    trickling = [half_sent_body(server) for _ in range(2)]  # one per worker
+    senders = [threading.Thread(target=trickle, args=(sock, stop), daemon=True) for sock in trickling]
+    for sender in senders:
+        sender.start()
+    try:
+        started = time.monotonic()
+        status, _, _ = get(server, "/healthz")
+        took = time.monotonic() - started
+        answers = [sock.recv(65536).split(b"\r\n", 1)[0] for sock in trickling]
+    finally:
+        stop.set()
+        for sock in trickling:
+            sock.close()
+    assert status == 200
+    # Within the request's read deadline, plus the 2 s gunicorn lingers after the answer; the
+    # trickle alone (90 more bytes, one a second) would hold both workers for 90 s.
+    assert took < REQUEST_READ_TIMEOUT + 2 + 1.5, took
     assert all(line.startswith(b"HTTP/1.1 408") for line in answers), answers
 
 
