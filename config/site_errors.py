@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 
 from .errors import error_body
 
@@ -37,8 +38,13 @@ def site_page(response: HttpResponse) -> HttpResponse:
 
 
 def error_page(request: HttpRequest, status: int) -> HttpResponse:
+    """The page for `status`. A server error's page is rendered without the request: its context
+    (the logged-in user, from the session) may need the database that just failed."""
     title, message = PAGES.get(status, PAGES[500 if status >= 500 else 400])
-    return site_page(render(request, "web/message.html", {"title": title, "message": message}, status=status))
+    context = {"title": title, "message": message}
+    if status >= 500:
+        return site_page(HttpResponse(render_to_string("web/message.html", context), status=status))
+    return site_page(render(request, "web/message.html", context, status=status))
 
 
 def _is_empty(response: HttpResponse) -> bool:

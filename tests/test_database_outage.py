@@ -1,7 +1,8 @@
 """PostgreSQL unreachable: the API answers 503 service_unavailable with Retry-After at once (no
-500, no traceback in the answer), /readyz says so within a second, and serving resumes when the
-database is back. The connection is pointed at a loopback port nothing listens on, which is what
-a stopped server looks like to a client (tests/faults stops a real one under load)."""
+500, no traceback in the answer), the site's pages answer their own 503 page, /readyz says so
+within a second, and serving resumes when the database is back. The connection is pointed at a
+loopback port nothing listens on, which is what a stopped server looks like to a client
+(tests/faults stops a real one under load)."""
 
 from __future__ import annotations
 
@@ -58,12 +59,16 @@ def test_with_the_database_down_the_api_answers_503_service_unavailable_at_once(
             api.post(debit, {"credits": 1, "reference": "down"}),  # the key is cached: fails at the spend
             Api("sk_" + "x" * 43).get(f"/accounts/{account.public_id}/balance"),  # fails at the key check
             Api().post("/auth/token", {"email": "a@example.com", "password": "whatever-it-is"}, idem=None),
-            site.get("/billing"),  # an HTML page: the session cannot be read
         ]
+        page = site.get("/billing")  # the session cannot be read
         took = time.monotonic() - started
 
     for response in answers:
         assert_unavailable(response)
+    # A person on the site gets the site's page, not the API's JSON.
+    assert page.status_code == 503 and page["Retry-After"] == "1", page.content
+    assert page["Content-Type"].startswith("text/html")
+    assert b"Temporarily unavailable" in page.content and b"psycopg" not in page.content
     assert took < 2.0, took
     account.refresh_from_db()
     assert account.available_credits == 4
