@@ -3,8 +3,10 @@ it in its own transaction and record the outcome (dj-stripe's WebhookEventTrigge
 
 Nothing is stored for a request that is not provably from Stripe. A stored event is processed
 once: a duplicate delivery is acknowledged and left alone, whoever wins the insert race
-processes. Processing is idempotent anyway (the purchase services compare-and-set), so events
-replayed by an operator, arriving out of order or overlapping with reconciliation grant once.
+processes; but an event whose storing delivery died before processing it (its worker killed,
+the database gone) is processed by the delivery Stripe makes again, as that one went unanswered.
+Processing is idempotent anyway (the purchase services compare-and-set), so events replayed by
+an operator, arriving out of order or overlapping with reconciliation grant once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import stripe
@@ -67,8 +70,30 @@ def webhook_receive(*, payload: bytes, signature: str | None) -> Receipt:
     event = _parse(payload)
     stored = _store(event)
     if stored is None:
-        return Receipt(event["id"], "duplicate")
+        return Receipt(event["id"], _delivered_again(event["id"]))
     return Receipt(event["id"], stripe_event_process(event_pk=stored.pk))
+
+
+# A delivery processes the event it stored within milliseconds: one still `received` this long
+# after it was stored was left by a delivery that died first. Far short of Stripe's first retry.
+UNFINISHED_AFTER = timedelta(seconds=5)
+
+
+def _delivered_again(event_id: str) -> str:
+    """A delivery of an event stored already: a duplicate, unless the delivery that stored it
+    died before processing it; then this one processes it (under the event's row lock: once)."""
+    unfinished = (
+        StripeEvent.objects.filter(
+            stripe_event_id=event_id,
+            status=StripeEvent.Status.RECEIVED,
+            received_at__lt=timezone.now() - UNFINISHED_AFTER,
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if unfinished is None:
+        return "duplicate"
+    return stripe_event_process(event_pk=unfinished)
 
 
 def _verify(payload: bytes, signature: str | None, secret: str) -> None:
