@@ -8,8 +8,10 @@ something was wrong) and kept for /metrics, where an alert can watch:
 - `billing_audit_last_run_timestamp_seconds{audit}`: when each last ran (an alert on its age
   catches an audit that stopped running).
 
-The results live in the shared cache without expiry (every process serves the same figures);
-while none is recorded the gauges are absent.
+The results live in the shared cache without expiry (every process serves the same figures),
+one key per audit, so that two audits finishing together do not overwrite each other's. While
+none is recorded (before the first run, or after Redis lost its data) the gauges are absent:
+alert on an absent last-run timestamp as on an old one.
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ from billing.integrity import ledger_breaches
 
 logger = logging.getLogger(__name__)
 
-_CACHE_KEY = "billing:audits:v1"
+_AUDITS = ("ledger", "stripe")
+
+
+def _cache_key(audit: str) -> str:
+    return f"billing:audit:{audit}:v2"
+
+
 # Breaches logged one per line, at most this many (the count says how many there were).
 LOGGED_BREACHES = 100
 
 
 def _record(audit: str, found: int, now: datetime) -> None:
     try:
-        results = cache.get(_CACHE_KEY) or {}
-        results[audit] = (found, now.timestamp())
-        cache.set(_CACHE_KEY, results, None)
+        cache.set(_cache_key(audit), (found, now.timestamp()), None)
     except RedisError:
         logger.exception("audit %s: its result could not be kept for /metrics", audit)
 
@@ -70,7 +76,7 @@ class AuditCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            results = cache.get(_CACHE_KEY) or {}
+            kept = cache.get_many([_cache_key(audit) for audit in _AUDITS])
         except RedisError:
             return
         names = {"ledger": "billing_audit_ledger_breaches", "stripe": "billing_audit_stripe_fixed"}
@@ -81,7 +87,8 @@ class AuditCollector:
         last_run = GaugeMetricFamily(
             "billing_audit_last_run_timestamp_seconds", "When each audit last ran (Unix time).", labels=["audit"]
         )
-        for audit, (found, at) in sorted(results.items()):
+        results = [(audit, kept[_cache_key(audit)]) for audit in _AUDITS if _cache_key(audit) in kept]
+        for audit, (found, at) in results:
             yield GaugeMetricFamily(names[audit], helps[audit], value=found)
             last_run.add_metric([audit], at)
         if results:

@@ -78,3 +78,19 @@ def test_a_purchase_the_reconciliation_had_to_fulfil_is_an_error_line_and_a_gaug
     assert errors(caplog) == [
         "stripe reconciliation fulfilled 2 purchase(s) whose webhook never arrived: pur_lost1, pur_lost2"
     ]
+
+
+def test_each_audit_keeps_its_own_figure_when_they_finish_together():
+    """Each audit's result is its own cache entry: the one finishing last does not write back
+    the other's older figure (or its absence) over it."""
+    from billing.audit import ledger_audit, stripe_fixes_record
+
+    when = timezone.now()
+    stripe_fixes_record(fulfilled=["pur_lost"], now=when)
+    ledger_audit(now=when)
+    stripe_fixes_record(fulfilled=[], now=when)
+
+    assert gauge("billing_audit_stripe_fixed") == 0
+    assert gauge("billing_audit_ledger_breaches") == 0
+    assert gauge("billing_audit_last_run_timestamp_seconds", audit="ledger") == when.timestamp()
+    assert gauge("billing_audit_last_run_timestamp_seconds", audit="stripe") == when.timestamp()
