@@ -26,18 +26,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-SAFE_DB_NAME = re.compile(r"^billing_bench[a-z0-9_]*$")
-BENCH_SECRET_KEY = "bench-only-secret-key-not-for-any-deployment-0123456789"
+from common import BENCH_PUBLIC_ID_KEY, BENCH_SECRET_KEY, RESULTS, ROOT, SAFE_DB_NAME
+
 BUDGET_SECONDS = 1.0
 
 _LOAD = [
@@ -142,6 +138,7 @@ def configure_django(args: argparse.Namespace) -> None:
     os.environ["DATABASE_URL"] = f"{args.pg_url}/{args.database}"
     os.environ.pop("REDIS_URL", None)
     os.environ.setdefault("DJANGO_SECRET_KEY", BENCH_SECRET_KEY)
+    os.environ.setdefault("PUBLIC_ID_KEY", BENCH_PUBLIC_ID_KEY)
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))

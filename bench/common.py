@@ -24,6 +24,7 @@ SAFE_DB_NAME = re.compile(r"^billing_bench[a-z0-9_]*$")
 # which would make the workers' memory grow with N for a reason production does not have.
 SETTINGS_MODULE = "config.settings.production"
 BENCH_SECRET_KEY = "bench-only-secret-key-not-for-any-deployment-0123456789"
+BENCH_PUBLIC_ID_KEY = "bench-only-public-id-key"
 
 # Signups spread over the 400 days before the run (deterministic per id): about one account in
 # ten is in its first period (50 credits), the rest in a later one (15 credits).
@@ -76,6 +77,7 @@ def configure_django(args: argparse.Namespace) -> None:
     os.environ["DATABASE_URL"] = f"{args.pg_url}/{args.database}"
     os.environ["REDIS_URL"] = args.redis_url
     os.environ.setdefault("DJANGO_SECRET_KEY", BENCH_SECRET_KEY)
+    os.environ.setdefault("PUBLIC_ID_KEY", BENCH_PUBLIC_ID_KEY)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     # Plain HTTP on loopback: the production settings would redirect every request to HTTPS.
     os.environ.setdefault("DJANGO_SSL_REDIRECT", "false")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import BENCH_SECRET_KEY, BIN, ROOT
+from common import BENCH_PUBLIC_ID_KEY, BENCH_SECRET_KEY, BIN, ROOT
 from procs import pids_named, proc_children, proc_cpu_seconds, proc_memory
 
 SERVER_SETTINGS = "bench.settings"
@@ -45,6 +45,7 @@ class Server:
             DATABASE_URL=f"{self.args.pg_url}/{self.args.database}",
             REDIS_URL=self.args.redis_url,
             DJANGO_SECRET_KEY=BENCH_SECRET_KEY,
+            PUBLIC_ID_KEY=BENCH_PUBLIC_ID_KEY,
             PORT=str(self.args.port),
             LOG_LEVEL="WARNING",
             GUNICORN_LOG_LEVEL="warning",

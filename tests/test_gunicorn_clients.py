@@ -47,6 +47,7 @@ def server(tmp_path_factory) -> Iterator[int]:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
     env.update(
         DJANGO_SECRET_KEY="gunicorn-clients-test-" + "k" * 40,
+        PUBLIC_ID_KEY="gunicorn-clients-test-public-ids",
         DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing"),
         WEB_CONCURRENCY="2",
         PORT=str(port),

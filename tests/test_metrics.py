@@ -228,6 +228,7 @@ class Server:
             DATABASE_URL=this_database_url(),
             REDIS_URL=settings.REDIS_URL,
             DJANGO_SECRET_KEY="metrics-test-" + "k" * 40,
+            PUBLIC_ID_KEY="metrics-test-public-ids",
             METRICS_TOKEN=TOKEN,
             METRICS_STATE_SECONDS="0",
             PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
@@ -9,6 +11,9 @@ from .base import DATABASES, SECRET_KEY, env_bool, env_int
 
 if len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to at least 32 characters in production")
+# The local default key is in this repository: ids keyed by it could be turned back into row ids.
+if not os.environ.get("PUBLIC_ID_KEY", "").strip():
+    raise ImproperlyConfigured("PUBLIC_ID_KEY must be set (16+ characters, once per deployment) in production")
 
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

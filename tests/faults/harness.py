@@ -31,6 +31,7 @@ def environment(postgres: PrivatePostgres, redis: PrivateRedis, **extra: str) ->
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.production",
         DJANGO_SECRET_KEY=SECRET,
+        PUBLIC_ID_KEY="fault-tests-public-id-key",
         DJANGO_SSL_REDIRECT="false",
         DATABASE_URL=postgres.url,
         REDIS_URL=redis.url,
