@@ -41,9 +41,11 @@ class SpendRequest(StrictSerializer):
     operation = StrictSlugField(max_length=50, required=False)
     credits = StrictIntegerField(min_value=1, max_value=MAX_CREDITS_PER_REQUEST, required=False)
     reference = StrictCharField(max_length=255)
+    # A spend names its price one way: the schema says so too (billing.schema.StrictRequestScheme).
+    exactly_one_of = ("operation", "credits")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if ("operation" in attrs) == ("credits" in attrs):
+        if sum(name in attrs for name in self.exactly_one_of) != 1:
             raise serializers.ValidationError("Name exactly one of 'operation' or 'credits'.")
         return attrs
 
@@ -217,6 +219,8 @@ class LedgerQuery(StrictSerializer):
 # A page's next_cursor: the last entry's row id, permuted as public ids are (accounts/ids.py),
 # so callers can neither read it nor make one up that names another place.
 CURSOR_PREFIX = "cur_"
+# What decode_cursor reads: the prefix and 16 hex digits of a row id below 2**62 (accounts/ids.py).
+CURSOR_PATTERN = f"^{CURSOR_PREFIX}[0-3][0-9a-f]{{15}}$"
 
 
 def encode_cursor(entry_id: int) -> str:

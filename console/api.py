@@ -5,8 +5,6 @@ changes the status, and a retry replays that answer (billing/idempotency.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -18,6 +16,7 @@ from accounts.authentication import ServicePrincipal
 from accounts.models import Account
 from accounts.permissions import IsService
 from accounts.schema import SIGNED_IN
+from accounts.serializers import StrictCharField, StrictSerializer
 from billing.idempotency import KeyTaken, keys_store_many, keys_stored, replay, request_key
 from billing.schema import CREDIT_MOVING, IDEMPOTENCY_HEADER, errors
 from config.errors import ApiError
@@ -25,13 +24,8 @@ from config.errors import ApiError
 from .services import Operator, account_status_change
 
 
-class StatusChangeRequest(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000, trim_whitespace=True)
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict) and set(data) - {"reason"}:
-            raise serializers.ValidationError({key: ["Unknown field."] for key in set(data) - {"reason"}})
-        return super().to_internal_value(data)
+class StatusChangeRequest(StrictSerializer):
+    reason = StrictCharField(max_length=2000)
 
 
 class AccountStatusOut(serializers.Serializer):
