@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,10 +35,7 @@ from notifications.serializers import (
 )
 from notifications.services import preferences, recharge, webhooks
 
-STRIPE_ERRORS = {
-    502: OpenApiResponse(description="payment_provider_error: Stripe refused or did not answer"),
-    503: OpenApiResponse(description="payments_unavailable: payments are not configured on this server"),
-}
+STRIPE_CODES = ("payment_provider_error", "payments_unavailable")
 
 
 def _account_of(request: Request) -> Account:
@@ -51,7 +48,11 @@ def _account_of(request: Request) -> Account:
 class WebhookEndpointsView(APIView):
     permission_classes = [IsService]
 
-    @extend_schema(responses={200: WebhookEndpointListOut, **errors(*SIGNED_IN)}, tags=["webhooks"])
+    @extend_schema(
+        responses={200: WebhookEndpointListOut, **errors(*SIGNED_IN)},
+        tags=["webhooks"],
+        description="The webhook endpoints that receive events, oldest first (their secrets are not shown).",
+    )
     def get(self, request: Request) -> Response:
         live = WebhookEndpoint.objects.filter(deleted_at__isnull=True).order_by("id")
         return Response(WebhookEndpointListOut({"data": live}).data)
@@ -83,7 +84,11 @@ class WebhookEndpointsView(APIView):
 class WebhookEndpointView(APIView):
     permission_classes = [IsService]
 
-    @extend_schema(responses={204: None, **errors(*SIGNED_IN, "not_found")}, tags=["webhooks"])
+    @extend_schema(
+        responses={204: None, **errors(*SIGNED_IN, "not_found")},
+        tags=["webhooks"],
+        description="Stop sending events to this endpoint; its deliveries and their log stay for operators.",
+    )
     def delete(self, request: Request, endpoint_id: str) -> Response:
         webhooks.endpoint_delete(public_id=endpoint_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -105,7 +110,11 @@ def notifications_body(account: Account) -> dict[str, Any]:
 class MeNotificationsView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(responses={200: NotificationsOut, **errors(*SIGNED_IN)}, tags=["me"])
+    @extend_schema(
+        responses={200: NotificationsOut, **errors(*SIGNED_IN)},
+        tags=["me"],
+        description="Your low-balance threshold (yours, the one in effect, the default) and each email's switch.",
+    )
     def get(self, request: Request) -> Response:
         return Response(notifications_body(_account_of(request)))
 
@@ -138,7 +147,11 @@ def auto_recharge_response(account: Account, code: int = status.HTTP_200_OK) -> 
 class MeAutoRechargeView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(responses={200: AutoRechargeOut, **errors(*SIGNED_IN)}, tags=["me"])
+    @extend_schema(
+        responses={200: AutoRechargeOut, **errors(*SIGNED_IN)},
+        tags=["me"],
+        description="Your auto-recharge: on or off, its pack, threshold and monthly cap, and the saved card.",
+    )
     def get(self, request: Request) -> Response:
         return auto_recharge_response(_account_of(request))
 
@@ -164,7 +177,11 @@ class MeAutoRechargeView(APIView):
         )
         return auto_recharge_response(account)
 
-    @extend_schema(responses={200: AutoRechargeOut, **errors(*SIGNED_IN)}, tags=["me"])
+    @extend_schema(
+        responses={200: AutoRechargeOut, **errors(*SIGNED_IN)},
+        tags=["me"],
+        description="Switch auto-recharge off (the settings and the card are kept).",
+    )
     def delete(self, request: Request) -> Response:
         account = _account_of(request)
         recharge.auto_recharge_disable(account=account, reason="switched off by the user")
@@ -174,7 +191,12 @@ class MeAutoRechargeView(APIView):
 class MeSetupIntentView(APIView):
     permission_classes = [IsEndUser]
 
-    @extend_schema(request=None, responses={201: SetupIntentOut, **errors(*SIGNED_IN), **STRIPE_ERRORS}, tags=["me"])
+    @extend_schema(
+        request=None,
+        responses={201: SetupIntentOut, **errors(*SIGNED_IN, *STRIPE_CODES)},
+        tags=["me"],
+        description="Start saving a card: a Stripe SetupIntent for Stripe.js to confirm in the browser.",
+    )
     def post(self, request: Request) -> Response:
         intent = recharge.card_setup_start(account=_account_of(request))
         body = {"id": intent["id"], "client_secret": intent["client_secret"]}
@@ -186,7 +208,7 @@ class MeCardView(APIView):
 
     @extend_schema(
         request=CardRequest,
-        responses={200: AutoRechargeOut, **errors(*SIGNED_IN, *WITH_BODY), **STRIPE_ERRORS},
+        responses={200: AutoRechargeOut, **errors(*SIGNED_IN, *WITH_BODY, *STRIPE_CODES)},
         tags=["me"],
         description="Save the card of a SetupIntent the browser confirmed (Stripe.js confirmCardSetup).",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.serializers import StrictCharField, StrictSerializer
@@ -67,6 +68,15 @@ class WebhookEndpointListOut(serializers.Serializer):
 # --- Preferences ------------------------------------------------------------------------------
 
 
+# Each email kind and its switch: the kinds are named, and no other is accepted.
+_SWITCHES = {
+    "type": "object",
+    "properties": {str(kind): {"type": "boolean"} for kind in EMAIL_KINDS},
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field(_SWITCHES)
 class EmailSwitchesField(serializers.DictField):
     child = StrictBooleanField()
 
@@ -92,11 +102,16 @@ class NotificationsRequest(StrictSerializer):
     emails = EmailSwitchesField(required=False, help_text="Email kind: true (send) or false (do not).")
 
 
+@extend_schema_field({**_SWITCHES, "required": [str(kind) for kind in EMAIL_KINDS]})
+class EmailSwitchesOut(serializers.DictField):
+    child = serializers.BooleanField()
+
+
 class NotificationsOut(serializers.Serializer):
     low_balance_threshold = serializers.IntegerField(allow_null=True, help_text="Your own threshold, or null.")
     effective_low_balance_threshold = serializers.IntegerField()
     default_low_balance_threshold = serializers.IntegerField()
-    emails = serializers.DictField(child=serializers.BooleanField())
+    emails = EmailSwitchesOut()
 
 
 # --- Auto-recharge --------------------------------------------------------------------------

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.schema import WITH_BODY
 from accounts.serializers import StrictEmailField, StrictSerializer
-from config.errors import ErrorOut
+from billing.schema import errors
 
 from .models import WaitlistEntry
 from .services import waitlist_join
@@ -44,15 +45,10 @@ class WaitlistJoinView(APIView):
 
     @extend_schema(
         request=WaitlistJoinRequest,
-        responses={
-            201: WaitlistEntryOut,
-            200: WaitlistEntryOut,
-            400: OpenApiResponse(ErrorOut, description="validation_error: a malformed email or an unknown field"),
-            413: OpenApiResponse(ErrorOut, description="request_too_large"),
-            429: OpenApiResponse(ErrorOut, description="rate_limited (with Retry-After), per client address"),
-        },
+        responses={201: WaitlistEntryOut, 200: WaitlistEntryOut, **errors(*WITH_BODY)},
         tags=["waitlist"],
-        description="Join the waitlist: 201 for a new entry, 200 with the entry for an email already on it.",
+        description="Join the waitlist: 201 for a new entry, 200 with the entry for an email already on it. "
+        "Limited per client address (429 rate_limited).",
     )
     def post(self, request: Request) -> Response:
         serializer = WaitlistJoinRequest(data=request.data)
