@@ -28,6 +28,7 @@ class AuditRecord(models.Model):
     class ActorType(models.TextChoices):
         STAFF = "staff", "staff user"
         SERVICE = "service", "service key"
+        COMMAND = "command", "management command"
 
     created_at = models.DateTimeField(default=timezone.now)
     actor_type = models.CharField(max_length=8, choices=ActorType.choices)
@@ -52,7 +53,8 @@ class AuditRecord(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(reason__regex=r"\S"), name="audit_reason_required"),
             models.CheckConstraint(
-                condition=Q(actor_type="service") | Q(staff_user__isnull=False), name="audit_staff_named"
+                condition=Q(actor_type__in=["service", "command"]) | Q(staff_user__isnull=False),
+                name="audit_staff_named",
             ),
             models.UniqueConstraint(
                 fields=["confirmation"], condition=Q(confirmation__isnull=False), name="audit_confirmation_once"

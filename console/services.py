@@ -7,6 +7,8 @@ Stripe is called outside any transaction: a refund's intent and its audit record
 
 from __future__ import annotations
 
+import getpass
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,10 +70,17 @@ class Operator:
     def service(cls, key_id: int, name: str = "") -> Operator:
         return cls(AuditRecord.ActorType.SERVICE, f"service key {key_id} {name}".strip(), key_id=key_id)
 
+    @classmethod
+    def command(cls, name: str) -> Operator:
+        """Whoever ran `manage.py <name>`: the system user on this machine, as the shell knows them."""
+        return cls(AuditRecord.ActorType.COMMAND, f"manage.py {name} by {getpass.getuser()}@{socket.gethostname()}")
+
     @property
     def ledger_actor(self) -> Actor:
         if self.user is not None:
             return Actor(ActorType.STAFF, str(self.user.pk))
+        if self.key_id is None:
+            return Actor.system(self.label[:64])
         return Actor(ActorType.SERVICE, str(self.key_id))
 
     def may(self, permission: str) -> bool:
@@ -294,9 +303,10 @@ def stripe_event_replay(*, operator: Operator, event: StripeEvent, reason: str, 
 
 def service_key_revoke_audited(
     *, operator: Operator, key: ServiceKey, reason: str, confirmation: str | None = None
-) -> None:
+) -> bool:
     """Recorded first, then revoked: the revocation tells the shared cache at once, which must
-    not happen before the database says so."""
+    not happen before the database says so. False when the cache could not be told
+    (service_key_revoke)."""
     reason = _reason(reason)
     _audit(
         operator,
@@ -306,7 +316,7 @@ def service_key_revoke_audited(
         details={"name": key.name},
         confirmation=confirmation,
     )
-    service_key_revoke(key=key)
+    return service_key_revoke(key=key)
 
 
 def service_key_create_audited(
