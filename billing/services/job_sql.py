@@ -14,9 +14,10 @@ Business time comes in as a parameter (`now`), never from the database clock.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings as django_settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 # The free period each account is owed at `now` (billing_free_due), its start
 # (billing_period_start), amount (billing_free_credits), end and index: the money engine's SQL
@@ -32,14 +33,19 @@ _CREDITS = f"billing_free_credits(a.first_period_start, {_START}, %(first_credit
 #   lock taken by the UPDATE itself costs no separate lock record per row as SELECT ... FOR
 #   UPDATE does. A concurrent writer that granted the period first (the lazy refill, under the
 #   same lock) has moved free_period_start, which the UPDATE re-checks on the locked row.
-#   NOT EXISTS leaves alone an account whose grant for the period exists while the account
-#   records an older period (a state check_ledger reports): it is neither credited nor moved on.
+#   The guard (NOT EXISTS) leaves alone an account whose grant for the period exists while the
+#   account records an older period (a state check_ledger reports): it is neither credited nor
+#   moved on. Only a statement run with `guarded` true probes for that (refill_range).
 # - `numbered` gives each grant its id from the grant table's identity sequence, so that the
 #   grants and their entries are both written from it without joining the insert's RETURNING
 #   back to the accounts. Referenced twice, it is computed once.
-# - The grant insert needs no ON CONFLICT: the UPDATE already excluded accounts with the grant;
-#   should one appear between the two (it cannot, under the account lock), the unique constraint
-#   fails the chunk, which rolls back whole and is retried.
+# - RETURNING sees the updated row, so the credits come from the period just recorded on it
+#   (billing_free_credits of the new free_period_start) instead of that period worked out again.
+# - The grant insert needs no ON CONFLICT: the UPDATE already excluded accounts with the grant
+#   when guarded; unguarded, an account holding its period's grant makes the unique constraint
+#   fail the statement, which refill_range then runs again guarded. Should a grant appear between
+#   the UPDATE and the insert (it cannot, under the account lock), the chunk rolls back whole
+#   and is retried.
 _REFILL = f"""
 WITH moved AS (
     UPDATE accounts_account a
@@ -47,10 +53,11 @@ WITH moved AS (
         available_credits = a.available_credits + {_CREDITS}
     WHERE a.id BETWEEN %(low)s AND %(high)s
       AND billing_free_due(a.status, a.free_period_start, a.first_period_start, a.period_anchor_day, %(now)s)
-      AND NOT EXISTS (SELECT 1 FROM billing_grant g
-                      WHERE g.account_id = a.id AND g.period_start = {_START} OFFSET 0)
+      AND (NOT %(guarded)s OR NOT EXISTS (SELECT 1 FROM billing_grant g
+                                          WHERE g.account_id = a.id AND g.period_start = {_START} OFFSET 0))
     RETURNING a.id AS account_id, a.free_period_start AS period_start, a.first_period_start AS first_start,
-              {_CREDITS} AS credits, a.available_credits, a.held_credits
+              billing_free_credits(a.first_period_start, a.free_period_start, %(first_credits)s, %(later_credits)s)
+              AS credits, a.available_credits, a.held_credits
 ),
 numbered AS (
     SELECT nextval('billing_grant_id_seq') AS grant_id, m.*
@@ -185,6 +192,7 @@ def refill_params(*, low: int, high: int, now: datetime, first_credits: int, lat
         "first_credits": first_credits,
         "later_credits": later_credits,
         "actor_id": actor_id,
+        "guarded": False,
     }
 
 
@@ -194,11 +202,35 @@ def refill_range(params: dict) -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(_refill_settings(), _refill_settings_params())
         *_, before, mode = cursor.fetchone()
-        cursor.execute(_REFILL, params)
-        count, credits = cursor.fetchone()
+        count, credits = _refill_statement(cursor, params)
         if mode == "replica":
             cursor.execute("SELECT set_config('session_replication_role', %s, true)", [before])
     return int(count), int(credits)
+
+
+# The unique (account, period_start) of free grants: what an account holding its period's grant
+# already makes the unguarded refill statement fail on.
+_ONE_FREE_PER_PERIOD = "grant_one_free_per_period"
+
+
+def _refill_statement(cursor: Any, params: dict) -> tuple[int, int]:
+    """The refill statement, unguarded under a savepoint; guarded only when that one fails.
+
+    The guard probes the grants' unique index once per account (5-10% of the statement's
+    time) for a state that check_ledger reports as broken and that the refill never makes. So
+    the statement runs without it, and the unique index catches that state instead: the
+    savepoint takes back all the failed run wrote, and the guarded run leaves that account alone
+    and refills the rest of the range.
+    """
+    try:
+        with transaction.atomic():
+            cursor.execute(_REFILL, {**params, "guarded": False})
+            return cursor.fetchone()
+    except IntegrityError as error:
+        if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _ONE_FREE_PER_PERIOD:
+            raise
+    cursor.execute(_REFILL, {**params, "guarded": True})
+    return cursor.fetchone()
 
 
 def expire_range(*, low: int, high: int, now: datetime, actor_id: str) -> tuple[int, int]:
