@@ -177,13 +177,70 @@ print(user_token_create(user=UserFactory())[1])
 """
 
 
+ACCOUNT_WITH_CREDITS = """
+from tests.billing.factories import give, make_account
+account = make_account()
+give(account, 1_000_000)
+print(account.public_id)
+"""
+
+# Every check of schemathesis (server errors, statuses, content types, headers and bodies against
+# the schema, schema-invalid input refused, schema-valid input accepted, ...), in every phase. Where
+# a request the schema allows is refused for what the database holds rather than for its shape,
+# that operation's positive_data_acceptance is off; every other check still runs on it.
+SCHEMATHESIS_CONFIG = """
+[parameters]
+# The service routes reach a real account (its debits, holds and ledger), not only 404s.
+"path.account_id" = "{account}"
+
+[checks]
+enabled = true
+
+[checks.negative_data_rejection]
+# gunicorn refuses a request line over 4094 bytes (a long query) with 414 before any route reads it.
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]
+
+[[operations]]
+# `operation` must name an active operation, and a debit or hold needs the credits: 400 and 402.
+include-path-regex = "^/api/v1/accounts/[^/]+/(debits|holds)$"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+# The email must be new, and the password must pass Django's password validators.
+include-path = "/api/v1/auth/signup"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+# `pack` must name an active pack.
+include-path = "/api/v1/me/auto-recharge"
+include-method = "PUT"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+# The URL's host must resolve to a public address, and at most 20 endpoints may exist.
+include-path = "/api/v1/webhook-endpoints"
+include-method = "POST"
+checks.positive_data_acceptance.enabled = false
+"""
+
+
 @pytest.mark.parametrize("caller", ["service key", "user token"])
 def test_schemathesis_finds_no_server_error_on_any_route(world, tmp_path, caller):
     """Every operation of the live server's own schema, with generated valid and invalid input
-    (a bounded number of cases each), as the generation service and as an end user."""
+    (a bounded number of cases each), as the generation service and as an end user: no 5xx, and
+    every answer as the schema says (status, headers, body), invalid input refused, valid input
+    accepted."""
     env, key, _ = world
     token = key if caller == "service key" else manage(env, "shell", "-c", TOKEN_FOR_A_NEW_USER).stdout.split()[-1]
-    unlimited = {"RATE_LIMIT_ANON_PER_MINUTE": "0", "RATE_LIMIT_USER_PER_MINUTE": "0", "LOGIN_FAILURE_LIMIT": "1000"}
+    account = manage(env, "shell", "-c", ACCOUNT_WITH_CREDITS).stdout.split()[-1]
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG.format(account=account))
+    unlimited = {
+        "RATE_LIMIT_ANON_PER_MINUTE": "0",
+        "RATE_LIMIT_USER_PER_MINUTE": "0",
+        "RATE_LIMIT_WAITLIST_PER_MINUTE": "0",
+        "LOGIN_FAILURE_LIMIT": "1000",
+    }
     # Stripe's routes: without Stripe, buying and saving a card are a documented 503, and the
     # webhook refuses. A user token would be revoked by DELETE /auth/token, ending the run.
     excluded = "^/stripe/|/me/(checkout|payment-intents|auto-recharge/setup-intent|auto-recharge/card)$"
@@ -193,12 +250,12 @@ def test_schemathesis_finds_no_server_error_on_any_route(world, tmp_path, caller
     server.start()
     try:
         done = subprocess.run(
-            [str(BIN / "st"), "run", f"http://127.0.0.1:{server.port}/api/schema/"]
-            + ["--checks", "not_a_server_error", "--max-examples", "15", "--seed", "18", "--workers", "2"]
-            # Generated cases and stateful sequences. (The coverage phase ended in two runtime errors
-            # of schemathesis itself on this schema, with no server error found; not yet looked into.)
-            + ["--phases", "examples,fuzzing,stateful", "--header", f"Authorization: Bearer {token}"]
-            + ["--exclude-path-regex", excluded]
+            [str(BIN / "st"), "--config-file", str(config), "run", f"http://127.0.0.1:{server.port}/api/schema/"]
+            # One worker: with two threads, the coverage phase's calls of ast.parse (hypothesis
+            # describing its lambdas) race in CPython 3.11.7 and fail with "AST constructor
+            # recursion depth mismatch" (python/cpython#106905, fixed in 3.11.8 and 3.12.1).
+            + ["--max-examples", "40", "--seed", "18", "--workers", "1"]
+            + ["--header", f"Authorization: Bearer {token}", "--exclude-path-regex", excluded]
             + ["--no-color", "--suppress-health-check", "all"],
             cwd=ROOT,
             capture_output=True,
