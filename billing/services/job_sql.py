@@ -115,6 +115,14 @@ _NO_JIT_ID_ORDER = (
     "set_config('enable_bitmapscan', 'off', true)"
 )
 
+# The refill statement is planned for each chunk with its values. A connection prepares the
+# statements it runs again (DB_PREPARE_THRESHOLD) and, after five runs, may keep one generic
+# plan, in which `now` is a parameter: the period arithmetic then converts it to UTC again for
+# every account, where a plan made with its value does that once. Measured on 200,000 due
+# accounts: 2% of the statement's time (10% of a chunk with nothing due, where every account's
+# period is worked out); planning takes about a millisecond per chunk.
+_CUSTOM_PLAN = "set_config('plan_cache_mode', 'force_custom_plan', true)"
+
 
 # The refill statement's rows can only reference rows that exist until it commits: its grants
 # name accounts the same statement has just locked by updating them (no other transaction can
@@ -135,7 +143,7 @@ _NO_JIT_ID_ORDER = (
 _INSERTED_BY_REFILL = ["billing_grant", "billing_ledgerentry"]
 _UPDATED_BY_REFILL = ["accounts_account"]
 _REFILL_SETTINGS = (
-    _NO_JIT_ID_ORDER + ", current_setting('session_replication_role'), "
+    _NO_JIT_ID_ORDER + ", " + _CUSTOM_PLAN + ", current_setting('session_replication_role'), "
     "CASE WHEN %(skip)s AND {may_set} AND NOT EXISTS ("
     "SELECT 1 FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgenabled <> 'A' AND ("
     "(t.tgrelid = ANY(%(inserted)s::regclass[]) AND t.tgtype & 4 <> 0) "  # TRIGGER_TYPE_INSERT
