@@ -19,7 +19,6 @@ CREATE OR REPLACE FUNCTION billing_debit(
 LANGUAGE plpgsql AS $$
 DECLARE
     start record;
-    taken record;
     acct accounts_account;
     made billing_debit;
 BEGIN
@@ -42,10 +41,9 @@ BEGIN
     VALUES (p_public_id, acct.id, credits, p_operation, p_reference, coalesce(p_metadata, '{}'::jsonb),
             p_actor_type, p_actor_id, p_now)
     RETURNING * INTO made;
-    taken := billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id, p_reference,
-                           available, held);
-    available := taken.balance;
-    held := taken.on_hold;
+    PERFORM billing_take('debit', ARRAY[acct.id], ARRAY[credits], ARRAY[NULL::bigint], ARRAY[made.id],
+                         ARRAY[p_reference], ARRAY[available], ARRAY[held], p_now, p_actor_type, p_actor_id);
+    available := available - credits;
     UPDATE accounts_account
     SET available_credits = available, held_credits = held, rate_tokens = acct.rate_tokens,
         rate_checked_at = acct.rate_checked_at, day_spent = acct.day_spent, day_started = acct.day_started

@@ -2,11 +2,11 @@
 -- a JSON array of {account (public id), credits, operation, reference, metadata, public_id}.
 -- Every account of the batch is locked and read first, by one statement in id order (the order
 -- every multi-account writer takes, so batches cannot deadlock each other), and settled before its
--- first item. The items then run on the batch's copy of each account row: a debit made takes its
--- lots (billing_take writes the lots and the entries, balance_after item by item) with an id drawn
--- from billing_debit's sequence; the debit rows and the accounts' cached balances are written once,
--- after the last item (the entries' foreign keys are checked at commit). So the balance trigger
--- sees one change per account, and its events carry the balances after the batch.
+-- first item. The items then run on the batch's copy of each account row: a debit made draws an id
+-- from billing_debit's sequence and counts on the copy. After the last item the debit rows are
+-- written, every debit made takes its lots in one billing_take (the lots and the entries,
+-- balance_after item by item), and the accounts' cached balances are written, each once. So the
+-- balance trigger sees one change per account, and its events carry the balances after the batch.
 -- Each item counts toward its account's quotas as a single debit does (billing_spend_quota, with
 -- the settings' limits p_per_minute, p_burst and p_daily_cap), on the same copy.
 -- One row per item, by its place n (from 1): the outcome as billing_debit's, the account's
@@ -27,8 +27,14 @@ DECLARE
     made billing_debit;
     debits billing_debit[] := '{}';
     debit_ids regclass := pg_get_serial_sequence('billing_debit', 'id');
-    taken record;
     quota record;
+    -- The takes of the debits made, by position (billing_take's arrays).
+    take_accounts bigint[] := '{}';
+    take_credits bigint[] := '{}';
+    take_debits bigint[] := '{}';
+    take_references varchar[] := '{}';
+    take_balances bigint[] := '{}';
+    take_on_holds bigint[] := '{}';
 BEGIN
     SELECT coalesce(array_agg(l.a), '{}'), coalesce(array_agg((l.a).public_id), '{}')
     INTO accts, public_ids
@@ -80,18 +86,22 @@ BEGIN
             made.actor_id := p_actor_id;
             made.created_at := p_now;
             debits := debits || made;
-            taken := billing_take(acct.id, credits, 'debit', NULL, made.id, p_now, p_actor_type, p_actor_id,
-                                  made.reference, available, held);
-            available := taken.balance;
-            held := taken.on_hold;
+            take_accounts := take_accounts || acct.id;
+            take_credits := take_credits || credits;
+            take_debits := take_debits || made.id;
+            take_references := take_references || made.reference;
+            take_balances := take_balances || available;
+            take_on_holds := take_on_holds || held;
+            available := available - credits;
             acct.available_credits := available;
-            acct.held_credits := held;
             accts[item.slot] := acct;
             body := billing_debit_json(made, acct.public_id, available, held);
         END IF;
         RETURN NEXT;
     END LOOP;
     INSERT INTO billing_debit SELECT * FROM unnest(debits);
+    PERFORM billing_take('debit', take_accounts, take_credits, array_fill(NULL::bigint, ARRAY[cardinality(debits)]),
+                         take_debits, take_references, take_balances, take_on_holds, p_now, p_actor_type, p_actor_id);
     UPDATE accounts_account a
     SET available_credits = u.available_credits, held_credits = u.held_credits, rate_tokens = u.rate_tokens,
         rate_checked_at = u.rate_checked_at, day_spent = u.day_spent, day_started = u.day_started

@@ -13,7 +13,6 @@ CREATE OR REPLACE FUNCTION billing_hold(
 LANGUAGE plpgsql AS $$
 DECLARE
     start record;
-    taken record;
     acct accounts_account;
     made billing_hold;
 BEGIN
@@ -37,10 +36,10 @@ BEGIN
     VALUES (p_public_id, acct.id, credits, 0, 'pending', p_operation, p_reference, p_actor_type, p_actor_id,
             p_now, p_expires_at)
     RETURNING * INTO made;
-    taken := billing_take(acct.id, credits, 'hold', made.id, NULL, p_now, p_actor_type, p_actor_id, p_reference,
-                           available, held);
-    available := taken.balance;
-    held := taken.on_hold;
+    PERFORM billing_take('hold', ARRAY[acct.id], ARRAY[credits], ARRAY[made.id], ARRAY[NULL::bigint],
+                         ARRAY[p_reference], ARRAY[available], ARRAY[held], p_now, p_actor_type, p_actor_id);
+    available := available - credits;
+    held := held + credits;
     UPDATE accounts_account
     SET available_credits = available, held_credits = held, rate_tokens = acct.rate_tokens,
         rate_checked_at = acct.rate_checked_at, day_spent = acct.day_spent, day_started = acct.day_started
