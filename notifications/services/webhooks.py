@@ -152,6 +152,10 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Webhoo
 
 
 def _post(delivery: WebhookDelivery, body: bytes, now: datetime) -> tuple[int | None, str, int]:
+    try:  # checked again: the host's name may resolve elsewhere now than when it was registered
+        endpoint_url_check(delivery.endpoint.url)
+    except InvalidInput as refused:
+        return None, f"not sent: {refused.message}", 0
     timestamp = int(now.timestamp())
     headers = {
         "Content-Type": "application/json",

@@ -218,3 +218,22 @@ def test_only_service_keys_manage_endpoints(user_api, anon):
     api, _ = user_api
     assert api.get("/webhook-endpoints").status_code == 403
     assert anon.get("/webhook-endpoints").status_code == 401
+
+
+def test_a_host_that_now_resolves_to_a_private_address_is_not_sent_to(api, loopback_webhooks):
+    """Checked at registration and again at each attempt: a name whose address changed since (a
+    DNS record pointed at our own network) gets nothing, and the attempt says why."""
+    with webhook_receiver() as receiver, time_machine.travel(START, tick=False):
+        assert register(api, receiver.url).status_code == 201  # private addresses allowed here
+        event = low_balance_event(START)
+        outbox_sweep(now=START)
+        (delivery,) = WebhookDelivery.objects.filter(event=event)
+        loopback_webhooks.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = False  # as if the name now led to 127.0.0.1
+
+        attempt = delivery_attempt(delivery_id=delivery.pk, now=START)
+
+    assert receiver.received == []
+    assert attempt is not None and not attempt.succeeded and attempt.status_code is None
+    assert attempt.error == "not sent: The URL's host is a private or reserved address (127.0.0.1)."
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and delivery.next_attempt_at == START + retry_delay(1)
