@@ -15,6 +15,8 @@ SCHEDULES = [
     # Hourly at :20: lots expiring within CREDITS_EXPIRING_DAYS get their credits.expiring, once
     # per lot; hourly, because paid lots expire at their purchase's time of day.
     Schedule("announce expiring credits", "notifications.credits_expiring", crontab="20 * * * *"),
+    # Nightly at 03:50: events past NOTIFICATION_RETENTION_DAYS whose deliveries are done.
+    Schedule("purge old notification events", "notifications.purge_events", crontab="50 3 * * *"),
 ]
 
 

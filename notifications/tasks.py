@@ -12,6 +12,7 @@ from notifications.services.outbox import event_fan_out
 from notifications.services.outbox import outbox_sweep as sweep
 from notifications.services.recharge import recharge_charge as charge
 from notifications.services.recharge import recharges_declined_later
+from notifications.services.retention import events_purge
 from notifications.services.webhooks import deliveries_due, delivery_attempt
 
 logger = logging.getLogger(__name__)
@@ -68,3 +69,8 @@ def recharge_charge(recharge_id: int) -> None:
 @shared_task(name="notifications.credits_expiring")
 def credits_expiring() -> int:
     return credits_expiring_announce()
+
+
+@shared_task(name="notifications.purge_events")
+def purge_events() -> int:
+    return events_purge()

@@ -381,6 +381,8 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 # receiver on http://127.0.0.1.
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# Events (with their deliveries and attempts) are kept this long once done (nightly purge).
+NOTIFICATION_RETENTION_DAYS = env_int("NOTIFICATION_RETENTION_DAYS", 90, minimum=7, maximum=3650)
 # Auto-recharge switches itself off after this many failed charges in a row.
 AUTO_RECHARGE_MAX_FAILURES = env_int("AUTO_RECHARGE_MAX_FAILURES", 3, minimum=1, maximum=20)
 
