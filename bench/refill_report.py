@@ -87,7 +87,7 @@ def _refill_rows() -> list[tuple[str, Cell]]:
         ("  worker processes CPU (s)", lambda r: f"{r['refill']['worker_cpu_seconds']:.2f}"),
         ("  WAL written (MB)", lambda r: _mb(r["refill"]["wal_bytes"])),
         ("  chunks / grants made", lambda r: f"{r['refill']['chunks']} / {r['refill']['grants']:,}"),
-        ("  ratio refill / raw, wall (target <= 3x)", lambda r: _ratio(r["refill_ratio"], 3)),
+        ("  ratio refill / raw, wall (target <= 2x)", lambda r: _ratio(r["refill_ratio"], 2)),
         ("  ratio refill / raw, PostgreSQL CPU", lambda r: _num(r.get("refill_db_cpu_ratio"), "x")),
         (
             "  ratio refill / raw with grant indexes, wall",
