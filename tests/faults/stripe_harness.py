@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import stripe
 
+from tests.billing.stripe_support import event
 from tests.faults.harness import ROOT, manage, request
 
 WEBHOOK_SECRET = "whsec_fault_tests_" + "w" * 24
@@ -128,20 +129,6 @@ def purchases(env: dict[str, str], port: int, *, intents: int, checkouts: int) -
 
 
 # --- Events, shaped as in Stripe's API reference --------------------------------------------------
-
-
-def event(event_type: str, obj: Json) -> Json:
-    return {
-        "id": _new("evt_"),
-        "object": "event",
-        "api_version": "2025-03-31.basil",
-        "created": int(time.time()),
-        "livemode": False,
-        "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "type": event_type,
-        "data": {"object": obj},
-    }
 
 
 def _metadata(bought: Bought) -> Json:
