@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from io import StringIO
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -41,20 +36,19 @@ from billing.tasks import refill_free_credits, release_expired_holds
 from config.celery import app
 from tests.billing.factories import give, make_account
 from tests.billing.period_oracle import period_at
+from tests.celery_worker import CeleryWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 T = TypeVar("T")
 
-CELERY = Path(sys.executable).with_name("celery")
 FIRST_PERIOD_CREDITS = 50  # DESIGN.md: free credits in the first period after signup
 FREE = Grant.Source.FREE_MONTHLY
 SVC = Actor("service", "1")
-WORKER_READY_SECONDS = 30
 RUN_SECONDS = 60
 
 
-def wait_for(condition: Callable[[], T], *, what: str, timeout: float, worker: Worker | None = None) -> T:
+def wait_for(condition: Callable[[], T], *, what: str, timeout: float, worker: CeleryWorker | None = None) -> T:
     """Poll until `condition()` is truthy; fail with the worker's log if it never is."""
     deadline = time.monotonic() + timeout
     while True:
@@ -83,69 +77,27 @@ def sessions_named(names: list[str]) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen
-    log: Path
-    app_name: str
-
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "--- worker log ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def received(self, task_name: str) -> bool:
-        return f"Task {task_name}[" in self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the main process and its pool children (its own process group)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture
-def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., Worker]]:
+def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., CeleryWorker]]:
     """Starts real workers on this test's database and broker; kills them all at teardown.
 
     Depends on `transactional_db` so the workers are gone before the tables are flushed."""
     assert not app.conf.task_always_eager, "tasks must go through the broker"
     broker = redis.Redis.from_url(settings.REDIS_URL)
     broker.flushdb()  # no message left by an earlier test (queued or unacked) reaches these workers
-    started: list[Worker] = []
+    started: list[CeleryWorker] = []
 
-    def start(*, concurrency: int = 1, env: dict[str, str] | None = None) -> Worker:
+    def start(*, concurrency: int = 1, env: dict[str, str] | None = None) -> CeleryWorker:
         name = f"billing-itest-{uuid.uuid4().hex[:10]}"
         child_env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_XDIST_WORKER", "JOB_STALE_AFTER_SECONDS")}
         child_env.update(
             DJANGO_SETTINGS_MODULE="config.settings.test",
             DATABASE_URL=this_database_url(),
             TEST_REDIS_URL=settings.REDIS_URL,
-            PGAPPNAME=name,
-            PYTHONUNBUFFERED="1",
             **(env or {}),
         )
-        log = tmp_path / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(CELERY), "-A", "config", "worker", "--loglevel=INFO", "--pool=prefork"]
-                + [f"--concurrency={concurrency}", "-Q", "celery", "-n", f"{name}@%h"]
-                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=settings.BASE_DIR,
-                env=child_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so kill() reaches the pool too
-            )
-        worker = Worker(process, log, name)
+        worker = CeleryWorker.start(child_env, tmp_path / f"{name}.log", name=name, concurrency=concurrency)
         started.append(worker)
-        wait_for(
-            lambda: " ready." in log.read_text(errors="replace"),
-            what="ready worker",
-            timeout=WORKER_READY_SECONDS,
-            worker=worker,
-        )
         return worker
 
     yield start
@@ -165,7 +117,7 @@ def start_worker(transactional_db, tmp_path) -> Iterator[Callable[..., Worker]]:
     broker.flushdb()
 
 
-def wait_for_run(job: str, worker: Worker, *, after: int = 0) -> JobRun:
+def wait_for_run(job: str, worker: CeleryWorker, *, after: int = 0) -> JobRun:
     def completed() -> JobRun | None:
         return JobRun.objects.filter(job=job, pk__gt=after, status=JobRun.Status.COMPLETED).first()
 
@@ -243,7 +195,7 @@ def accounts_locked_elsewhere(low: int, high: int) -> Iterator[int]:
             blocker.rollback()
 
 
-def session_waiting_on(worker: Worker, blocker_pid: int) -> int | None:
+def session_waiting_on(worker: CeleryWorker, blocker_pid: int) -> int | None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"

@@ -5,9 +5,6 @@ from the database (a run's chunks) and the broker (messages queued and unacknowl
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,9 +16,9 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from tests.faults.harness import BIN, ROOT, manage
+import tests.celery_worker
+from tests.faults.harness import manage
 
-READY_SECONDS = 60
 EMAIL_DOMAIN = "faults.invalid"
 
 # --- seeds, run inside `manage.py shell` with the production settings ----------------------------
@@ -113,46 +110,12 @@ def _lapsed_holds(accounts: list, *, now: datetime) -> None:
 # --- a real worker -----------------------------------------------------------------------------
 
 
-@dataclass
-class CeleryWorker:
-    """`celery -A config worker` (prefork pool) with the environment given; PGAPPNAME names its
-    database sessions, so a test can wait for them to end after a kill."""
-
-    process: subprocess.Popen
-    log: Path
-    app_name: str
+class CeleryWorker(tests.celery_worker.CeleryWorker):
+    """The shared worker (tests/celery_worker.py), on a fault test's private servers."""
 
     @classmethod
-    def start(cls, env: dict[str, str], log: Path, *, concurrency: int = 2) -> CeleryWorker:
-        name = f"faults-worker-{uuid.uuid4().hex[:8]}"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [str(BIN / "celery"), "-A", "config", "worker", "--loglevel=INFO", "--pool=prefork"]
-                + [f"--concurrency={concurrency}", "-n", f"{name}@%h"]
-                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
-                cwd=ROOT,
-                env={**env, "PGAPPNAME": name, "PYTHONUNBUFFERED": "1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill() reaches the pool too
-            )
-        worker = cls(process, log, name)
-        deadline = time.monotonic() + READY_SECONDS
-        while " ready." not in log.read_text(errors="replace"):
-            assert process.poll() is None and time.monotonic() < deadline, worker.tail()
-            time.sleep(0.1)
-        return worker
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL the main process and its pool children (the whole process group)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
+    def start(cls, env: dict[str, str], log: Path, *, name: str = "", concurrency: int = 2) -> CeleryWorker:
+        return super().start(env, log, name=name or f"faults-worker-{uuid.uuid4().hex[:8]}", concurrency=concurrency)
 
     def wait_sessions_gone(self, db: psycopg.Connection, timeout: float = 20) -> None:
         """A killed worker's session ends once PostgreSQL reads the closed socket: after its
