@@ -61,15 +61,27 @@ REQUEST_READ_SECONDS = float(os.environ.get("GUNICORN_REQUEST_READ_TIMEOUT") or 
 class DeadlineSocket(socket.socket):
     """A client's socket whose reads wait at most CLIENT_TIMEOUT_SECONDS each and, together,
     end at `read_deadline` (time.monotonic()); a read past it times out at once. Writes keep
-    the per-operation timeout only: the answer is not hurried by the time its request took."""
+    the per-operation timeout only: the answer is not hurried by the time its request took.
+
+    The timeout is changed only in the last CLIENT_TIMEOUT_SECONDS before the deadline: setting
+    it on every read cost a fifth of the throughput of a small request."""
 
     read_deadline = 0.0
+    _shortened = False
 
     def _arm(self) -> None:
         left = self.read_deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request was not read in time")
-        self.settimeout(min(CLIENT_TIMEOUT_SECONDS, left))
+        if left < CLIENT_TIMEOUT_SECONDS:  # the per-read timeout would outlast the deadline
+            if left <= 0:
+                raise TimeoutError("the request was not read in time")
+            self.settimeout(left)
+            self._shortened = True
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if self._shortened:
+            self.settimeout(CLIENT_TIMEOUT_SECONDS)
+            self._shortened = False
+        super().sendall(data, flags)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         self._arm()
