@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,7 +98,7 @@ CROSS JOIN LATERAL (
            coalesce(sum(g.remaining) FILTER (WHERE g.source = 'purchase'), 0) AS paid,
            coalesce(string_agg(
                format('{"id":%%s,"source":%%s,"remaining":%%s,"expires_at":%%s}',
-                      to_json(billing_public_id('grt_', g.id, %(id_keys)s::bigint[])), to_json(g.source),
+                      to_json(billing_public_id('grt_', g.id, '{id_keys}'::bigint[])), to_json(g.source),
                       g.remaining, coalesce('"' || billing_iso(g.expires_at) || '"', 'null')),
                ',' ORDER BY g.place), '') AS grants
     FROM billing_spendable_lots(a.id, %(now)s) g
@@ -118,10 +119,17 @@ def hold_json(public_id: str) -> dict[str, Any]:
     return json.loads(body) if isinstance(body, str) else body
 
 
+@functools.cache
+def _balance_query(id_keys: tuple[int, ...]) -> str:
+    """_BALANCE_JSON with the grant ids' keys written in (integers): one statement text per
+    deployment, and no array parameter to adapt on every read (about 6% of a balance read's Python work)."""
+    return _BALANCE_JSON.replace("{id_keys}", "{" + ",".join(str(int(k)) for k in id_keys) + "}")
+
+
 def balance_json(public_id: str, now: datetime) -> str | None:
     """The balance route's body as PostgreSQL renders it; None when the account is unknown or
     has something to settle first."""
     with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_JSON, {"account": public_id, "now": now, "id_keys": list(row_id_keys("grt_"))})
+        cursor.execute(_balance_query(row_id_keys("grt_")), {"account": public_id, "now": now})
         row = cursor.fetchone()
     return None if row is None else row[0]

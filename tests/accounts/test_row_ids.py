@@ -3,11 +3,13 @@ permutation (accounts/ids.py), the same in Python and in PostgreSQL (billing_pub
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from accounts.ids import ROW_ID_LIMIT, row_id_keys, row_id_of, row_public_id
 
@@ -90,3 +92,20 @@ def test_postgresql_writes_the_same_ids_as_python():
         cursor.execute("SELECT billing_public_id('grt_', %s, %s::bigint[])", [ROW_ID_LIMIT, keys])
         assert cursor.fetchone()[0] is None
     assert made == {n: row_public_id("grt_", n) for n in SAMPLE}
+
+
+@pytest.mark.django_db
+def test_the_balance_names_its_lots_by_the_deployments_key(settings):
+    """billing.selectors writes the grant ids' keys into the balance statement: a deployment with
+    another key reads its own ids."""
+    from billing.selectors import balance_json
+    from billing.services.ledger import Actor, grant_create
+    from tests.billing.factories import make_account
+
+    account = make_account()
+    actor = Actor.system("test")
+    grant = grant_create(account=account, source="adjustment", credits=5, expires_at=None, actor=actor, reason="t")
+    for key in ("the first deployment's key", "another deployment's public id key"):
+        settings.PUBLIC_ID_KEY = key
+        lots = json.loads(balance_json(account.public_id, timezone.now()))["grants"]
+        assert row_public_id("grt_", grant.pk) in [lot["id"] for lot in lots]
