@@ -22,7 +22,12 @@ SECTION = "notification-settings"
 MESSAGE_TAG = "notifications"
 
 
-def _back() -> HttpResponse:
+def _back(request: HttpRequest, *, error: str = "", done: str = "") -> HttpResponse:
+    """Back to the section (303), with a message saying what was wrong or what was done."""
+    if error:
+        messages.error(request, error, extra_tags=MESSAGE_TAG)
+    if done:
+        messages.success(request, done, extra_tags=MESSAGE_TAG)
     response = HttpResponseRedirect(f"{reverse('web-billing')}#{SECTION}")
     response.status_code = 303
     return response
@@ -46,17 +51,15 @@ def notifications_save(request: HttpRequest) -> HttpResponse:
     account = _account(request)
     form = NotificationsForm(request.POST)
     if account is None:
-        return _back()
+        return _back(request)
     if not form.is_valid():
-        messages.error(request, _form_errors(form), extra_tags=MESSAGE_TAG)
-        return _back()
+        return _back(request, error=_form_errors(form))
     preferences.preferences_update(
         account=account,
         low_balance_threshold=form.cleaned_data["low_balance_threshold"],
         emails=form.email_switches(),
     )
-    messages.success(request, "Notification settings saved.", extra_tags=MESSAGE_TAG)
-    return _back()
+    return _back(request, done="Notification settings saved.")
 
 
 @require_POST
@@ -65,10 +68,9 @@ def auto_recharge_save(request: HttpRequest) -> HttpResponse:
     account = _account(request)
     form = AutoRechargeForm(request.POST)
     if account is None:
-        return _back()
+        return _back(request)
     if not form.is_valid():
-        messages.error(request, _form_errors(form), extra_tags=MESSAGE_TAG)
-        return _back()
+        return _back(request, error=_form_errors(form))
     try:
         recharge.auto_recharge_configure(
             account=account,
@@ -78,10 +80,8 @@ def auto_recharge_save(request: HttpRequest) -> HttpResponse:
             enabled=form.cleaned_data["enabled"],
         )
     except DomainError as exc:
-        messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
-        return _back()
-    messages.success(request, "Auto-recharge settings saved.", extra_tags=MESSAGE_TAG)
-    return _back()
+        return _back(request, error=exc.message)
+    return _back(request, done="Auto-recharge settings saved.")
 
 
 @require_POST
@@ -90,7 +90,7 @@ def card_checkout(request: HttpRequest) -> HttpResponse:
     """Send the browser to a setup-mode Checkout Session to save a card (303)."""
     account = _account(request)
     if account is None:
-        return _back()
+        return _back(request)
     returned = request.build_absolute_uri(reverse("web-auto-recharge-card-saved"))
     try:
         url = recharge.card_checkout_start(
@@ -99,8 +99,7 @@ def card_checkout(request: HttpRequest) -> HttpResponse:
             cancel_url=request.build_absolute_uri(f"{reverse('web-billing')}#{SECTION}"),
         )
     except DomainError as exc:
-        messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
-        return _back()
+        return _back(request, error=exc.message)
     response = HttpResponseRedirect(url)
     response.status_code = 303
     return response
@@ -113,16 +112,11 @@ def card_saved(request: HttpRequest) -> HttpResponse:
     account = _account(request)
     form = CardReturnForm(request.GET)
     if account is None:
-        return _back()
+        return _back(request)
     if not form.is_valid():
-        messages.error(request, "That link is not a card-saving return from Stripe.", extra_tags=MESSAGE_TAG)
-        return _back()
+        return _back(request, error="That link is not a card-saving return from Stripe.")
     try:
         saved = recharge.card_save_from_checkout(account=account, session_id=form.cleaned_data["session_id"])
     except DomainError as exc:
-        messages.error(request, exc.message, extra_tags=MESSAGE_TAG)
-        return _back()
-    messages.success(
-        request, f"Card saved: {saved.card_brand.title()} ending {saved.card_last4}.", extra_tags=MESSAGE_TAG
-    )
-    return _back()
+        return _back(request, error=exc.message)
+    return _back(request, done=f"Card saved: {saved.card_brand.title()} ending {saved.card_last4}.")
