@@ -8,33 +8,24 @@ truncate the tables afterwards. A Barrier lines the threads up so their requests
 from __future__ import annotations
 
 import random
-import threading
-import time
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, LedgerEntry
 from tests.billing.factories import give, make_account
+from tests.concurrency import run_concurrently
 from tests.conftest import Api
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-T = TypeVar("T")
-
-# Generous (a loaded CI box is slow), but under pytest-timeout's 300 s: a hang that PostgreSQL's
-# deadlock detector does not break shows up as threads still alive at this deadline.
-JOIN_TIMEOUT_SECONDS = 240
 
 
 @dataclass(frozen=True)
@@ -54,35 +45,6 @@ class Reply:
         if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
             return self.body["error"].get("code")
         return None
-
-
-def run_concurrently(threads: int, work: Callable[[int], T]) -> list[T]:
-    """Run work(0..threads-1) on that many threads started together; re-raise any failure."""
-    barrier = threading.Barrier(threads, timeout=30)
-    results: list[Any] = [None] * threads
-    failures: list[str] = []
-
-    def target(index: int) -> None:
-        try:
-            connection.ensure_connection()  # connect before the barrier: requests then overlap
-            barrier.wait()
-            results[index] = work(index)
-        except BaseException:
-            failures.append(f"thread {index}:\n{traceback.format_exc()}")
-            barrier.abort()
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=target, args=(i,), name=f"worker-{i}", daemon=True) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT_SECONDS
-    for thread in pool:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [thread.name for thread in pool if thread.is_alive()]
-    assert not stuck, f"threads still running after {JOIN_TIMEOUT_SECONDS}s (deadlock?): {stuck}"
-    assert not failures, "\n".join(failures)
-    return results
 
 
 def idem() -> str:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
 from django.test import Client
 
 from accounts.models import Account, User
@@ -23,6 +21,7 @@ from billing.services.jobs import job_run_inline
 from billing.services.ledger import Actor, account_settle
 from billing.signup import FREE_CREDITS_WITHHELD, email_verify, user_signup
 from config.celery import app as celery_app
+from tests.concurrency import run_concurrently
 
 PASSWORD = "correct-horse-battery"
 SIGNUP_AT = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
@@ -104,21 +103,7 @@ def test_verifying_grants_the_first_periods_credits_once(required, assert_ledger
 def test_two_verifications_racing_grant_once(required):
     user = user_signup(email="ada@example.com", password=PASSWORD)
     token = email_verification_token(user)
-    barrier = threading.Barrier(2)
-    outcomes: list[bool] = []
-
-    def verify() -> None:
-        try:
-            barrier.wait()
-            outcomes.append(email_verify(token=token)[1])
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=verify) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = run_concurrently(2, lambda i: email_verify(token=token)[1])
     assert sorted(outcomes) == [False, True]
     assert free_credits(user) == 50
 

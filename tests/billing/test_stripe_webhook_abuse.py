@@ -23,7 +23,7 @@ from tests.billing.stripe_support import (
     session_object,
     sign,
 )
-from tests.billing.test_concurrency import run_concurrently
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db
 

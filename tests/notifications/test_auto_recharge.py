@@ -4,14 +4,12 @@ webhook delivered to our running server, the monthly cap, and failures switching
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import stripe
-from django.db import connection
 
 from billing.models import Grant, Purchase
 from billing.services.ledger import debit_create
@@ -21,6 +19,7 @@ from notifications.services.recharge import recharge_charge
 from tests.billing.factories import STAFF, give
 from tests.billing.stripe_support import SECRET_KEY
 from tests.billing.test_stripe_localstripe import register_webhook
+from tests.concurrency import run_concurrently
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -145,20 +144,7 @@ def test_32_concurrent_spends_crossing_the_threshold_make_one_charge(deliver_to_
     save_card(api, deliver_to_us, "pm_card_visa")
     switch_on(api, threshold=10)
     give(account, 40)
-    barrier = threading.Barrier(32)
-
-    def one_spend() -> None:
-        try:
-            barrier.wait(timeout=30)
-            spend(account, 1)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one_spend) for _ in range(32)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    run_concurrently(32, lambda i: spend(account, 1))
     account.refresh_from_db()
     assert account.available_credits == 8
     assert Recharge.objects.filter(account=account).count() == 1

@@ -3,13 +3,12 @@ when runs race; invitations are emailed through Django's email framework."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core import mail
-from django.db import connection
 
+from tests.concurrency import run_concurrently
 from waitlist.models import AdmissionWeek, Invitation, WaitlistEntry, WaitlistPolicy
 from waitlist.services import entries_skip, monday_of, policy_get, waitlist_join, weekly_admission_run
 from waitlist.tasks import admit_weekly
@@ -66,26 +65,7 @@ def test_a_second_run_in_the_same_week_tops_up_only_what_the_quota_leaves():
 
 def race_two_runs(now: datetime) -> list[int]:
     """Two admission runs started together from two threads; how many each invited."""
-    barrier = threading.Barrier(2)
-    results: list[int] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            results.append(len(weekly_admission_run(now=now).invitation_ids))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return sorted(results)
+    return sorted(run_concurrently(2, lambda i: len(weekly_admission_run(now=now).invitation_ids)))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,11 +4,10 @@ documented error shape, 429 per client address."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-from django.db import connection
 
+from tests.concurrency import run_concurrently
 from tests.conftest import Api
 from waitlist.models import WaitlistEntry
 from waitlist.services import entries_admit
@@ -98,20 +97,6 @@ def test_the_route_is_in_the_schema(anon):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_joins_racing_with_one_email_make_one_entry():
-    barrier = threading.Barrier(2)
-    statuses: list[int] = []
-
-    def attempt() -> None:
-        try:
-            barrier.wait()
-            statuses.append(join(Api(), {"email": "ada@example.com"}).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = run_concurrently(2, lambda i: join(Api(), {"email": "ada@example.com"}).status_code)
     assert sorted(statuses) == [200, 201]
     assert WaitlistEntry.objects.count() == 1

@@ -4,16 +4,15 @@ and a token works once, even for two signups racing with it."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Account, User
 from billing.models import Grant
+from tests.concurrency import run_concurrently
 from waitlist.models import Invitation, WaitlistEntry
 from waitlist.services import entries_admit, entries_remove, invitation_token, waitlist_join
 
@@ -95,22 +94,7 @@ class TestApi:
 
 def race_two_signups(token: str, emails: list[str]) -> list[int]:
     """Two API signups with one token, started together from two threads; their statuses."""
-    barrier = threading.Barrier(2)
-    statuses: list[int] = []
-
-    def attempt(email: str) -> None:
-        try:
-            barrier.wait()
-            statuses.append(signup(Client(), email, token).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt, args=(e,)) for e in emails]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sorted(statuses)
+    return sorted(run_concurrently(len(emails), lambda i: signup(Client(), emails[i], token).status_code))
 
 
 @pytest.mark.django_db(transaction=True)
