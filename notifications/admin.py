@@ -81,6 +81,7 @@ class EmailDeliveryAdmin(ReadOnly):
     list_display = ["event", "to", "status", "attempts", "sent_at", "error"]
     list_filter = ["status"]
     search_fields = ["to", "event__public_id"]
+    list_select_related = ["event"]
 
 
 @admin.register(WebhookEndpoint)
@@ -93,6 +94,7 @@ class WebhookEndpointAdmin(ReadOnly):
 class NotificationPreferencesAdmin(ReadOnly):
     list_display = ["account", "low_balance_threshold_credits", "emails_off", "updated_at"]
     search_fields = ["account__public_id"]
+    list_select_related = ["account"]
 
 
 @admin.register(AutoRecharge)
@@ -101,6 +103,7 @@ class AutoRechargeAdmin(ReadOnly):
     list_filter = ["enabled", "state"]
     search_fields = ["account__public_id"]
     exclude = ["stripe_payment_method_id"]
+    list_select_related = ["account", "pack"]
 
 
 @admin.register(Recharge)
