@@ -85,7 +85,7 @@ def service_principal(raw: str, now: datetime) -> ServicePrincipal:
     it is a minute old (a busy key writes it about once a minute, not per call).
     """
     digest = hash_key(raw)
-    rate_ident = digest[:32]
+    rate_ident = key_cache.rate_ident(digest)
     counted, entry = limiter.count("service", rate_ident, read=key_cache.cache_key(digest))
     known = key_cache.trusted(entry, now)
     if known == key_cache.REVOKED:

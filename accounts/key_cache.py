@@ -8,6 +8,10 @@ with a tombstone; entries are written only where none exists (SET NX), so a chec
 database before the revocation and writes after the tombstone cannot bring the key back. If
 the tombstone cannot be written (Redis unreachable from the revoking process), the key is
 refused everywhere once its entry is SERVICE_KEY_CACHE_SECONDS old.
+
+A busy key's entry is read with its calls' count (accounts/ratelimit.py), so a process that holds
+a block of counts also holds the entry read with it, for at most BLOCK_SECONDS: a key revoked in
+another process is refused within that second, the revoking process's own blocks at once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from redis.exceptions import RedisError
 
 from config.outages import report_failure
 
+from .ratelimit import limiter
+
 logger = logging.getLogger(__name__)
 
 REVOKED: Final = "revoked"
@@ -31,6 +37,11 @@ TOMBSTONE_SECONDS = 3600
 
 def cache_key(key_hash: str) -> str:
     return f"svckey:{key_hash}"
+
+
+def rate_ident(key_hash: str) -> str:
+    """The key's caller in the rate limit (known before the key is looked up)."""
+    return key_hash[:32]
 
 
 def trusted(entry: Any, now: datetime) -> tuple[int, str] | str | None:
@@ -48,18 +59,24 @@ def trusted(entry: Any, now: datetime) -> tuple[int, str] | str | None:
 
 def remember(key_hash: str, key_id: int, name: str, *, checked: datetime) -> None:
     """Remember that the database accepted the key at `checked` (read before the query), unless
-    an entry or a tombstone is there already."""
+    an entry or a tombstone is there already; this process's block of the key's counts holds it
+    too, as if read with them."""
     if not settings.SERVICE_KEY_CACHE_SECONDS:
         return
+    entry = (key_id, name, checked.timestamp())
     try:
-        cache.add(cache_key(key_hash), (key_id, name, checked.timestamp()), settings.SERVICE_KEY_CACHE_SECONDS)
+        added = cache.add(cache_key(key_hash), entry, settings.SERVICE_KEY_CACHE_SECONDS)
     except RedisError as error:  # the next call asks the database again
         report_failure("redis", "key_cache", error)
+        return
+    if added:
+        limiter.note_read("service", rate_ident(key_hash), cache_key(key_hash), entry)
 
 
 def forget(key_hash: str) -> bool:
     """Refuse the key from the cache at once (after its revocation was committed); False when
     Redis could not be told, in which case the key's entry lapses within SERVICE_KEY_CACHE_SECONDS."""
+    limiter.forget("service", rate_ident(key_hash))
     try:
         cache.set(cache_key(key_hash), REVOKED, TOMBSTONE_SECONDS)
     except RedisError as error:

@@ -7,6 +7,14 @@ registered with redis-py (a `Script`: EVALSHA on the cache's connection pool, th
 again by redis-py when the server has lost it). Without Redis (the embedded `make run`), Django's
 local-memory cache counts for its one process.
 
+A caller with a large limit (a service key: 60,000 a minute by default) is counted in blocks: one
+round trip reserves the next counts of its window for this process, and the process hands them
+out one per call, with the value read in that round trip, for at most BLOCK_SECONDS. A busy key
+then costs one Redis call per block instead of one per call. The count stays shared and never
+admits more than the limit; it may refuse a little early, by the counts other processes hold
+unused (at most MAX_BLOCK - 1 each, and a block is at most a thousandth of the limit), and a key
+revoked elsewhere is refused by this process once its block ends (BLOCK_SECONDS).
+
 Redis unreachable (down, or not answering within the cache's socket timeout): PostgreSQL is the
 source of truth and spending goes on, so by default the limit fails open (the call is let through
 uncounted); `RATE_LIMIT_FAIL_CLOSED` refuses it with 503 `service_unavailable` instead. Either
@@ -15,6 +23,7 @@ way the failure is counted in /metrics and logged at most once a minute (config/
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +42,17 @@ WINDOW_SECONDS = 60
 # A window's counter outlives the window, so a late call of it still finds the count.
 COUNTER_SECONDS = 2 * WINDOW_SECONDS
 
-# KEYS[1], the caller's counter for the window, incremented (its expiry set once, as EXPIRE NX
-# does); KEYS[2], when given, read in the same command: a service key's cached entry.
+# Counts reserved by one round trip: a thousandth of the limit, from 1 (every call counted in
+# Redis, as for users and addresses) to MAX_BLOCK; and how long a block and its read value serve.
+MAX_BLOCK = 32
+BLOCK_SECONDS = 1.0
+# Callers with blocks remembered by one process; past this many the oldest are dropped.
+MAX_BLOCKS = 4096
+
+# KEYS[1], the caller's counter for the window, raised by ARGV[2] (its expiry set once, as
+# EXPIRE NX does); KEYS[2], when given, read in the same command: a service key's cached entry.
 _COUNT_AND_READ = """
-local count = redis.call('INCR', KEYS[1])
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX')
 if KEYS[2] then
     return {count, redis.call('GET', KEYS[2])}
@@ -60,6 +76,28 @@ class Verdict:
     retry_after: float
 
 
+@dataclass
+class _Block:
+    """Counts `next`..`last` of `window`, reserved by this process, and the value read with them."""
+
+    window: int
+    read: str | None
+    next: int
+    last: int
+    value: Any
+    until: float  # time.monotonic() after which the block is not used
+
+    def take(self, window: int, read: str | None) -> int | None:
+        if self.window != window or self.read != read or self.next > self.last or time.monotonic() >= self.until:
+            return None
+        self.next += 1
+        return self.next - 1
+
+
+def block_size(limit: int) -> int:
+    return max(1, min(MAX_BLOCK, limit // 1000))
+
+
 def counter_key(kind: str, ident: str, window: int) -> str:
     return f"rl:{kind}:{ident}:{window}"
 
@@ -74,6 +112,8 @@ class Limiter:
 
     def __init__(self) -> None:
         self._script: Script | None = None
+        self._blocks: dict[tuple[str, str], _Block] = {}
+        self._blocks_lock = threading.Lock()
 
     def check(self, kind: str, ident: str, *, counted: Counted | None = None) -> Verdict:
         """Whether this call of `ident` is within its kind's limit. It is counted here unless
@@ -88,42 +128,75 @@ class Limiter:
 
     def count(self, kind: str, ident: str, *, read: str | None = None) -> tuple[Counted, Any]:
         """Count one call of `ident` in the current window, and read the cache's value under
-        `read` (None when absent or not asked for), in one round trip."""
+        `read` (None when absent or not asked for): from this process's block when it holds one,
+        otherwise in one round trip."""
         window = current_window(time.time())
+        size = block_size(settings.RATE_LIMITS.get(kind, 0))
+        if size > 1:
+            with self._blocks_lock:
+                block = self._blocks.get((kind, ident))
+                count = block.take(window, read) if block is not None else None
+            if count is not None:
+                return Counted(window=window, count=count), block.value  # type: ignore[union-attr]
         counter = counter_key(kind, ident, window)
         backend = caches["default"]
         try:
             if isinstance(backend, RedisCache):
-                count, value = self._count_in_redis(backend, counter, read)
+                last, value = self._count_in_redis(backend, counter, read, size)
             else:
-                count, value = _count_in_process(backend, counter, read)
+                last, value = _count_in_process(backend, counter, read, size)
         except RedisError as error:
             limit_unavailable(error)
             return Counted(window=window, count=0), None  # failing open: not counted, nothing read
-        return Counted(window=window, count=count), value
+        if size > 1:
+            until = time.monotonic() + BLOCK_SECONDS
+            self._keep(kind, ident, _Block(window, read, next=last - size + 2, last=last, value=value, until=until))
+        return Counted(window=window, count=last - size + 1), value
 
-    def _count_in_redis(self, backend: RedisCache, counter: str, read: str | None) -> tuple[int, Any]:
+    def _keep(self, kind: str, ident: str, block: _Block) -> None:
+        with self._blocks_lock:
+            if len(self._blocks) >= MAX_BLOCKS:
+                del self._blocks[next(iter(self._blocks))]
+            self._blocks[(kind, ident)] = block
+
+    def note_read(self, kind: str, ident: str, read: str, value: Any) -> None:
+        """`value` was just written under `read` where there was none: this process's block of the
+        caller, if it reads that key, serves it from now on (a service key checked in the database)."""
+        with self._blocks_lock:
+            block = self._blocks.get((kind, ident))
+            if block is not None and block.read == read:
+                block.value = value
+
+    def forget(self, kind: str | None = None, ident: str | None = None) -> None:
+        """Drop this process's blocks: of one caller (a key just revoked here), or all."""
+        with self._blocks_lock:
+            if kind is None:
+                self._blocks.clear()
+            else:
+                self._blocks.pop((kind, ident or ""), None)
+
+    def _count_in_redis(self, backend: RedisCache, counter: str, read: str | None, size: int) -> tuple[int, Any]:
         client = backend._cache.get_client(write=True)
         if self._script is None:  # the SHA1 is computed once; any client may run it
             self._script = client.register_script(_COUNT_AND_READ)
         # make_key, not make_and_validate_key: the keys are ours (hex digests and numbers), and
         # the validation is a per-character check for memcached.
         keys = [backend.make_key(counter)] if read is None else [backend.make_key(counter), backend.make_key(read)]
-        reply = self._script(keys=keys, args=[COUNTER_SECONDS], client=client)
+        reply = self._script(keys=keys, args=[COUNTER_SECONDS, size], client=client)
         value = reply[1] if len(reply) > 1 else None
         # The value as Django's cache.get() would return it.
         serializer = backend._cache._serializer  # type: ignore[attr-defined]
         return int(reply[0]), (None if value is None else serializer.loads(value))
 
 
-def _count_in_process(backend: BaseCache, counter: str, read: str | None) -> tuple[int, Any]:
+def _count_in_process(backend: BaseCache, counter: str, read: str | None, size: int) -> tuple[int, Any]:
     # add() is a no-op when the key exists; incr() is atomic.
     backend.add(counter, 0, timeout=COUNTER_SECONDS)
     try:
-        count = backend.incr(counter)
+        count = backend.incr(counter, size)
     except ValueError:  # evicted between add and incr
-        backend.set(counter, 1, timeout=COUNTER_SECONDS)
-        count = 1
+        backend.set(counter, size, timeout=COUNTER_SECONDS)
+        count = size
     return count, (None if read is None else backend.get(read))
 
 

@@ -8,6 +8,7 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 
+from accounts.ratelimit import limiter
 from accounts.services import service_key_create, user_token_create
 from billing.integrity import ledger_breaches
 from billing.quotas import quota_policy_forget
@@ -99,6 +100,7 @@ def stripe_keys(settings):
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
+    limiter.forget()  # the blocks of counts this process reserved in the cache just cleared
     quota_policy_forget()  # the billing policy's quotas, remembered per process for a few seconds
     yield
 

@@ -13,8 +13,11 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 from django.core.cache import cache
+from django.utils import timezone
 
-from accounts.ratelimit import WINDOW_SECONDS, counter_key, current_window, limiter
+from accounts import key_cache, ratelimit
+from accounts.models import ServiceKey
+from accounts.ratelimit import WINDOW_SECONDS, Limiter, counter_key, current_window, limiter
 from accounts.services import hash_key, service_key_create
 from config.settings import base as base_settings
 from tests.billing.factories import make_account
@@ -92,6 +95,7 @@ def test_a_redis_that_hangs_lets_the_call_through_after_the_socket_timeout_not_a
     settings.CACHES = {
         "default": {**base_settings.CACHES["default"], "LOCATION": private_redis.url},
     }
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "service": 1000}  # every call counted in Redis
     api = Api(service_key_create(name="gen")[1])
     path = f"/accounts/{make_account().public_id}/balance"
     assert api.get(path).status_code == 200
@@ -105,3 +109,39 @@ def test_a_redis_that_hangs_lets_the_call_through_after_the_socket_timeout_not_a
     # The limiter's read timed out (one second), the key was read from the database: served.
     assert hung.status_code == 200
     assert 0.9 < waited < 5, waited
+
+
+def test_processes_counting_in_blocks_share_one_counter_and_never_admit_more_than_the_limit(settings):
+    """Each Limiter is one process's: it reserves blocks of counts (4 at a limit of 4,000) and
+    hands them out; together they number every call once, and the limit holds."""
+    settings.RATE_LIMITS = {"service": 4000, "user": 0, "anon": 0}
+    processes = [Limiter(), Limiter(), Limiter()]
+    ident = f"busy-{uuid.uuid4().hex}"
+    with time_machine.travel(datetime(2031, 3, 14, 12, 0, 20, tzinfo=UTC), tick=False):
+        numbers = [processes[n % 3].count("service", ident)[0].count for n in range(4100)]
+        allowed = sum(processes[n % 3].check("service", ident).allowed for n in range(10))
+        in_redis = cache.get(counter_key("service", ident, current_window(time.time())))
+
+    assert len(set(numbers)) == 4100 and min(numbers) == 1
+    assert max(numbers) <= 4100 + 3 * 3  # at most a block's unused rest in each other process
+    assert allowed == 0
+    assert in_redis % 4 == 0 and in_redis >= 4110  # reserved four at a time
+
+
+def test_a_key_revoked_in_another_process_is_refused_here_once_the_block_ends(settings, monkeypatch):
+    """A block of counts holds the key's entry read with it for BLOCK_SECONDS: a tombstone written
+    by another process is read when this one reserves its next block."""
+    monkeypatch.setattr(ratelimit, "BLOCK_SECONDS", 0.5)
+    settings.RATE_LIMITS = {"service": 32_000, "user": 0, "anon": 0}
+    key, raw = service_key_create(name="gen")
+    api = Api(raw)
+    path = f"/accounts/{make_account().public_id}/balance"
+    assert api.get(path).status_code == 200
+    started = time.monotonic()
+    ServiceKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())  # the other process's revocation:
+    cache.set(key_cache.cache_key(key.key_hash), key_cache.REVOKED)  # its commit and its tombstone
+
+    within = api.get(path).status_code
+    assert time.monotonic() - started < 0.5
+    time.sleep(0.5)
+    assert (within, api.get(path).status_code) == (200, 401)

@@ -29,6 +29,9 @@ def redis_of_its_own(private_redis, settings, monkeypatch):
         }
     }
     settings.REDIS_URL = private_redis.url
+    # A limit that counts every call in Redis (no blocks of counts), so that each call meets the
+    # outage; a block held when Redis stops: tests/accounts/test_limiter.py.
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "service": 1000}
     settings.METRICS_TOKEN = TOKEN
     monkeypatch.setattr(outages, "_logged", {})  # this process has logged nothing yet
     return private_redis

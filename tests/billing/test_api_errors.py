@@ -373,12 +373,22 @@ def _record_redis_commands(monkeypatch) -> list[str]:  # type: ignore[no-untyped
     return sent
 
 
-def test_a_service_request_reads_its_key_and_counts_itself_in_one_round_trip(api, account, monkeypatch):
+def test_a_service_request_reads_its_key_and_counts_itself_in_one_round_trip(api, account, monkeypatch, settings):
     """Authentication and the rate limit share one Redis command (a script); the limit still holds."""
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "service": 1000}  # a block of one count: every call
     api.get(f"/accounts/{account.public_id}/balance")  # caches the key (and writes last-used)
     sent = _record_redis_commands(monkeypatch)
     assert api.get(f"/accounts/{account.public_id}/balance").status_code == 200
     assert sent == ["EVALSHA"]
+
+
+def test_a_busy_keys_requests_go_to_redis_once_per_block_of_counts(api, account, monkeypatch, settings):
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "service": 32_000}  # blocks of 32 counts
+    path = f"/accounts/{account.public_id}/balance"
+    api.get(path)  # reserves counts 1-32 and caches the key, which the block then holds too
+    sent = _record_redis_commands(monkeypatch)
+    assert all(api.get(path).status_code == 200 for _ in range(40))
+    assert sent == ["EVALSHA"]  # counts 2-32 from the block, then one reservation of 33-64
 
 
 def test_the_one_command_survives_a_flushed_script_cache_and_a_dropped_connection(api, account, settings):
