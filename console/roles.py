@@ -2,8 +2,8 @@
 
 Both see everything in the admin (every model's view permission, those of models added later
 included: the roles are synced after every migrate). Support grants credits up to a limit
-(SUPPORT_GRANT_LIMIT_CREDITS per grant), suspends and reactivates accounts and replays failed
-Stripe events; finance refunds, claws back, voids grants and edits packs, prices and the
+(SUPPORT_GRANT_LIMIT_CREDITS per grant), suspends and reactivates accounts, replays failed
+Stripe events and resends webhook deliveries; finance refunds, claws back, voids grants and edits packs, prices and the
 free-credit policy. Superusers may do everything.
 """
 
@@ -19,6 +19,7 @@ ROLE_PERMISSIONS = {
         ("console", "grant_credits"),
         ("console", "suspend_account"),
         ("console", "replay_stripe_event"),
+        ("notifications", "resend_webhookdelivery"),
     ],
     FINANCE: [
         ("console", "refund_purchase"),

@@ -54,11 +54,15 @@ class WebhookDeliveryAdmin(ReadOnly):
     inlines = [AttemptInline]
     actions = ["resend"]
 
-    @admin.action(description="Resend the selected deliveries now", permissions=["view"])
+    @admin.action(description="Resend the selected deliveries now", permissions=["resend"])
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         for delivery in queryset:
             delivery_resend(delivery=delivery)
+            self.log_change(request, delivery, "Resent.")  # the object's history in the admin
         self.message_user(request, f"{queryset.count()} deliveries queued again.", messages.SUCCESS)
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("notifications.resend_webhookdelivery")
 
 
 @admin.register(WebhookAttempt)

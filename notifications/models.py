@@ -128,6 +128,8 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="webhook_delivery_due_idx"),
         ]
         verbose_name_plural = "webhook deliveries"
+        # The admin's resend action (support's role has it; seeing deliveries is not enough).
+        permissions = [("resend_webhookdelivery", "Resend webhook deliveries")]
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.endpoint.public_id}"

@@ -9,15 +9,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import stripe
 import time_machine
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
 from billing.services.ledger import debit_create
+from console.roles import FINANCE, SUPPORT
 from notifications.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from notifications.services.outbox import outbox_sweep
 from notifications.services.webhooks import deliveries_due, delivery_attempt, retry_delay
 from tests.billing.factories import STAFF, give, make_account
+from tests.console.conftest import logged_in, operator
 from tests.notifications.receiver import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -155,6 +158,32 @@ def test_an_operator_resends_a_delivery_from_the_admin(api, loopback_webhooks):
             delivery_attempt(delivery_id=delivery.pk, now=later)
     assert len(receiver.received) == 2
     assert WebhookAttempt.objects.filter(delivery=delivery, succeeded=True).count() == 2
+
+
+def test_only_an_operator_allowed_to_resend_can_resend(api, loopback_webhooks):
+    """Seeing deliveries (every operator role) is not enough: support's role resends, finance's does not."""
+    with webhook_receiver() as receiver:
+        with time_machine.travel(START, tick=False):
+            assert register(api, receiver.url).status_code == 201
+            event = low_balance_event(START)
+            outbox_sweep(now=START)
+            delivery = WebhookDelivery.objects.get(event=event)
+            delivery_attempt(delivery_id=delivery.pk, now=START)
+    changelist = reverse("admin:notifications_webhookdelivery_changelist")
+    resend = {"action": "resend", "_selected_action": [delivery.pk]}
+    finance = logged_in(operator("finance@example.com", role=FINANCE))
+    support = logged_in(operator("support@example.com", role=SUPPORT))
+
+    assert b"Resend the selected" not in finance.get(changelist).content
+    finance.post(changelist, resend)
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded"
+
+    assert b"Resend the selected" in support.get(changelist).content
+    assert support.post(changelist, resend).status_code == 302
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"
+    assert LogEntry.objects.get(object_id=str(delivery.pk)).change_message == "Resent."
 
 
 def test_an_endpoint_gets_only_the_event_types_it_asked_for(api, loopback_webhooks):
