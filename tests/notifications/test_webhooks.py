@@ -134,14 +134,20 @@ def test_a_delivery_that_fails_for_three_days_is_given_up(api, loopback_webhooks
     assert 15 <= delivery.attempts <= 25  # exponential, capped at 6 hours between attempts
 
 
+def delivered(api, receiver) -> WebhookDelivery:  # type: ignore[no-untyped-def]
+    """A balance.low event delivered once to the receiver, registered as an endpoint."""
+    with time_machine.travel(START, tick=False):
+        assert register(api, receiver.url).status_code == 201
+        event = low_balance_event(START)
+        outbox_sweep(now=START)
+        delivery = WebhookDelivery.objects.get(event=event)
+        delivery_attempt(delivery_id=delivery.pk, now=START)
+    return delivery
+
+
 def test_an_operator_resends_a_delivery_from_the_admin(api, loopback_webhooks):
     with webhook_receiver() as receiver:
-        with time_machine.travel(START, tick=False):
-            assert register(api, receiver.url).status_code == 201
-            event = low_balance_event(START)
-            outbox_sweep(now=START)
-            delivery = WebhookDelivery.objects.get(event=event)
-            delivery_attempt(delivery_id=delivery.pk, now=START)
+        delivery = delivered(api, receiver)
         operator = Client()
         operator.force_login(get_user_model().objects.create_superuser(email="ops@example.com", password="x" * 12))
         page = operator.get(reverse("admin:notifications_webhookdelivery_change", args=[delivery.pk]))
@@ -163,12 +169,7 @@ def test_an_operator_resends_a_delivery_from_the_admin(api, loopback_webhooks):
 def test_only_an_operator_allowed_to_resend_can_resend(api, loopback_webhooks):
     """Seeing deliveries (every operator role) is not enough: support's role resends, finance's does not."""
     with webhook_receiver() as receiver:
-        with time_machine.travel(START, tick=False):
-            assert register(api, receiver.url).status_code == 201
-            event = low_balance_event(START)
-            outbox_sweep(now=START)
-            delivery = WebhookDelivery.objects.get(event=event)
-            delivery_attempt(delivery_id=delivery.pk, now=START)
+        delivery = delivered(api, receiver)
     changelist = reverse("admin:notifications_webhookdelivery_changelist")
     resend = {"action": "resend", "_selected_action": [delivery.pk]}
     finance = logged_in(operator("finance@example.com", role=FINANCE))
