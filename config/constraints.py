@@ -39,7 +39,8 @@ class OneOf(Lookup):  # type: ignore[type-arg]
 def one_of(field: str, values: Iterable[str]) -> OneOf:
     """The field's value is exactly one of `values`."""
     words = tuple(values)
-    assert words and all(_WORD.fullmatch(word) for word in words), words
+    if not words or not all(_WORD.fullmatch(word) for word in words):
+        raise ValueError(f"one_of takes lower-case words: {words!r}")
     return OneOf(F(field), words)
 
 
