@@ -195,10 +195,14 @@ def send_task(redis_url: str, name: str) -> None:
 
 
 def redeliver_unacknowledged(redis_url: str) -> int:
-    """Put the messages a dead worker took and never acknowledged back on their queue, by kombu's
-    own restore, as any worker does once the broker's visibility timeout (an hour) has passed.
-    Returns how many there were."""
-    found = broker_backlog(redis_url)[1]
-    with Connection(redis_url, transport_options={"visibility_timeout": 0}) as connection:
-        connection.default_channel.qos.restore_visible(num=found + 10, interval=1)
-    return found
+    """Put the messages a dead worker took and never acknowledged back on their queue, each by
+    kombu's own restore of one message, as any worker does for them once the broker's visibility
+    timeout (an hour) has passed. Not through kombu's restore_visible(): it does nothing, without
+    a word, while a live worker holds the restore mutex it takes. Returns how many there were."""
+    with Connection(redis_url) as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as client:
+            tags = client.zrange(channel.qos.unacked_index_key, 0, -1)
+            for tag in tags:
+                channel.qos.restore_by_tag(tag, client)
+    return len(tags)
