@@ -24,6 +24,16 @@ from tests.private_servers import PrivatePostgres, PrivateRedis, free_port
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 SECRET = "fault-tests-secret-key-" + "f" * 40
+# Every fault test's figures, one line each (tests/artifacts/faults.txt).
+REPORT = ROOT / "tests" / "artifacts" / "faults.txt"
+
+
+def report(line: str) -> None:
+    """Add a line of figures to the report, and print it."""
+    REPORT.parent.mkdir(exist_ok=True)
+    with REPORT.open("a") as out:
+        out.write(line + "\n")
+    print(line)
 
 
 def environment(postgres: PrivatePostgres, redis: PrivateRedis, **extra: str) -> dict[str, str]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.faults.harness import (
     BIN,
+    REPORT,
     ROOT,
     Load,
     WebServer,
@@ -22,6 +22,7 @@ from tests.faults.harness import (
     environment,
     manage,
     populate,
+    report,
     request,
     tally,
 )
@@ -29,8 +30,6 @@ from tests.private_servers import PrivatePostgres, PrivateRedis, free_port
 
 # Each scenario starts real servers: far past the suite's 300 s per test on a busy machine.
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1500)]
-
-REPORT = Path(__file__).resolve().parent.parent / "artifacts" / "faults.txt"
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +76,7 @@ def settle_and_count(name: str, load: Load, env: dict[str, str]) -> None:
         f"{counted.debit_entries}, keys recorded {counted.keys_recorded}; slowest refusal "
         f"{load.slowest_refusal:.2f} s; check_ledger: {ledger}"
     )
-    REPORT.parent.mkdir(exist_ok=True)
-    with REPORT.open("a") as out:
-        out.write(line + "\n")
-    print(line)
+    report(line)
     assert counted.debits == counted.distinct_references == counted.keys_recorded == len(load.sent)
     assert counted.debit_entries == counted.debits  # each debit took its credit from one lot
     assert load.answers[500] == 0 and load.retry_after_missing == 0
@@ -166,8 +162,7 @@ def test_a_key_revoked_while_redis_cannot_be_told_is_refused_within_the_cache_wi
         assert request(web.port, "GET", path, headers=auth)[0] == 401
     finally:
         redis.start()
-    with REPORT.open("a") as out:
-        out.write(f"revocation Redis could not be told of: last accepted {last_accepted:.2f} s after it\n")
+    report(f"revocation Redis could not be told of: last accepted {last_accepted:.2f} s after it")
 
 
 TOKEN_FOR_A_NEW_USER = """
@@ -266,6 +261,5 @@ def test_schemathesis_finds_no_server_error_on_any_route(world, tmp_path, caller
         server.stop()
     (REPORT.parent / f"schemathesis-{caller.replace(' ', '-')}.txt").write_text(done.stdout)
     summary = [line.strip() for line in done.stdout.splitlines() if "generated" in line or " in " in line]
-    with REPORT.open("a") as out:
-        out.write(f"schemathesis as {caller}: {' | '.join(summary[-2:])}\n")
+    report(f"schemathesis as {caller}: {' | '.join(summary[-2:])}")
     assert done.returncode == 0, done.stdout[-6000:]

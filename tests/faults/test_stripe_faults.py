@@ -10,13 +10,12 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from billing.services.stripe_events import UNFINISHED_AFTER
-from tests.faults.harness import WebServer, check_ledger, environment, manage
+from tests.faults.harness import WebServer, check_ledger, environment, manage, report
 from tests.faults.stripe_harness import (
     SECRET_KEY,
     WEBHOOK_SECRET,
@@ -36,7 +35,6 @@ from tests.private_servers import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
-REPORT = Path(__file__).resolve().parent.parent / "artifacts" / "faults.txt"
 COPIES = 5  # deliveries of each event in the concurrent bursts
 # Stripe delivers an unanswered event again a minute or more later; the test waits only until
 # the webhook takes an event left unprocessed for one whose delivery died.
@@ -100,10 +98,7 @@ def record(name: str, deliveries: Deliveries, found: dict[str, PurchaseState], l
         f"{sorted(deliveries.replies.items())}; grants {grants}; clawback entries {clawbacks} "
         f"({clawed} credits); check_ledger: {ledger}"
     )
-    REPORT.parent.mkdir(exist_ok=True)
-    with REPORT.open("a") as out:
-        out.write(line + "\n")
-    print(line)
+    report(line)
 
 
 def assert_each_event_processed_once(deliveries: Deliveries) -> None:
