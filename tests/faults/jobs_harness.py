@@ -5,6 +5,8 @@ from the database (a run's chunks) and the broker (messages queued and unacknowl
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -185,6 +187,18 @@ def broker_backlog(redis_url: str) -> tuple[int, int]:
     """(messages waiting in the default queue, messages delivered but never acknowledged)."""
     client = redis.Redis.from_url(redis_url)
     return int(client.llen("celery")), int(client.hlen("unacked"))
+
+
+def unacknowledged_chunks(redis_url: str) -> list[int]:
+    """The chunks of the run_job_chunk messages delivered and never acknowledged (kombu keeps each
+    as [message, exchange, routing key]; Celery's body is [args, kwargs, embed], base64 here)."""
+    chunks = []
+    for raw in redis.Redis.from_url(redis_url).hvals("unacked"):
+        message, _exchange, _routing_key = json.loads(raw)
+        if message["headers"]["task"] == "billing.run_job_chunk":
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            chunks.append(args[0])
+    return chunks
 
 
 def send_task(redis_url: str, name: str) -> None:
