@@ -11,7 +11,8 @@ refused everywhere once its entry is SERVICE_KEY_CACHE_SECONDS old.
 
 A busy key's entry is read with its calls' count (accounts/ratelimit.py), so a process that holds
 a block of counts also holds the entry read with it, for at most BLOCK_SECONDS: a key revoked in
-another process is refused within that second, the revoking process's own blocks at once.
+another process is refused within that second, the revoking process's own blocks at once. A
+check this process makes in the database while it holds a block goes into the block (remember).
 """
 
 from __future__ import annotations
@@ -58,19 +59,22 @@ def trusted(entry: Any, now: datetime) -> tuple[int, str] | str | None:
 
 
 def remember(key_hash: str, key_id: int, name: str, *, checked: datetime) -> None:
-    """Remember that the database accepted the key at `checked` (read before the query), unless
-    an entry or a tombstone is there already; this process's block of the key's counts holds it
-    too, as if read with them."""
+    """Remember that the database accepted the key at `checked` (read before the query): in the
+    shared cache unless an entry or a tombstone is there already, and in this process's block of
+    the key's counts, as if read with them.
+
+    The block takes the check even when the shared entry was there (another process checked the
+    key too): otherwise a block holding an entry too old to trust would send every call it
+    serves to the database. It trusts the check until the block ends, as it trusts what it read."""
     if not settings.SERVICE_KEY_CACHE_SECONDS:
         return
     entry = (key_id, name, checked.timestamp())
     try:
-        added = cache.add(cache_key(key_hash), entry, settings.SERVICE_KEY_CACHE_SECONDS)
+        cache.add(cache_key(key_hash), entry, settings.SERVICE_KEY_CACHE_SECONDS)
     except RedisError as error:  # the next call asks the database again
         report_failure("redis", "key_cache", error)
         return
-    if added:
-        limiter.note_read("service", rate_ident(key_hash), cache_key(key_hash), entry)
+    limiter.note_read("service", rate_ident(key_hash), cache_key(key_hash), entry)
 
 
 def forget(key_hash: str) -> bool:

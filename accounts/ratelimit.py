@@ -160,8 +160,9 @@ class Limiter:
             self._blocks[(kind, ident)] = block
 
     def note_read(self, kind: str, ident: str, read: str, value: Any) -> None:
-        """`value` was just written under `read` where there was none: this process's block of the
-        caller, if it reads that key, serves it from now on (a service key checked in the database)."""
+        """`value` is what this process just learned of `read` (a service key checked in the
+        database): its block of the caller, if it reads that key, serves it from now on, until the
+        block ends."""
         with self._blocks_lock:
             block = self._blocks.get((kind, ident))
             if block is not None and block.read == read:

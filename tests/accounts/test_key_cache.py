@@ -8,13 +8,14 @@ from io import StringIO
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import key_cache
+from accounts import key_cache, ratelimit
 from accounts.models import ServiceKey
 from accounts.services import service_key_create, service_key_revoke
 from tests.conftest import Api
@@ -93,6 +94,31 @@ def test_a_cached_key_is_checked_against_the_database_again_once_its_entry_is_ol
             with CaptureQueriesContext(connection) as queries:
                 assert api.get(path).status_code == 200
         assert bool(servicekey_queries(queries)) is asked, seconds
+
+
+def test_a_block_holding_an_old_entry_asks_the_database_once_though_another_process_wrote_the_new_one(
+    account, settings, monkeypatch
+):
+    """A busy key is counted in blocks that hold its entry (accounts/ratelimit.py). Once that entry
+    is too old, one database check serves the rest of the block, even when another process's
+    check already replaced the shared entry (so this process's own write does nothing)."""
+    monkeypatch.setattr(ratelimit, "BLOCK_SECONDS", 60.0)  # the whole test within one block
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "service": 32_000}  # blocks of 32
+    settings.SERVICE_KEY_CACHE_SECONDS = 10
+    key, raw = service_key_create(name="gen")
+    api = Api(raw)
+    path = f"/accounts/{account.public_id}/balance"
+    start = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        assert api.get(path).status_code == 200  # checked in the database; the block holds the entry
+    later = start + timedelta(seconds=11)
+    cache.set(key_cache.cache_key(key.key_hash), (key.pk, key.name, later.timestamp()))  # another process's
+
+    with time_machine.travel(later, tick=False), CaptureQueriesContext(connection) as queries:
+        answers = [api.get(path).status_code for _ in range(5)]
+
+    assert answers == [200] * 5
+    assert len(servicekey_queries(queries)) == 1
 
 
 def test_a_key_revoked_while_redis_cannot_be_told_is_refused_once_its_entry_is_old(
