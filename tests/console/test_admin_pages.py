@@ -212,6 +212,22 @@ def test_forged_action_posts_without_a_confirmation_change_nothing(root_client, 
     assert money_rows() == before and not AuditRecord.objects.exists()
 
 
+def test_a_grant_whose_public_id_holds_what_the_admin_unquotes_opens_by_it(root_client, busy_account, settings):
+    """The admin reads "_23" in a path as "#": with the key below, the grant's id starts "grt_23"."""
+    from accounts.ids import row_public_id
+
+    grant = Grant.objects.filter(account=busy_account).first()
+    for n in range(10_000):
+        settings.PUBLIC_ID_KEY = f"test-key-{n}"
+        if row_public_id("grt_", grant.pk).startswith("grt_23"):
+            break
+    path = f"/admin/billing/grant/{row_public_id('grt_', grant.pk)}/change/"
+
+    page = root_client.get(path)
+
+    assert page.status_code == 200 and page.context["original"].pk == grant.pk, path
+
+
 def test_grants_and_ledger_entries_open_by_their_public_ids(root_client, busy_account):
     from accounts.ids import row_public_id
 
