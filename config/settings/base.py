@@ -194,8 +194,10 @@ LANGUAGE_CODE = "en-us"
 USE_I18N = False
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
-# WhiteNoise serves the apps' static directories as they are: no collectstatic step to forget.
+# WhiteNoise serves the apps' static directories as they are: no collectstatic step to forget,
+# and so no collected copy (STATIC_ROOT) for it to read, or to warn about in every process when
+# the directory is missing.
+STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 
 # --- Request limits -------------------------------------------------------------------------
