@@ -52,9 +52,10 @@ class PublicIdLookup:
         # part may contain: the id as the path has it is a candidate too.
         raw = (request.resolver_match.kwargs.get("object_id") if request.resolver_match else None) or object_id
         candidates = list(dict.fromkeys([object_id, raw]))
+        # "grt_23..." unquotes as "grt#...": either candidate may be the row's public id.
         row_ids = [row_id_of(self.row_id_prefix, c) for c in candidates] if self.row_id_prefix else []
-        if any(row_id is not None for row_id in row_ids):  # "grt_23..." unquotes as "grt#...": either may be it
-            return queryset.filter(pk__in=[row_id for row_id in row_ids if row_id is not None]).first()
+        if row_ids := [row_id for row_id in row_ids if row_id is not None]:
+            return queryset.filter(pk__in=row_ids).first()
         if not object_id.isdigit() and any(f.name == "public_id" for f in model._meta.fields):
             return queryset.filter(public_id__in=candidates).first()
         return super().get_object(request, object_id, from_field)  # type: ignore[misc]
