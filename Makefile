@@ -73,16 +73,25 @@ bench-refill: install
 # dedicated database billing_bench_spend, driven by wrk; pgbench and bare endpoints as ceilings.
 # `make bench SPEND_ARGS="--seconds 5"` for a shorter run.
 SPEND_ARGS ?=
-.PHONY: bench wrk
-bench: install wrk
+.PHONY: bench
+bench: install debian-wrk
 	$(BIN)/python bench/spend.py $(SPEND_ARGS)
 
-# wrk from Debian's packages, installed only when missing, and only where apt-get can run.
-wrk:
-	@if command -v wrk >/dev/null; then :; \
+# A benchmark's tool from Debian's package of the same name (debian-wrk, debian-valgrind),
+# installed only when missing, and only where apt-get can run.
+debian-%:
+	@if command -v $* >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
-	else echo "wrk is missing and this is not root: install Debian's wrk" >&2; exit 1; fi
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $*; \
+	else echo "$* is missing and this is not root: install Debian's $*" >&2; exit 1; fi
+
+# Instructions per request in the web worker (bench/README.md), under callgrind: the spend routes
+# against their bare ceilings, in the dedicated database billing_bench_instructions. Steadier than
+# `make bench` for changes to the web worker's code; INSTR_ARGS passes options to bench/instructions.py.
+INSTR_ARGS ?=
+.PHONY: bench-instructions
+bench-instructions: install debian-valgrind
+	$(BIN)/python bench/instructions.py $(INSTR_ARGS)
 
 # The operator console on a large ledger (bench/README.md): 100,000 accounts and 1,000,000 ledger
 # entries in the dedicated database billing_bench_admin (dropped and recreated); each admin page
