@@ -24,6 +24,7 @@ import io
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
-        raise SystemExit("valgrind is needed (Debian package valgrind)")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is needed (Debian's package valgrind; `make bench-instructions` installs it)")
     configure_django(args)
     import spend
 
