@@ -94,19 +94,21 @@ def child(args: argparse.Namespace) -> None:
     method, path, body = KINDS[args.child]
     rng = random.Random(1)
     nonce = f"{os.getpid():08d}"
-    for i in range(args.warm + args.count):
-        if i == args.warm:
-            gc.collect()
-            gc.freeze()
+
+    def call(i: int) -> None:
         n = rng.randrange(args.first, args.accounts + 1)
         environ = _environ(method, path.format(n=n), body, args.token, f"instr-{nonce}-{i:06d}")
         statuses: list[str] = []
-        b"".join(app(environ, lambda status, headers, *_, seen=statuses: seen.append(status)))
+        b"".join(app(environ, lambda status, headers, *_: statuses.append(status)))
         if not statuses[0].startswith(("200", "201")):
             raise SystemExit(f"{args.child}: {statuses[0]} for {environ['PATH_INFO']}")
-    if not args.count:
-        gc.collect()
-        gc.freeze()
+
+    for i in range(args.warm):
+        call(i)
+    gc.collect()
+    gc.freeze()
+    for i in range(args.warm, args.warm + args.count):
+        call(i)
     gc.collect()
     sys.stdout.flush()
     os._exit(0)
