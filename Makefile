@@ -93,6 +93,15 @@ INSTR_ARGS ?=
 bench-instructions: install debian-valgrind
 	$(BIN)/python bench/instructions.py $(INSTR_ARGS)
 
+# PostgreSQL's instructions per statement (bench/README.md), under callgrind: the SQL of the
+# spend routes against their bare ceilings, in a private cluster of the machine's PostgreSQL.
+# Steady to about 1% for changes to the money engine's SQL; SQL_ARGS passes options to
+# bench/sql_instructions.py.
+SQL_ARGS ?=
+.PHONY: bench-sql
+bench-sql: install debian-valgrind
+	$(BIN)/python bench/sql_instructions.py $(SQL_ARGS)
+
 # The operator console on a large ledger (bench/README.md): 100,000 accounts and 1,000,000 ledger
 # entries in the dedicated database billing_bench_admin (dropped and recreated); each admin page
 # must answer in under a second. ADMIN_ARGS="--accounts 2000 --entries 20000" for a quick run.
