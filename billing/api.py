@@ -134,12 +134,18 @@ class BalanceView(ServiceView):
             account_settle(account=account_or_404(account_id), actor=Actor.system("balance_read"), now=now)
             body = balance_json(account_id, now)
             assert body is not None, "a settled account's balance reads"
-        if request.accepted_media_type != JSONRenderer.media_type:  # a rendering asked for, as `indent=`
-            return Response(json.loads(body))
-        return HttpResponse(body, content_type=JSONRenderer.media_type)
+        return rendered(request, body, status.HTTP_200_OK)
 
 
-def answered(moved: Moved, record: KeyRecord, status_code: int) -> Response:
+def rendered(request: Request, body: str, status_code: int) -> HttpResponse:
+    """A body PostgreSQL rendered as JSON, sent as it is; parsed and rendered again by DRF only
+    when the client asked for another rendering (the browsable API, `indent=`)."""
+    if request.accepted_media_type != JSONRenderer.media_type:
+        return Response(json.loads(body), status=status_code)
+    return HttpResponse(body, content_type=JSONRenderer.media_type, status=status_code)
+
+
+def answered(request: Request, moved: Moved, record: KeyRecord, status_code: int) -> HttpResponse:
     """The answer to a movement whose function recorded the key: the body it made, the answer
     recorded before (a replay), a refusal recorded under the key (402, 403, 409), or a 400, 404
     or 429 that records nothing, so that a corrected or later retry may use the key. A spend's
@@ -147,7 +153,8 @@ def answered(moved: Moved, record: KeyRecord, status_code: int) -> Response:
     if moved.outcome in (REPLAY, KEY_TAKEN):
         return replay(record.scope, record.key, record.request_hash)
     if moved.refusal is None:
-        return with_quota_headers(Response(moved.body, status=status_code), moved.rate, None)
+        assert moved.text is not None, moved.outcome
+        return with_quota_headers(rendered(request, moved.text, status_code), moved.rate, None)
     if not stored_refusal(moved.refusal):
         # A debit or a hold meets a recorded key only when it records its own, at the end: one
         # refused before that (an operation since deactivated) is a replay all the same.
@@ -170,7 +177,7 @@ class DebitCreateView(ServiceView):
         tags=["debits"],
         description=DEBIT_DOC + QUOTAS_DOC,
     )
-    def post(self, request: Request, account_id: str) -> Response:
+    def post(self, request: Request, account_id: str) -> HttpResponse:
         record = key_record(request)
         data = debit_request_fast(request.data) or parse(DebitRequest, request.data)
         moved = debit_spend(
@@ -183,7 +190,7 @@ class DebitCreateView(ServiceView):
             now=timezone.now(),
             record=record,
         )
-        return answered(moved, record, status.HTTP_201_CREATED)
+        return answered(request, moved, record, status.HTTP_201_CREATED)
 
 
 @dataclass(frozen=True)
@@ -316,11 +323,11 @@ class DebitRefundView(ServiceView):
         tags=["debits"],
         description=REFUND_DOC,
     )
-    def post(self, request: Request, debit_id: str) -> Response:
+    def post(self, request: Request, debit_id: str) -> HttpResponse:
         record = key_record(request)
         parse(EmptyRequest, request.data)
         moved = debit_refund_recorded(debit=debit_id, actor=actor_of(request), now=timezone.now(), record=record)
-        return answered(moved, record, status.HTTP_200_OK)
+        return answered(request, moved, record, status.HTTP_200_OK)
 
 
 class HoldCreateView(ServiceView):
@@ -331,7 +338,7 @@ class HoldCreateView(ServiceView):
         tags=["holds"],
         description=HOLD_DOC + QUOTAS_DOC,
     )
-    def post(self, request: Request, account_id: str) -> Response:
+    def post(self, request: Request, account_id: str) -> HttpResponse:
         record = key_record(request)
         data = hold_request_fast(request.data) or parse(HoldRequest, request.data)
         moved = hold_spend(
@@ -344,7 +351,7 @@ class HoldCreateView(ServiceView):
             now=timezone.now(),
             record=record,
         )
-        return answered(moved, record, status.HTTP_201_CREATED)
+        return answered(request, moved, record, status.HTTP_201_CREATED)
 
 
 class HoldDetailView(ServiceView):
@@ -365,13 +372,13 @@ class HoldCaptureView(ServiceView):
         tags=["holds"],
         description=CAPTURE_DOC,
     )
-    def post(self, request: Request, hold_id: str) -> Response:
+    def post(self, request: Request, hold_id: str) -> HttpResponse:
         record = key_record(request)
         data = capture_request_fast(request.data) or parse(CaptureRequest, request.data)
         moved = hold_capture_recorded(
             hold=hold_id, credits=data.get("credits"), actor=actor_of(request), now=timezone.now(), record=record
         )
-        return answered(moved, record, status.HTTP_200_OK)
+        return answered(request, moved, record, status.HTTP_200_OK)
 
 
 class HoldReleaseView(ServiceView):
@@ -382,11 +389,11 @@ class HoldReleaseView(ServiceView):
         tags=["holds"],
         description=RELEASE_DOC,
     )
-    def post(self, request: Request, hold_id: str) -> Response:
+    def post(self, request: Request, hold_id: str) -> HttpResponse:
         record = key_record(request)
         parse(EmptyRequest, request.data)
         moved = hold_release_recorded(hold=hold_id, actor=actor_of(request), now=timezone.now(), record=record)
-        return answered(moved, record, status.HTTP_200_OK)
+        return answered(request, moved, record, status.HTTP_200_OK)
 
 
 def ledger_response(request: Request, account: Account) -> Response:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.conf import settings
-from rest_framework.response import Response
+from django.http import HttpResponseBase
 
 from billing.errors import BillingError
 from billing.models import BillingPolicy
@@ -73,6 +74,9 @@ class DailyCapReached(QuotaExceeded):
 QUOTA_REFUSALS: dict[str, type[QuotaExceeded]] = {"rate_limited": RateLimited, "daily_cap_reached": DailyCapReached}
 
 
+HttpResponseT = TypeVar("HttpResponseT", bound=HttpResponseBase)
+
+
 @dataclass(frozen=True)
 class RateLimitState:
     """The account's token bucket after a spend: its size, whole spends left, and seconds until it
@@ -83,7 +87,9 @@ class RateLimitState:
     reset: int
 
 
-def with_quota_headers(response: Response, rate: RateLimitState | None, refusal: BillingError | None) -> Response:
+def with_quota_headers(
+    response: HttpResponseT, rate: RateLimitState | None, refusal: BillingError | None
+) -> HttpResponseT:
     """The RateLimit-* headers of the account's bucket, and Retry-After on a quota's refusal."""
     if rate is not None:
         response["RateLimit-Limit"] = str(rate.limit)

@@ -7,6 +7,7 @@ result or a domain error; the money rules live in the functions alone.
 
 from __future__ import annotations
 
+import functools
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import UniqueConstraint
 from django.utils import timezone
+from psycopg.types.string import TextLoader
 
 from accounts.models import Account
 from billing.errors import (
@@ -87,6 +89,8 @@ def call(function: str, params: list[Any]) -> tuple[Any, ...] | None:
     statement = f"SELECT * FROM {function}({', '.join(['%s'] * len(params))})"
     try:
         with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            # The answer's body as the function rendered it (json), as text: the API sends it on.
+            cursor.cursor.adapters.register_loader("json", TextLoader)
             cursor.execute(statement, params)
             return cursor.fetchone()
     except IntegrityError as exc:
@@ -107,13 +111,18 @@ def _account_id(account: Account | str | int) -> str:
 @dataclass(frozen=True)
 class Moved:
     """What a movement function answered: its outcome, the answer's body when it was made (the
-    shape the API returns, rendered by the function), and the domain error when it was refused.
-    Neither for REPLAY and KEY_TAKEN: the answer is the one recorded under the key."""
+    shape the API returns, as the JSON text the function rendered), and the domain error when it
+    was refused. Neither for REPLAY and KEY_TAKEN: the answer is the one recorded under the key."""
 
     outcome: str
-    body: dict[str, Any] | None = None
+    text: str | None = None
     refusal: BillingError | None = None
     rate: RateLimitState | None = None  # the account's token bucket after a spend, while it is limited
+
+    @functools.cached_property
+    def body(self) -> dict[str, Any] | None:
+        """The answer's body, parsed."""
+        return None if self.text is None else json.loads(self.text)
 
     def made(self) -> dict[str, Any]:
         """The body of a movement that must have been made; its refusal raised otherwise."""
@@ -148,7 +157,7 @@ def _spent(row: tuple[Any, ...] | None, operation: str) -> Moved:
         return Moved(KEY_TAKEN)
     outcome, credits, available, _held, body, retry_after, limit, remaining, reset = row
     rate = None if limit is None else RateLimitState(limit, remaining, reset)
-    return Moved(outcome, _loads(body), _spend_refusal(outcome, operation, credits, available, retry_after), rate)
+    return Moved(outcome, body, _spend_refusal(outcome, operation, credits, available, retry_after), rate)
 
 
 def debit_spend(
@@ -265,11 +274,12 @@ def _settled(row: tuple[Any, ...] | None, hold: str) -> Moved:
     """A billing_capture or billing_release row (outcome, ..., body) as Moved."""
     if row is None:
         return Moved(KEY_TAKEN)
-    outcome, body = row[0], _loads(row[-1])
+    outcome, text = row[0], row[-1]
+    body = _loads(text)
     if outcome == "not_pending" and len(row) == 3:  # billing_release says the status beside the body
         body = {"status": row[1]}
     refusal = _hold_refusal(outcome, hold, body)
-    return Moved(outcome, None if refusal else body, refusal)
+    return Moved(outcome, None if refusal else text, refusal)
 
 
 def hold_capture_recorded(
@@ -293,7 +303,7 @@ def debit_refund_recorded(*, debit: str, actor: Actor, now: datetime, record: Ke
         return Moved(KEY_TAKEN)
     outcome, body = row
     refusal = {"not_found": AccountNotFound(), "already_refunded": DebitAlreadyRefunded()}.get(outcome)
-    return Moved(outcome, _loads(body), refusal)
+    return Moved(outcome, body, refusal)
 
 
 def hold_capture(*, hold: Hold | str, actor: Actor, credits: int | None = None, now: datetime | None = None) -> Hold:

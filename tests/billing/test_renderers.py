@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from billing.models import Debit, Grant, Hold
+from billing.models import Debit, Grant, Hold, IdempotencyKey
 from billing.selectors import balance_get, balance_json, hold_json
 from billing.serializers import BalanceOut, DebitOut, HoldOut
 from billing.services.ledger import (
@@ -72,3 +72,21 @@ def test_the_balance_body_is_the_balance_serializer(account):
     body = balance_json(account.public_id, now)
     assert body is not None
     assert json.loads(body) == plain(BalanceOut(balance).data)
+
+
+def test_a_movement_answers_the_text_its_function_rendered(api, account):
+    """The API sends the body billing_debit or billing_hold rendered as it is (its spacing is
+    PostgreSQL's); a client that asks for another rendering gets DRF's, of the same object."""
+    give(account, 5)
+    debit = api.post(f"/accounts/{account.public_id}/debits", {"credits": 1, "reference": "r"})
+    assert debit.status_code == 201 and debit["Content-Type"] == "application/json"
+    assert debit.content.startswith(b'{"id" : "deb_')  # json_build_object's text, not DRF's
+    assert debit.json() == IdempotencyKey.objects.get(key__startswith="test-").response_body
+    indented = api.post(
+        f"/accounts/{account.public_id}/holds",
+        {"credits": 1, "reference": "h", "expires_in": 60},
+        headers={"Accept": "application/json; indent=2"},
+    )
+    assert indented.status_code == 201 and indented.content.startswith(b'{\n  "id": "hold_')
+    hold = Hold.objects.select_related("account").get(public_id=indented.json()["id"])
+    assert indented.json() == plain(HoldOut(hold).data)
