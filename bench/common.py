@@ -158,3 +158,21 @@ def ledger_check() -> dict[str, Any]:
         "breaches": len(breaches),
         "first_breaches": [str(b) for b in breaches[:10]],
     }
+
+
+# --- instruction counts -------------------------------------------------------------------------
+
+# (route, its ceiling) of the instruction benchmarks: the ratio printed is ceiling / route, the
+# same way up as `make bench`'s throughput ratios.
+INSTRUCTION_PAIRS = [("debit", "bare_debit"), ("balance", "bare_read")]
+
+
+def print_instructions(unit: str, counts: dict[str, int]) -> None:
+    """The instruction benchmarks' table: instructions per `unit` of each kind, then the ratios."""
+    print(f"\n{unit:<12}{'instructions':>14}")
+    for kind, count in counts.items():
+        print(f"{kind:<12}{count:>14,}")
+    print(f"\n{'ratio':<24}{'ceiling / route':>16}")
+    for route, ceiling in INSTRUCTION_PAIRS:
+        if route in counts and ceiling in counts:
+            print(f"{route + '_vs_' + ceiling:<24}{counts[ceiling] / counts[route]:>16.3f}")

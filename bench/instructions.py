@@ -41,6 +41,7 @@ from common import (
     configure_django,
     flush_broker,
     log,
+    print_instructions,
 )
 
 # kind -> (method, path with {n} for an account number, body); debits go to the accounts whose
@@ -51,8 +52,6 @@ KINDS: dict[str, tuple[str, str, bytes]] = {
     "balance": ("GET", "/api/v1/accounts/acct_bench{n:015d}/balance", b""),
     "bare_read": ("GET", "/bench/bare/balance/acct_bench{n:015d}", b""),
 }
-# (route, its ceiling): the ratio printed is ceiling / route, as `make bench` prints throughput.
-PAIRS = [("debit", "bare_debit"), ("balance", "bare_read")]
 COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
@@ -191,13 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         found = pool.map(lambda kind: per_request(args, kind, prepared["token"], first), kinds)
         counts = dict(zip(kinds, found, strict=True))
-    print(f"\n{'request':<12}{'instructions':>14}")
-    for kind, count in counts.items():
-        print(f"{kind:<12}{count:>14,}")
-    print(f"\n{'ratio':<24}{'ceiling / route':>16}")
-    for route, ceiling in PAIRS:
-        if route in counts and ceiling in counts:
-            print(f"{route + '_vs_' + ceiling:<24}{counts[ceiling] / counts[route]:>16.3f}")
+    print_instructions("request", counts)
     return 0
 
 

@@ -32,12 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import configure_django, log, public_id
+from common import configure_django, log, print_instructions, public_id
 
 COLLECTED = re.compile(r"Collected : (\d+)")
 DATABASE = "billing_bench_sql"
-# (route, its ceiling): the ratio printed is ceiling / route, as `make bench` prints throughput.
-PAIRS = [("debit", "bare_debit"), ("balance", "bare_read")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -237,13 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = {kind: per_statement(cluster, args, plans[kind], accounts) for kind in kinds}
     finally:
         cluster.remove()
-    print(f"\n{'statement':<12}{'instructions':>14}")
-    for kind, count in counts.items():
-        print(f"{kind:<12}{count:>14,}")
-    print(f"\n{'ratio':<24}{'ceiling / route':>16}")
-    for route, ceiling in PAIRS:
-        if route in counts and ceiling in counts:
-            print(f"{route + '_vs_' + ceiling:<24}{counts[ceiling] / counts[route]:>16.3f}")
+    print_instructions("statement", counts)
     return 0
 
 
