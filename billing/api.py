@@ -75,17 +75,16 @@ from billing.serializers import (
     encode_cursor,
     hold_request_fast,
 )
+from billing.services.batch import BatchDebit, debits_create_batch
 from billing.services.ledger import (
     KEY_TAKEN,
     REPLAY,
     Actor,
-    BatchDebit,
     KeyRecord,
     Moved,
     account_settle,
     debit_refund_recorded,
     debit_spend,
-    debits_create_batch,
     hold_capture_recorded,
     hold_release_recorded,
     hold_spend,

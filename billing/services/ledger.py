@@ -132,7 +132,7 @@ class Moved:
         return self.body
 
 
-def _spend_refusal(
+def spend_refusal(
     outcome: str, operation: str, credits: int | None, available: int | None, retry_after: int | None = None
 ) -> BillingError | None:
     if outcome == "unknown_operation":
@@ -157,7 +157,7 @@ def _spent(row: tuple[Any, ...] | None, operation: str) -> Moved:
         return Moved(KEY_TAKEN)
     outcome, credits, available, _held, body, retry_after, limit, remaining, reset = row
     rate = None if limit is None else RateLimitState(limit, remaining, reset)
-    return Moved(outcome, body, _spend_refusal(outcome, operation, credits, available, retry_after), rate)
+    return Moved(outcome, body, spend_refusal(outcome, operation, credits, available, retry_after), rate)
 
 
 def debit_spend(
@@ -177,7 +177,7 @@ def debit_spend(
         check_amount(credits)
     row = call(
         "billing_debit",
-        [account, credits, operation, reference, _json(metadata or {}), new_debit_id(), now, actor.type, actor.id]
+        [account, credits, operation, reference, json_param(metadata or {}), new_debit_id(), now, actor.type, actor.id]
         + _key_params(record)
         + quota_settings(),
     )
@@ -393,65 +393,6 @@ def _take_back(grant: Grant, credits: int | None, kind: str, actor: Actor, refer
     return int(row[0])
 
 
-@dataclass(frozen=True)
-class BatchDebit:
-    """One debit of a batch: the account by public id, and what debit_create takes."""
-
-    account: str
-    credits: int
-    reference: str = ""
-    operation: str = ""
-    metadata: dict[str, Any] | None = None
-
-
-@dataclass
-class BatchOutcome:
-    """A batch item's debit (its body, as the API shows it), or the refusal that stopped it."""
-
-    body: dict[str, Any] | None = None
-    error: BillingError | None = None
-
-
-def debits_create_batch(*, items: list[BatchDebit], actor: Actor, now: datetime | None = None) -> list[BatchOutcome]:
-    """Many debits in one transaction (billing_debit_batch); each is made or refused on its own,
-    in the given order."""
-    outcomes = [BatchOutcome() for _ in items]
-    sent: list[BatchOutcome] = []
-    rows: list[dict[str, Any]] = []
-    for item, result in zip(items, outcomes, strict=True):
-        try:
-            check_amount(item.credits)
-        except InvalidAmount as exc:
-            result.error = exc
-            continue
-        sent.append(result)
-        rows.append(
-            {
-                "account": item.account,
-                "credits": item.credits,
-                "operation": item.operation,
-                "reference": item.reference,
-                "metadata": item.metadata or {},
-                "public_id": new_debit_id(),
-            }
-        )
-    if not rows:
-        return outcomes
-    statement = (
-        "SELECT n, outcome, credits, available, body, retry_after FROM billing_debit_batch(%s, %s, %s, %s, %s, %s, %s)"
-    )
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(statement, [_json(rows), now or timezone.now(), actor.type, actor.id, *quota_settings()])
-        answered = cursor.fetchall()
-    for place, (result, row, (n, outcome, credits, available, body, retry_after)) in enumerate(
-        zip(sent, rows, answered, strict=True)
-    ):
-        assert n == place + 1, "billing_debit_batch answers its items in order"
-        result.error = _spend_refusal(outcome, row["operation"], credits, available, retry_after)
-        result.body = _loads(body)
-    return outcomes
-
-
 def account_settle(*, account: Account, actor: Actor, now: datetime | None = None) -> Account:
     """Release lapsed holds, make the free grant due and expire lapsed lots of one account."""
     with connection.cursor() as cursor:
@@ -497,7 +438,8 @@ def _refresh_cached(target: Account | str, current: Account) -> None:
         target.held_credits = current.held_credits
 
 
-def _json(value: Any) -> str:
+def json_param(value: Any) -> str:
+    """A JSON parameter of a movement function (metadata, a batch's items)."""
     return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"))
 
 

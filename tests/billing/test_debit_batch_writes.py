@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Debit, LedgerEntry
-from billing.services.ledger import BatchDebit, debits_create_batch
+from billing.services.batch import BatchDebit, debits_create_batch
 from notifications.models import Event
 from tests.billing.factories import STAFF, give, make_account
 

@@ -49,14 +49,13 @@ from billing.integrity import ledger_breaches
 from billing.models import Debit, Grant, Hold, JobRun, LedgerEntry
 from billing.policy import policy_get
 from billing.selectors import balance_get, balance_json
+from billing.services.batch import BatchDebit, debits_create_batch
 from billing.services.jobs import grants_expire_due, holds_expire_due, job_run_inline
 from billing.services.ledger import (
     Actor,
-    BatchDebit,
     account_settle,
     debit_create,
     debit_refund,
-    debits_create_batch,
     grant_clawback,
     grant_create,
     grant_void,
