@@ -257,15 +257,18 @@ def hold_create(
     return hold
 
 
-def _hold_refusal(outcome: str, hold: str, body: dict[str, Any] | None) -> BillingError | None:
+def _hold_refusal(outcome: str, hold: str, row: tuple[Any, ...]) -> BillingError | None:
+    """The refusal a billing_capture or billing_release row says, if any; the body (JSON text,
+    last) is read only by the refusals that quote it, and billing_release says a hold's status
+    beside it."""
     if outcome == "not_found":
         return HoldNotFound()
     if outcome in ("expired", "lapsed"):
         return HoldExpired(hold=hold)
     if outcome == "not_pending":
-        return HoldNotPending(status=(body or {}).get("status", ""))
+        return HoldNotPending(status=row[1] if len(row) == 3 else (_loads(row[-1]) or {}).get("status", ""))
     if outcome == "invalid_amount":
-        held = (body or {}).get("held", 0)
+        held = (_loads(row[-1]) or {}).get("held", 0)
         return InvalidAmount(f"credits must be an integer from 0 to {held}", held=held)
     return None
 
@@ -274,12 +277,9 @@ def _settled(row: tuple[Any, ...] | None, hold: str) -> Moved:
     """A billing_capture or billing_release row (outcome, ..., body) as Moved."""
     if row is None:
         return Moved(KEY_TAKEN)
-    outcome, text = row[0], row[-1]
-    body = _loads(text)
-    if outcome == "not_pending" and len(row) == 3:  # billing_release says the status beside the body
-        body = {"status": row[1]}
-    refusal = _hold_refusal(outcome, hold, body)
-    return Moved(outcome, None if refusal else text, refusal)
+    outcome = row[0]
+    refusal = _hold_refusal(outcome, hold, row)
+    return Moved(outcome, None if refusal else row[-1], refusal)
 
 
 def hold_capture_recorded(
