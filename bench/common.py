@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,28 @@ def ledger_check() -> dict[str, Any]:
 
 
 # --- instruction counts -------------------------------------------------------------------------
+
+# The instruction benchmarks run their process under this; callgrind's summary goes to stderr.
+CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def require_valgrind(target: str) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit(f"valgrind is needed (Debian's package valgrind; `make {target}` installs it)")
+
+
+def check_kinds(parser: argparse.ArgumentParser, kinds: str, known: Iterable[str]) -> None:
+    unknown = set(kinds.split(",")) - set(known)
+    if unknown:
+        parser.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(known)}")
+
+
+def collected(stderr: str) -> int | None:
+    """The instructions callgrind's summary says it counted; None when there is none."""
+    found = _COLLECTED.search(stderr)
+    return None if found is None else int(found.group(1))
+
 
 # (route, its ceiling) of the instruction benchmarks: the ratio printed is ceiling / route, the
 # same way up as `make bench`'s throughput ratios.

@@ -23,8 +23,6 @@ import argparse
 import io
 import os
 import random
-import re
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -35,13 +33,17 @@ from common import (
     BENCH_PUBLIC_ID_KEY,
     BENCH_SECRET_KEY,
     BIN,
+    CALLGRIND,
     ROOT,
     add_database_options,
     check_database_name,
+    check_kinds,
+    collected,
     configure_django,
     flush_broker,
     log,
     print_instructions,
+    require_valgrind,
 )
 
 # kind -> (method, path with {n} for an account number, body); debits go to the accounts whose
@@ -52,7 +54,6 @@ KINDS: dict[str, tuple[str, str, bytes]] = {
     "balance": ("GET", "/api/v1/accounts/acct_bench{n:015d}/balance", b""),
     "bare_read": ("GET", "/bench/bare/balance/acct_bench{n:015d}", b""),
 }
-COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,9 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", default="", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = set(args.kinds.split(",")) - set(KINDS)
-    if unknown:
-        parser.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    check_kinds(parser, args.kinds, KINDS)
     check_database_name(parser, args)
     if args.requests < 1 or args.warm < 1:
         parser.error("--requests and --warm must be at least 1")
@@ -156,14 +155,14 @@ def instructions(args: argparse.Namespace, kind: str, count: int, token: str, fi
         SERVICE_KEY_CACHE_SECONDS="300",
         DB_POOL="true",
     )
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(BIN / "python")]
+    command = [*CALLGRIND, str(BIN / "python")]
     command += [__file__, "--child", kind, "--count", str(count), "--token", token, "--first", str(first)]
     command += ["--warm", str(args.warm), "--accounts", str(args.accounts), "--database", args.database]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True)
-    found = COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"{kind}: valgrind run failed:\n{done.stderr.decode(errors='replace')[-2000:]}")
-    return int(found.group(1))
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, errors="replace")
+    count = collected(done.stderr)
+    if done.returncode != 0 or count is None:
+        raise RuntimeError(f"{kind}: valgrind run failed:\n{done.stderr[-2000:]}")
+    return count
 
 
 def per_request(args: argparse.Namespace, kind: str, token: str, first: int) -> int:
@@ -176,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is needed (Debian's package valgrind; `make bench-instructions` installs it)")
+    require_valgrind("bench-instructions")
     configure_django(args)
     import spend
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -32,9 +31,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import configure_django, log, print_instructions, public_id
+from common import (
+    CALLGRIND,
+    check_kinds,
+    collected,
+    configure_django,
+    log,
+    print_instructions,
+    public_id,
+    require_valgrind,
+)
 
-COLLECTED = re.compile(r"Collected : (\d+)")
 DATABASE = "billing_bench_sql"
 
 
@@ -46,9 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kinds", default="debit,bare_debit,balance,bare_read", help="Comma-separated kinds.")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="Redis for the set-up's service key.")
     args = parser.parse_args(argv)
-    unknown = set(args.kinds.split(",")) - set(KINDS)
-    if unknown:
-        parser.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    check_kinds(parser, args.kinds, KINDS)
     if args.statements < 1 or args.warm < 1 or args.accounts < 4:
         parser.error("--statements and --warm must be at least 1, --accounts at least 4")
     return args
@@ -168,14 +173,13 @@ class Cluster:
         script = self.root / "statements.sql"
         script.write_text("\n".join(statements) + "\n")
         with open(script) as stdin:
-            valgrind = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
             single = (str(self.bin / "postgres"), "--single", "-D", str(self.data), "-c", "fsync=off", database)
-            done = self.run(*valgrind, *single, stdin=stdin, capture_output=True, text=True)
-        found = COLLECTED.search(done.stderr)
+            done = self.run(*CALLGRIND, *single, stdin=stdin, capture_output=True, text=True)
+        count = collected(done.stderr)
         failed = [line for line in done.stderr.splitlines() if " ERROR: " in line or "FATAL" in line]
-        if done.returncode != 0 or found is None or failed:
+        if done.returncode != 0 or count is None or failed:
             raise RuntimeError(f"single-user run failed:\n{chr(10).join(failed) or done.stderr[-2000:]}")
-        return int(found.group(1))
+        return count
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -225,8 +229,7 @@ def prepared(args: argparse.Namespace, cluster: Cluster, kinds: list[str]) -> tu
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is needed (Debian's package valgrind; `make bench-sql` installs it)")
+    require_valgrind("bench-sql")
     kinds = args.kinds.split(",")
     cluster = Cluster()
     try:
