@@ -95,7 +95,7 @@ bench-instructions: install debian-valgrind
 
 # PostgreSQL's instructions per statement (bench/README.md), under callgrind: the SQL of the
 # spend routes against their bare ceilings, in a private cluster of the machine's PostgreSQL.
-# Steady to about 1% for changes to the money engine's SQL; SQL_ARGS passes options to
+# Repeats within about 0.1%, for changes to the money engine's SQL; SQL_ARGS passes options to
 # bench/sql_instructions.py.
 SQL_ARGS ?=
 .PHONY: bench-sql

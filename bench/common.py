@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ def require_valgrind(target: str) -> None:
         raise SystemExit(f"valgrind is needed (Debian's package valgrind; `make {target}` installs it)")
 
 
-def check_kinds(parser: argparse.ArgumentParser, kinds: str, known: Iterable[str]) -> None:
+def check_kinds(parser: argparse.ArgumentParser, kinds: str, known: Collection[str]) -> None:
     unknown = set(kinds.split(",")) - set(known)
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)}; known: {', '.join(known)}")
