@@ -3,14 +3,15 @@ and billing_balance_crossed (billing/sql/) raises balance.low, balance.recovered
 recharge in the transaction of the movement that crosses one (notifications.models says why these
 columns are not fields of accounts.Account).
 
-The trigger is ENABLE ALWAYS: it fires under session_replication_role = replica too, which the
-refill sets for its foreign-key checks when no trigger of ours would be silenced by it.
+The trigger's DDL is today's (notifications/balance_trigger.py), as the function's is today's
+billing/sql/ text.
 """
 
 from django.conf import settings
 from django.db import migrations
 
 from billing import sql_functions
+from notifications.balance_trigger import DROP_TRIGGER, TRIGGER
 
 COLUMNS = """
 ALTER TABLE accounts_account
@@ -29,19 +30,6 @@ ALTER TABLE accounts_account
     DROP COLUMN balance_low,
     DROP COLUMN auto_recharge_threshold_credits;
 """
-# WHEN is evaluated on the row with no function call: a movement that crosses neither threshold
-# runs nothing more.
-TRIGGER = """
-CREATE TRIGGER notifications_balance_crossed
-BEFORE UPDATE OF available_credits ON accounts_account
-FOR EACH ROW
-WHEN ((NEW.available_credits < NEW.low_balance_threshold_credits) <> OLD.balance_low
-      OR (NEW.available_credits < NEW.auto_recharge_threshold_credits
-          AND OLD.available_credits >= NEW.auto_recharge_threshold_credits))
-EXECUTE FUNCTION billing_balance_crossed();
-ALTER TABLE accounts_account ENABLE ALWAYS TRIGGER notifications_balance_crossed;
-"""
-DROP_TRIGGER = "DROP TRIGGER notifications_balance_crossed ON accounts_account;"
 
 
 def _columns(apps, schema_editor):  # type: ignore[no-untyped-def]

@@ -41,8 +41,8 @@ def batch(*items: tuple[Account | str, int]):  # type: ignore[no-untyped-def]
 
 def test_each_account_and_debit_row_is_written_once_whatever_its_items(assert_ledger_clean):
     one, two = make_account(), make_account()
-    give(one, 10)
-    give(two, 10)
+    give(one, 20)  # neither crosses the low-balance threshold (10): the trigger writes nothing
+    give(two, 20)
     before = writes()
     outcomes = batch((one, 1), (two, 2), (one, 3), ("acct_nobodyhasthisid", 1), (one, 50), (one, 1))
     after = writes()
@@ -60,7 +60,7 @@ def test_each_account_and_debit_row_is_written_once_whatever_its_items(assert_le
     assert (inserted, updated) == (4, 2)
     one.refresh_from_db()
     two.refresh_from_db()
-    assert (one.available_credits, two.available_credits) == (5, 8)
+    assert (one.available_credits, two.available_credits) == (15, 18)
     assert_ledger_clean()
 
 
@@ -85,9 +85,15 @@ def test_entries_say_the_balance_item_by_item_and_debits_keep_the_items_order():
 def test_the_balance_trigger_sees_the_balances_after_the_batch():
     account = make_account()
     give(account, 12)
+    before = writes()
     batch((account, 1), (account, 2), (account, 1))  # 11, 9 (below 10), 8
     events = [(e.type, e.data) for e in Event.objects.filter(account=account)]
     assert events == [("balance.low", {"available": 8, "held": 0, "threshold": 10})]
+    # The batch's write, and the trigger's record of the state it announced.
+    assert writes()["accounts_account"][1] - before["accounts_account"][1] == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT balance_low FROM accounts_account WHERE id = %s", [account.pk])
+        assert cursor.fetchone() == (True,)
 
 
 def test_an_account_whose_items_are_all_refused_keeps_what_settling_wrote():
