@@ -61,7 +61,7 @@ WITH moved AS (
 ),
 numbered AS (
     SELECT nextval('billing_grant_id_seq') AS grant_id, m.*
-    FROM (SELECT * FROM moved WHERE credits > 0 ORDER BY account_id) m
+    FROM moved m WHERE m.credits > 0
 ),
 granted AS (
     INSERT INTO billing_grant
