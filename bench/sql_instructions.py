@@ -18,13 +18,8 @@ what is not counted (the client, the network, WAL flushes to disk) is the same f
 from __future__ import annotations
 
 import argparse
-import glob
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,6 +28,7 @@ from typing import Any
 
 from common import (
     CALLGRIND,
+    ROOT,
     check_kinds,
     collected,
     configure_django,
@@ -125,40 +121,30 @@ KINDS: dict[str, Callable[[], Plan]] = {
 
 
 class Cluster:
-    """A PostgreSQL data directory in a temporary directory, run as the current user, or as
-    `postgres` when that is root (the server refuses root)."""
+    """A private cluster (tests/private_servers.py), with a snapshot of its data directory that
+    each single-user run starts from."""
 
     def __init__(self) -> None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-        if not found:
-            raise SystemExit("PostgreSQL's server programs are needed under /usr/lib/postgresql/*/bin")
-        self.bin = Path(found[-1]).parent
-        self.root = Path(tempfile.mkdtemp(prefix="bench-sql-"))
-        self.data = self.root / "data"
+        sys.path.insert(0, str(ROOT))
+        from tests.private_servers import PrivatePostgres
+
+        self.pg = PrivatePostgres()
+        self.root = Path(self.pg.root)
+        self.data = Path(self.pg.data)
         self.snapshot = self.root / "snapshot"
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            os.chmod(self.root, 0o777)
 
     def run(self, *command: str, **kwargs: Any) -> subprocess.CompletedProcess:
         """A command run as the cluster's owner."""
-        if self.as_postgres:
-            command = ("runuser", "-u", "postgres", "--", *command)
-        return subprocess.run(command, cwd=self.root, **kwargs)
-
-    def server(self, program: str, *args: str) -> None:
-        self.run(str(self.bin / program), *args, check=True, capture_output=True)
+        return subprocess.run(self.pg.as_owner(*command), cwd=self.root, **kwargs)
 
     @contextmanager
-    def started(self, port: int) -> Iterator[str]:
-        """The cluster made and started on `port`; its URL while it runs."""
-        self.server("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=off"
-        self.server("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+    def started(self) -> Iterator[str]:
+        """The cluster started; its URL, without a database, while it runs."""
+        self.pg.start()
         try:
-            yield f"postgres://postgres@127.0.0.1:{port}"
+            yield f"postgres://postgres@127.0.0.1:{self.pg.port}"
         finally:
-            self.server("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.pg.stop()
 
     def keep_snapshot(self) -> None:
         self.run("cp", "-a", str(self.data), str(self.snapshot), check=True)
@@ -173,7 +159,15 @@ class Cluster:
         script = self.root / "statements.sql"
         script.write_text("\n".join(statements) + "\n")
         with open(script) as stdin:
-            single = (str(self.bin / "postgres"), "--single", "-D", str(self.data), "-c", "fsync=off", database)
+            single = (
+                str(Path(self.pg.bin) / "postgres"),
+                "--single",
+                "-D",
+                str(self.data),
+                "-c",
+                "fsync=off",
+                database,
+            )
             done = self.run(*CALLGRIND, *single, stdin=stdin, capture_output=True, text=True)
         count = collected(done.stderr)
         failed = [line for line in done.stderr.splitlines() if " ERROR: " in line or "FATAL" in line]
@@ -182,16 +176,10 @@ class Cluster:
         return count
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.pg.destroy()
 
 
 # --- the run --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def per_statement(cluster: Cluster, args: argparse.Namespace, plan: Plan, accounts: dict[str, int]) -> int:
@@ -214,7 +202,7 @@ def prepared(args: argparse.Namespace, cluster: Cluster, kinds: list[str]) -> tu
     """The private cluster made and loaded as `make bench` prepares its database, then kept as the
     snapshot every run starts from; each kind's statements, and the accounts they use (those
     with no per-account rate limit, so that no run is refused)."""
-    with cluster.started(free_port()) as url:
+    with cluster.started() as url:
         args.pg_url, args.database = url, DATABASE
         configure_django(args)
         import spend

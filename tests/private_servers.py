@@ -83,10 +83,12 @@ class PrivatePostgres:
             os.chmod(self.root, 0o777)
         self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 
+    def as_owner(self, *command: str) -> list[str]:
+        """A command line that runs as the cluster's owner."""
+        return ["runuser", "-u", "postgres", "--", *command] if self._as_postgres else list(command)
+
     def _run(self, program: str, *args: str) -> None:
-        command = [os.path.join(self.bin, program), *args]
-        if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
+        command = self.as_owner(os.path.join(self.bin, program), *args)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root)
 
     def start(self) -> None:
