@@ -266,11 +266,16 @@ def _hold_refusal(outcome: str, hold: str, row: tuple[Any, ...]) -> BillingError
     if outcome in ("expired", "lapsed"):
         return HoldExpired(hold=hold)
     if outcome == "not_pending":
-        return HoldNotPending(status=row[1] if len(row) == 3 else (_loads(row[-1]) or {}).get("status", ""))
+        return HoldNotPending(status=row[1] if len(row) == 3 else _quoted(row, "status", ""))
     if outcome == "invalid_amount":
-        held = (_loads(row[-1]) or {}).get("held", 0)
+        held = _quoted(row, "held", 0)
         return InvalidAmount(f"credits must be an integer from 0 to {held}", held=held)
     return None
+
+
+def _quoted(row: tuple[Any, ...], field: str, default: Any) -> Any:
+    """A field of the row's body (the JSON text `call` loads, last in the row), or `default`."""
+    return default if row[-1] is None else json.loads(row[-1]).get(field, default)
 
 
 def _settled(row: tuple[Any, ...] | None, hold: str) -> Moved:
@@ -441,7 +446,3 @@ def _refresh_cached(target: Account | str, current: Account) -> None:
 def json_param(value: Any) -> str:
     """A JSON parameter of a movement function (metadata, a batch's items)."""
     return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":"))
-
-
-def _loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
