@@ -62,6 +62,14 @@ class UnknownOperation(BillingError):
     default_message = "Unknown or inactive operation."
 
 
+class PurchaseGrantNotVoidable(BillingError):
+    status_code = 409
+    code = "purchase_grant"
+    default_message = (
+        "A purchase's credits are not voided: claw them back, which is counted on the purchase, or refund it."
+    )
+
+
 class InvalidAmount(BillingError):
     status_code = 400
     code = "validation_error"

@@ -149,20 +149,24 @@ def _debits(scope: Q) -> Iterator[Breach]:
 
 def _purchases(scope: Q) -> Iterator[Breach]:
     """A paid purchase has exactly one purchase grant of its credits, on its account; its
-    clawbacks are its grant's clawback entries and never exceed what it granted."""
+    clawbacks are its grant's clawback entries and never exceed what it granted; while it owes
+    credits (unrecoverable), its lot has none left (credits coming back pay that first)."""
     clawed = _entries_sum("credits", grant=OuterRef("grant_id"), kind="clawback")
     rows = Purchase.objects.filter(scope).exclude(status__in=["pending", "canceled"]).annotate(clawed=clawed)
     ok = (
         Q(grant__isnull=False, grant__source="purchase", grant__amount=F("credits"), grant__account=F("account"))
         & Q(clawed=-F("clawed_back_credits"))
         & Q(clawed_back_credits__lte=F("credits"))
+        & (Q(unrecoverable_credits=0) | Q(grant__remaining=0))
     )
-    for p in rows.exclude(ok).values("public_id", "status", "credits", "grant_id", "clawed", "clawed_back_credits"):
+    fields = ["public_id", "status", "credits", "grant_id", "clawed", "clawed_back_credits"]
+    for p in rows.exclude(ok).values(*fields, "unrecoverable_credits", "grant__remaining"):
         yield Breach(
             "purchase",
             p["public_id"],
             f"{p['status']} purchase of {p['credits']} credits has grant {p['grant_id']}, "
-            f"clawback entries {-p['clawed']} against {p['clawed_back_credits']} recorded",
+            f"clawback entries {-p['clawed']} against {p['clawed_back_credits']} recorded, "
+            f"{p['unrecoverable_credits']} unrecoverable with {p['grant__remaining']} left on the lot",
         )
     unpaid = Purchase.objects.filter(scope, status__in=["pending", "canceled"], grant__isnull=False)
     for public_id in unpaid.values_list("public_id", flat=True):

@@ -31,6 +31,7 @@ from billing.errors import (
     HoldNotPending,
     InsufficientCredits,
     InvalidAmount,
+    PurchaseGrantNotVoidable,
     UnknownOperation,
 )
 from billing.models import ActorType, Debit, Grant, Hold, IdempotencyKey, new_debit_id, new_hold_id
@@ -386,16 +387,20 @@ def grant_clawback(
 
 
 def grant_void(*, grant: Grant, actor: Actor, reason: str = "", now: datetime | None = None) -> int:
-    """Cancel what is still unspent on one grant (held credits stay held); returns how many."""
+    """Cancel what is still unspent on one grant (held credits stay held); returns how many.
+    A purchase's lot is not voided (PurchaseGrantNotVoidable): a clawback is counted on its purchase."""
     return _take_back(grant, None, "void", actor, reason, now)
 
 
 def _take_back(grant: Grant, credits: int | None, kind: str, actor: Actor, reference: str, now: datetime | None) -> int:
     row = call("billing_take_back", [grant.pk, credits, kind, reference, now or timezone.now(), actor.type, actor.id])
-    if row is None or row[0] is None:
+    outcome, taken = row or ("not_found", None)  # no key is recorded, so a row always comes back
+    if outcome == "not_found":
         raise Grant.DoesNotExist(f"no grant {grant.pk}")
+    if outcome == "purchase":
+        raise PurchaseGrantNotVoidable()
     grant.refresh_from_db(fields=["remaining"])
-    return int(row[0])
+    return int(taken)
 
 
 def account_settle(*, account: Account, actor: Actor, now: datetime | None = None) -> Account:

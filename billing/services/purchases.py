@@ -238,8 +238,10 @@ def _status_after_refunds(purchase: Purchase) -> str:
 def _claw_back_due(purchase: Purchase, actor: Actor, now: datetime) -> None:
     """Take back the credits that the money gone back to the customer paid for.
 
-    What was already spent (or held, or expired) cannot be taken: it is recorded as
-    unrecoverable and never tried again.
+    What was already spent, held or expired cannot be taken now: it is recorded as unrecoverable,
+    and credits that come back to the lot later (a hold released, a debit refunded) pay it
+    first (billing_give_back). Every clawback of the lot, an operator's too, is counted on the
+    purchase by the engine (billing_take_back).
     """
     target = credits_to_claw_back(
         credits=purchase.credits,
@@ -252,7 +254,7 @@ def _claw_back_due(purchase: Purchase, actor: Actor, now: datetime) -> None:
     assert purchase.grant_id is not None  # _locked checked it
     grant = Grant.objects.get(pk=purchase.grant_id)
     taken = grant_clawback(grant=grant, credits=due, actor=actor, reference=purchase.public_id, now=now)
-    purchase.clawed_back_credits += taken
+    purchase.clawed_back_credits += taken  # as the engine counted it on the locked row
     purchase.unrecoverable_credits += due - taken
 
 

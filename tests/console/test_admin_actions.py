@@ -152,6 +152,26 @@ def test_a_void_cancels_a_grants_remaining_credits(root_client, assert_ledger_cl
     assert_ledger_clean()
 
 
+def test_a_clawback_of_a_purchase_lot_is_counted_on_the_purchase(root_client, stripe_keys, pack, run_check_ledger):
+    purchase = fulfil(pending_purchase(pack))
+    url = reverse("admin:accounts_account_clawback", args=[purchase.account.public_id])
+    done = confirm(root_client, url, {"grant": purchase.grant_id, "credits": 10, "reason": "card testing"})
+    assert done.status_code == 302
+    purchase.refresh_from_db()
+    assert (purchase.clawed_back_credits, purchase.unrecoverable_credits) == (10, 0)
+    code, out = run_check_ledger()
+    assert code == 0, out
+
+
+def test_a_purchase_lot_is_not_voided_and_the_page_says_why(root_client, stripe_keys, pack):
+    purchase = fulfil(pending_purchase(pack))
+    page = confirm(root_client, reverse("admin:billing_grant_void", args=[purchase.grant_id]), {"reason": "fraud"})
+    assert page.status_code == 200
+    assert "claw them back" in " ".join(page.context["form"].non_field_errors())
+    assert Grant.objects.get(pk=purchase.grant_id).remaining == 115
+    assert not AuditRecord.objects.exists()
+
+
 def test_suspend_then_reactivate_change_the_status_and_are_audited(root_client, api):
     account = make_account()
     give(account, 10)
