@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.errors import AccountSuspended, PaymentProviderError, PaymentsUnavailable, RefundRefused, UnknownPack
-from billing.models import CreditPack, Grant, Purchase, PurchaseRefund, StripeCustomer
+from billing.models import CreditPack, Grant, Purchase, PurchaseRefund, StripeCustomer, StripeEvent
 from billing.money import credits_to_claw_back
 from billing.services import stripe_gateway
 from billing.services.ledger import Actor, account_lock, grant_clawback, grant_create
@@ -294,12 +294,23 @@ def purchase_refunds_sync(
     return current
 
 
-def purchase_dispute_opened(*, purchase: Purchase) -> Purchase:
+def purchase_dispute_opened(*, purchase: Purchase, dispute_id: str = "") -> Purchase:
+    """The purchase's payment is disputed: it stays `disputed` until the dispute closes. Stripe
+    does not promise the order of its events: the opening of a dispute (`dispute_id`) whose
+    closing was processed already changes nothing."""
     with transaction.atomic():
         current = _locked(purchase)
-        current.status = Purchase.Status.DISPUTED
-        current.save(update_fields=_REVERSAL_FIELDS)
+        if not _dispute_closed(current, dispute_id):
+            current.status = Purchase.Status.DISPUTED
+            current.save(update_fields=_REVERSAL_FIELDS)
     return current
+
+
+def _dispute_closed(purchase: Purchase, dispute_id: str) -> bool:
+    """Whether the closing of the dispute was processed. A purchase's events are processed under
+    its lock, each in the transaction that marks it processed, so this is read under the lock."""
+    closings = purchase.events.filter(type="charge.dispute.closed", status=StripeEvent.Status.PROCESSED)
+    return bool(dispute_id) and closings.filter(payload__data__object__id=dispute_id).exists()
 
 
 def purchase_dispute_closed(

@@ -353,7 +353,8 @@ def _dispute_created(dispute: Json) -> Outcome:
     purchase = _dispute_purchase(dispute)
     if purchase is None:
         return _not_ours(dispute)
-    return Outcome(StripeEvent.Status.PROCESSED, purchase_dispute_opened(purchase=purchase), "disputed")
+    opened = purchase_dispute_opened(purchase=purchase, dispute_id=str(dispute.get("id") or ""))
+    return Outcome(StripeEvent.Status.PROCESSED, opened, f"dispute opened; purchase {opened.status}")
 
 
 def _dispute_closed(dispute: Json) -> Outcome:

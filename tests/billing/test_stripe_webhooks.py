@@ -250,6 +250,26 @@ def test_a_lost_dispute_claws_back_the_unspent_credits_and_flags_the_purchase(se
     assert_ledger_clean()
 
 
+@pytest.mark.parametrize("outcome", ["won", "lost"])
+def test_a_dispute_opening_delivered_after_its_closing_changes_nothing(send, pack, outcome, assert_ledger_clean):
+    purchase = paid(pending_purchase(pack, stripe_charge_id=f"ch_late_{outcome}"), send)
+    dispute = dispute_object(purchase, status=outcome)
+    send("charge.dispute.closed", dispute)
+    purchase.refresh_from_db()
+    after_closing = (purchase.status, purchase.clawed_back_credits, purchase.flagged_for_review)
+
+    late = send("charge.dispute.created", {**dispute, "status": "needs_response"})
+    purchase.refresh_from_db()
+    assert (purchase.status, purchase.clawed_back_credits, purchase.flagged_for_review) == after_closing
+    assert after_closing == (("paid", 0, False) if outcome == "won" else ("disputed", 115, True))
+    assert late.status == "processed" and late.purchase_id == purchase.pk
+    # Another dispute of the same purchase still opens.
+    send("charge.dispute.created", dispute_object(purchase, status="needs_response"))
+    purchase.refresh_from_db()
+    assert purchase.status == "disputed"
+    assert_ledger_clean()
+
+
 def test_a_dispute_found_by_its_charge_when_the_event_names_no_payment_intent(send, pack):
     purchase = paid(pending_purchase(pack), send)
     dispute = dispute_object(purchase, status="needs_response")
