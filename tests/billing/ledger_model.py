@@ -20,7 +20,8 @@ Rules modelled:
   released automatically (and a capture or release from that instant answers `expired`).
 - A debit refund gives each lot back what the debit took from it, once.
 - Clawback takes up to N of one lot's unspent, unexpired credits; void takes all of them.
-  Held credits are not there to take (they come back to the lot when released).
+  Held credits are not there to take (they come back to the lot when released). A purchase's
+  lot is not voided (refused with `purchase_grant`): its credits are clawed back.
 - Free monthly credits: periods start at each anchor-day midnight UTC, the first at
   `first_period_start`; the period at `now` is the latest start at or before now. Period 0 gets
   the first-period amount, later ones the per-period amount; a free grant expires when the
@@ -48,6 +49,7 @@ NOT_FOUND = "not_found"
 HOLD_NOT_PENDING = "hold_not_pending"
 HOLD_EXPIRED = "hold_expired"
 DEBIT_ALREADY_REFUNDED = "debit_already_refunded"
+PURCHASE_GRANT = "purchase_grant"
 
 # Hold states. LAPSED: past its expiry, so released in the model at that instant; the database
 # may still show it pending until something settles the account (or already expired).
@@ -321,8 +323,13 @@ class ModelAccount:
         lot.remaining -= taken
         return taken
 
+    def void_refusal(self, lot: Lot) -> Refusal | None:
+        """A purchase's lot is not voided: its credits are clawed back."""
+        return Refusal(PURCHASE_GRANT) if lot.paid else None
+
     def void(self, lot: Lot, now: datetime) -> int:
         """Take all of the lot's unspent, unexpired credits; how many were taken."""
+        assert self.void_refusal(lot) is None
         return self.clawback(lot, lot.remaining, now)
 
 

@@ -606,7 +606,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def void(self, pick: int, open_only: bool) -> None:
         index, lot = self._pick_lot(pick, open_only)
         before = self._lot_entries(lot, LedgerEntry.Kind.VOID)
-        voided = grant_void(grant=Grant.objects.get(pk=lot.pk), actor=STAFF, reason="property test", now=self.now)
+
+        def void() -> int:
+            return grant_void(grant=Grant.objects.get(pk=lot.pk), actor=STAFF, reason="property test", now=self.now)
+
+        if (refusal := self.accounts[index].void_refusal(lot)) is not None:
+            self._expect_refusal(index, refusal, void)
+            return
+        voided = void()
         self._settled(index, **SETTLES)
         assert voided == self.accounts[index].void(lot, self.now)
         assert self._lot_entries(lot, LedgerEntry.Kind.VOID) == before - voided
