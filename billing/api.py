@@ -275,13 +275,15 @@ class DebitBatchView(ServiceView):
         actor = actor_of(request)
         # Each pass either commits or finds a key another request committed meanwhile, which the
         # next pass reads as stored: so the loop ends within len(items) + 1 passes.
-        while True:
+        for _ in range(len(items) + 1):
             try:
                 with transaction.atomic():
                     _batch_run(items, results, scope, actor)
                 break
             except KeyTaken:
                 continue
+        else:
+            raise RuntimeError("a batch found a key taken on every pass")
         return Response({"results": results})
 
 

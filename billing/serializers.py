@@ -73,11 +73,13 @@ class DebitBatchItem(DebitRequest):
     """One debit of POST /debits/batch: the single route's body plus its account and key."""
 
     account_id = StrictCharField(max_length=64)
-    idempotency_key = StrictCharField(max_length=255)
+    # Taken as sent (not trimmed): the batch refuses a key named twice by comparing the keys as
+    # sent, so "k" and " k" must not both become "k".
+    idempotency_key = StrictCharField(max_length=255, trim_whitespace=False)
 
     def validate_idempotency_key(self, value: str) -> str:
-        if not value.strip() or not value.isprintable() or not value.isascii():
-            raise serializers.ValidationError("Must be 1 to 255 printable ASCII characters.")
+        if not value.strip() or value != value.strip() or not value.isprintable() or not value.isascii():
+            raise serializers.ValidationError("Must be 1 to 255 printable ASCII characters, no spaces at either end.")
         return value
 
 

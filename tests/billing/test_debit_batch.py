@@ -144,6 +144,24 @@ def test_a_malformed_batch_is_refused_whole(api, account, body):
     assert Debit.objects.count() == 0 and IdempotencyKey.objects.count() == 0
 
 
+@pytest.mark.parametrize("padded", [" k", "k ", "\tk"])
+def test_a_key_with_spaces_at_either_end_is_refused_not_taken_as_another(api, padded, assert_ledger_clean):
+    account = make_account()
+    give(account, 10)
+    items = [
+        {"account_id": account.public_id, "idempotency_key": "k", "credits": 1, "reference": "a"},
+        {"account_id": account.public_id, "idempotency_key": padded, "credits": 1, "reference": "a"},
+    ]
+    response = api.post(BATCH, {"debits": items}, idem=None)
+    assert response.status_code == 200, response.content
+    made, refused = response.json()["results"]
+    assert (made["idempotency_key"], made["status"]) == ("k", 201)
+    assert (refused["idempotency_key"], refused["status"]) == (padded, 400)
+    assert list(refused["body"]["error"]["fields"]) == ["idempotency_key"]
+    assert Debit.objects.count() == 1 and IdempotencyKey.objects.count() == 1
+    assert_ledger_clean()
+
+
 def test_batch_callers_are_services_and_bodies_have_a_limit(api, anon, user_api, account, settings):
     assert post_batch(anon, [item(account, "k")]).status_code == 401
     assert post_batch(user_api[0], [item(account, "k")]).status_code == 403
