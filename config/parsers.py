@@ -14,6 +14,10 @@ class DuplicateKeyError(ValueError):
         self.key = key
 
 
+class KeyNotTextError(ValueError):
+    pass
+
+
 def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
@@ -22,6 +26,14 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, An
             if key in seen:
                 raise DuplicateKeyError(key)
             seen.add(key)
+    for key in found:
+        # A key may be quoted back in an error (an unknown field); a lone surrogate (a "\ud800"
+        # escape) is not text that can be written out. Values are checked by their fields.
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise KeyNotTextError from None
     return found
 
 
@@ -41,6 +53,8 @@ class SafeJSONParser(JSONParser):
             return json.loads(text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=strict_constant)
         except DuplicateKeyError as exc:
             raise ParseError(f"JSON parse error - the key {exc.key[:100]!r} appears twice in one object.") from None
+        except KeyNotTextError:
+            raise ParseError("JSON parse error - a key is not Unicode text (a lone surrogate escape).") from None
         except json.JSONDecodeError as exc:
             raise ParseError(f"JSON parse error - {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
         except RecursionError:

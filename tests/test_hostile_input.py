@@ -1,5 +1,5 @@
 """Hostile request bodies get a clear 4xx in the documented shape, in our words: duplicate JSON
-keys, numbers too long for Python, text that is not UTF-8, chunked bodies (config/parsers.py,
+keys, keys that are not text, numbers too long for Python, text that is not UTF-8, chunked bodies (config/parsers.py,
 config/errors.py)."""
 
 from __future__ import annotations
@@ -94,3 +94,27 @@ def test_a_well_formed_body_still_debits(debits):
 def test_an_anonymous_route_refuses_duplicate_keys_too():
     response = Api().post("/auth/token", raw='{"email": "a@example.com", "email": "b@example.com", "password": "x"}')
     assert_refused(response, 400, "validation_error")
+
+
+@pytest.mark.parametrize("key", ["\\ud800", "x\\udc00", "\\udbff"])
+def test_a_lone_surrogate_in_a_key_is_a_400_not_a_failure_to_quote_it_back(debits, user_api, key):
+    api, path, account = debits
+    raw = '{"reference": "r", "credits": 1, "' + key + '": 1}'
+    error = assert_refused(api.post(path, raw=raw), 400, "validation_error")
+    assert "lone surrogate" in error["message"]
+    account.refresh_from_db()
+    assert account.available_credits == 10
+    user, _ = user_api
+    nested = '{"emails": {"' + key + '": true}}'
+    headers = user._headers(None, None)
+    response = user.client.put("/api/v1/me/notifications", nested, content_type="application/json", headers=headers)
+    assert_refused(response, 400, "validation_error")
+    assert_refused(Api().post("/waitlist", raw='{"' + key + '": "a@example.com"}'), 400, "validation_error")
+
+
+def test_a_key_in_other_scripts_is_quoted_back_as_an_unknown_field(debits):
+    api, path, _ = debits
+    error = assert_refused(
+        api.post(path, raw='{"reference": "r", "credits": 1, "crédits": 2}'), 400, "validation_error"
+    )
+    assert "crédits" in str(error)
