@@ -34,6 +34,7 @@ NOT_API_CODES = {
     "internal_error": "a 500 is a bug, never an answer to bad input",
     "invalid_signature": "only POST /stripe/webhook, which Stripe calls (README)",
     "refund_not_possible": "the admin's refund action only",
+    "purchase_grant": "the admin's void action only: a purchase's lot is not voided",
     "method_not_allowed": "any method a path does not list; said once in info.description",
     "verification_link_invalid": "the /verify-email page only (HTML)",
 }
