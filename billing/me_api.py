@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Account, User
+from accounts.models import User
 from accounts.permissions import IsEndUser
 from accounts.serializers import SignupRequest, UserOut
 from billing.api import ledger_response, parse
@@ -36,7 +36,7 @@ class MeOut(serializers.Serializer):
 def me_data(user: User) -> dict[str, Any]:
     """MeOut's body: the balance as the engine renders it (billing.selectors.balance_json), after
     settling the account, so a new period's free credits are granted on first read."""
-    account = Account.objects.get(user=user)
+    account = user.account
     now = timezone.now()
     account_settle(account=account, actor=Actor.system("balance_read"), now=now)
     balance = balance_json(account.public_id, now)
@@ -91,4 +91,4 @@ class MeLedgerView(APIView):
         description="The caller's own ledger entries, newest first, paged as the service ledger is.",
     )
     def get(self, request: Request) -> Response:
-        return ledger_response(request, Account.objects.get(user=cast(User, request.user)))
+        return ledger_response(request, cast(User, request.user).account)

@@ -39,7 +39,7 @@ PACK_DOC = (
 
 
 def _account_of(request: Request) -> Account:
-    return Account.objects.get(user=cast(User, request.user))
+    return cast(User, request.user).account  # read by IsEndUser
 
 
 class PackListView(APIView):

@@ -39,7 +39,7 @@ STRIPE_CODES = ("payment_provider_error", "payments_unavailable")
 
 
 def _account_of(request: Request) -> Account:
-    return Account.objects.get(user=cast(User, request.user))
+    return cast(User, request.user).account  # read by IsEndUser
 
 
 # --- Webhook endpoints (service keys) -----------------------------------------------------------

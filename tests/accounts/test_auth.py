@@ -14,7 +14,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts.ids import row_public_id, service_key_public_id, user_public_id
-from accounts.models import Account, ServiceKey, UserToken
+from accounts.models import Account, ServiceKey, User, UserToken
+from accounts.services import user_token_create
 from billing.models import LedgerEntry
 from billing.services.ledger import Actor, debit_create, hold_capture, hold_create
 from tests.billing.factories import give, make_account
@@ -257,6 +258,20 @@ def test_a_service_key_cannot_use_me_routes(api):
         response = api.get(path)
         assert response.status_code == 403, path
         assert error_code(response) == "permission_denied"
+
+
+@pytest.mark.parametrize("method, path", [("get", "/me"), ("get", "/me/ledger"), ("get", "/me/purchases"),
+    ("get", "/me/notifications"), ("put", "/me/notifications"), ("get", "/me/auto-recharge"),
+    ("delete", "/me/auto-recharge"), ("post", "/me/checkout")])  # fmt: skip
+def test_a_login_without_a_credit_account_is_refused_on_me_routes(method, path):
+    operator = User.objects.create_superuser(email="ops@example.com", password="x" * 12)
+    _, token = user_token_create(user=operator)
+    client = Api(token).client
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-no-account"}
+    response = client.generic(method.upper(), f"/api/v1{path}", "{}", content_type="application/json", headers=headers)
+    assert response.status_code == 403, response.content
+    assert error_code(response) == "permission_denied"
+    assert "credit account" in response.json()["error"]["message"]
 
 
 # --- Ledger pagination ------------------------------------------------------------------------
