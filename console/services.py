@@ -142,13 +142,15 @@ def credits_grant(
     priority: int | None = None,
     confirmation: str | None = None,
 ) -> Grant:
-    """An adjustment grant. Without `console.grant_credits_unlimited`, an operator grants at most
+    """An adjustment grant. Without `console.grant_credits_unlimited` (no role has it: superusers,
+    or whoever an administrator gives it to), an operator grants at most
     SUPPORT_GRANT_LIMIT_CREDITS at once."""
     reason = _reason(reason)
     limit = settings.SUPPORT_GRANT_LIMIT_CREDITS
     if credits > limit and not operator.may("console.grant_credits_unlimited"):
         raise GrantOverLimit(
-            f"Your role may grant at most {limit} credits at once; ask finance or an administrator to grant {credits}."
+            f"Your role may grant at most {limit} credits at once; ask a superuser (or an operator allowed "
+            f"to grant over the limit) to grant {credits}."
         )
     with transaction.atomic():
         grant = grant_create(
