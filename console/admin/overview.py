@@ -11,9 +11,14 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from billing.admin import CappedCountPaginator, ReadOnlyAdmin
+from billing.money import format_price
 from console.chart import day_chart
 from console.models import AuditRecord, DailyRollup, RollupState
 from console.selectors import DAY_FIGURES, overview_get
+
+# Packs are sold in US dollars (the seeded pack, the catalogue's default currency): the
+# liability, summed over every purchase, is shown in them.
+LIABILITY_CURRENCY = "usd"
 
 
 @admin.register(DailyRollup)
@@ -35,7 +40,7 @@ class OverviewAdmin(ReadOnlyAdmin):
             "rows": rows,
             "totals": [overview.totals[name] for name, _ in DAY_FIGURES],
             "chart": day_chart(overview.days),
-            "liability_dollars": f"{overview.liability_cents / 100:,.2f}",
+            "liability": format_price(amount_cents=overview.liability_cents, currency=LIABILITY_CURRENCY),
         }
         return TemplateResponse(request, "admin/console/overview.html", context)
 

@@ -121,9 +121,17 @@ def test_the_overview_page_shows_the_chart_the_table_and_the_liability(support_c
     body = page.content.decode()
     assert 'data-testid="overview-chart"' in body and "<svg" in body and "<rect" in body
     assert body.count('<tr><th scope="row"') == 31  # 30 days and the total
-    assert "115</strong> unspent paid credits" in body and "$15.00" in body
+    assert "115</strong> unspent paid credits, worth\n  <strong>$15</strong> (1500 cents)" in body
     index = support_client.get(reverse("admin:index"))
     assert reverse("admin:console_dailyrollup_changelist") in index.content.decode()
+
+
+def test_the_liability_is_shown_to_the_cent_however_large(support_client):
+    # 2**53 + 1 dollars and 7 cents: past what a float holds to the cent.
+    cents = (2**53 + 1) * 100 + 7
+    DailyRollup.objects.create(day=date(2026, 5, 4), paid_credits_change=1, paid_value_change_cents=cents)
+    page = support_client.get(reverse("admin:console_dailyrollup_changelist"))
+    assert "$9,007,199,254,740,993.07" in page.content.decode()
 
 
 def test_the_overview_reads_no_ledger_row(support_client, django_assert_max_num_queries):
