@@ -149,7 +149,9 @@ class BillingPolicyAdmin(admin.ModelAdmin):
         quota_policy_forget()  # this process at once; the others within quotas.POLICY_SECONDS
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
-        return not BillingPolicy.objects.exists()
+        # The row is made at the first signup or refill; until then a holder of
+        # billing.add_billingpolicy (finance) may make it. Never a second one.
+        return super().has_add_permission(request) and not BillingPolicy.objects.exists()
 
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False

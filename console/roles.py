@@ -29,6 +29,7 @@ ROLE_PERMISSIONS = {
         ("billing", "change_creditpack"),
         ("billing", "add_operation"),
         ("billing", "change_operation"),
+        ("billing", "add_billingpolicy"),  # the policy row, if none was made yet
         ("billing", "change_billingpolicy"),
     ],
 }

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from accounts.models import Account
-from billing.models import CreditPack, Grant, Operation, PurchaseRefund
+from billing.models import BillingPolicy, CreditPack, Grant, Operation, PurchaseRefund
 from console.models import AuditRecord
 from console.roles import FINANCE, SUPPORT
 from tests.billing.factories import give, make_account
@@ -31,6 +31,7 @@ def test_the_migration_created_both_roles_with_their_permissions():
     assert {"console.grant_credits", "console.suspend_account", "console.replay_stripe_event"} <= support
     assert {"console.refund_purchase", "console.clawback_credits", "console.void_grant"} <= finance
     assert {"billing.change_creditpack", "billing.add_creditpack", "billing.change_operation"} <= finance
+    assert {"billing.add_billingpolicy", "billing.change_billingpolicy"} <= finance
     for role in (support, finance):  # both see everything
         assert {"accounts.view_account", "billing.view_ledgerentry", "billing.view_purchase"} <= role
         assert {"console.view_auditrecord", "console.view_dailyrollup", "django_celery_beat.view_periodictask"} <= role
@@ -139,6 +140,25 @@ def test_finance_edits_packs_and_prices_and_support_does_not(finance_client, sup
     assert finance_client.post(pack_url, pack_form).status_code == 302
     assert Operation.objects.get(pk=op.pk).credits == 3
     assert CreditPack.objects.get(pk=pack.pk).credits == 120
+
+
+POLICY_FORM = {"free_credits_first_period": 1000000, "free_credits_per_period": 1000000, "latest_anchor_day": 28}
+
+
+@pytest.mark.parametrize("role", [SUPPORT, None])
+def test_only_a_permission_holder_creates_the_missing_billing_policy(role):
+    BillingPolicy.objects.all().delete()  # a fresh deployment, before its first signup or refill
+    client = logged_in(operator("staff@example.com", role=role))
+    assert client.get(reverse("admin:billing_billingpolicy_add")).status_code == 403
+    assert client.post(reverse("admin:billing_billingpolicy_add"), POLICY_FORM).status_code == 403
+    assert not BillingPolicy.objects.exists()
+
+
+def test_finance_creates_the_missing_billing_policy_once(finance_client):
+    BillingPolicy.objects.all().delete()
+    assert finance_client.post(reverse("admin:billing_billingpolicy_add"), POLICY_FORM).status_code == 302
+    assert BillingPolicy.objects.get().free_credits_per_period == 1000000
+    assert finance_client.get(reverse("admin:billing_billingpolicy_add")).status_code == 403  # one row
 
 
 def test_a_staff_user_without_a_role_sees_nothing_and_gets_html_refusals():
