@@ -245,8 +245,9 @@ def test_hold_timeout_job_releases_lapsed_holds_and_expires_returns_to_lapsed_lo
     assert_ledger_clean()
 
 
-def test_run_job_command_runs_a_job_and_refuses_bad_arguments(capsys):
+def test_run_job_command_runs_a_job_and_refuses_bad_arguments(capsys, time_machine):
     make_account(now=utc(2027, 3, 1), free=True)
+    time_machine.move_to(utc(2027, 3, 2, 0, 6), tick=False)
 
     call_command("run_job", "refill", "--as-of", "2027-03-02T00:05:00Z")
     assert "completed" in capsys.readouterr().out
@@ -257,3 +258,35 @@ def test_run_job_command_runs_a_job_and_refuses_bad_arguments(capsys):
         call_command("run_job", "refill", "--as-of", "2027-02-30T00:00:00Z")
     with pytest.raises(CommandError):
         call_command("run_job", "refill", "--chunk-accounts", "0")
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        "9999-12-31T23:00:00-05:00",  # no UTC date-time in the database's range
+        "0001-01-01T00:30:00+05:00",
+        "9999-12-31T00:00:00Z",  # free grants that would expire in year 10000
+        "2099-06-01T00:05:00Z",  # every account's free period moved on to 2099
+        "2027-03-10T12:05:01Z",  # a second past the margin ahead
+        "2027-02-03T11:59:59Z",  # a second before the furthest back
+    ],
+)
+def test_run_job_refuses_an_as_of_far_from_the_clock_and_changes_nothing(as_of, time_machine):
+    account = make_account(now=utc(2027, 3, 1), free=True)
+    time_machine.move_to(utc(2027, 3, 10, 12), tick=False)
+    grants = list(Grant.objects.values_list("pk", "expires_at"))
+
+    with pytest.raises(CommandError, match="--as-of must be from 2027-02-03T12:00:00Z to 2027-03-10T12:05:00Z"):
+        call_command("run_job", "refill", "--as-of", as_of)
+
+    assert not JobRun.objects.exists()
+    assert list(Grant.objects.values_list("pk", "expires_at")) == grants
+    assert Account.objects.get(pk=account.pk).free_period_start == account.free_period_start
+
+
+@pytest.mark.parametrize("as_of", ["2027-03-10T12:05:00Z", "2027-02-03T12:00:00Z", "2027-03-10T14:00:00+02:00"])
+def test_run_job_runs_as_of_any_moment_within_its_bounds(as_of, time_machine, capsys):
+    time_machine.move_to(utc(2027, 3, 10, 12), tick=False)
+    call_command("run_job", "expire_grants", "--as-of", as_of)
+    assert "completed" in capsys.readouterr().out
+    assert JobRun.objects.get().as_of == datetime.fromisoformat(as_of)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -8,6 +8,18 @@ from django.utils.dateparse import parse_datetime
 
 from billing.models import JobRun
 from billing.services.jobs import CHUNK_ACCOUNTS, job_chunk_run, job_start, pending_chunk_ids
+
+# How far --as-of may be from the clock. Ahead, only a few minutes (hosts' clocks differ): a run
+# ahead of time would expire lots and release holds early, and a refill would move every
+# account's free period on to the one in force at --as-of. Behind, a little over one free
+# period: a run as of a recent moment, such as a missed schedule. Rehearsing another moment
+# (a month end) runs the command under faketime, which moves the clock itself.
+AS_OF_MAX_AHEAD = timedelta(minutes=5)
+AS_OF_MAX_BEHIND = timedelta(days=35)
+AS_OF_BOUNDS = (
+    f"at most {AS_OF_MAX_BEHIND.days} days behind the clock and {AS_OF_MAX_AHEAD.seconds // 60} minutes ahead of it; "
+    "to rehearse another moment, run under faketime"
+)
 
 
 class Command(BaseCommand):
@@ -20,7 +32,10 @@ class Command(BaseCommand):
         parser.add_argument("job", choices=[job.value for job in JobRun.Job])
         parser.add_argument("--queue", action="store_true", help="Queue the chunks for the workers instead.")
         parser.add_argument("--chunk-accounts", type=int, default=CHUNK_ACCOUNTS, help="Accounts per chunk.")
-        parser.add_argument("--as-of", help="Business time to run at (ISO 8601 with offset); default now.")
+        parser.add_argument(
+            "--as-of",
+            help=f"Business time to run at (ISO 8601 with offset); default now; {AS_OF_BOUNDS}.",
+        )
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         size = options["chunk_accounts"]
@@ -55,4 +70,11 @@ class Command(BaseCommand):
             parsed = None
         if parsed is None or parsed.tzinfo is None:
             raise CommandError("--as-of must be an ISO 8601 date-time with a UTC offset, e.g. 2027-02-28T00:05:00Z")
+        now = timezone.now()
+        # Compared as offsets from now: an instant near year 1 or 9999 may have no UTC date-time.
+        if not -AS_OF_MAX_BEHIND <= parsed - now <= AS_OF_MAX_AHEAD:
+            raise CommandError(
+                f"--as-of must be from {now - AS_OF_MAX_BEHIND:%Y-%m-%dT%H:%M:%SZ} to "
+                f"{now + AS_OF_MAX_AHEAD:%Y-%m-%dT%H:%M:%SZ} ({AS_OF_BOUNDS})"
+            )
         return parsed
