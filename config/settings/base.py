@@ -366,8 +366,12 @@ STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 3
 # Stripe itself fills in {CHECKOUT_SESSION_ID}.
 CHECKOUT_SUCCESS_URL = env_url("CHECKOUT_SUCCESS_URL", "http://127.0.0.1:8000/billing/success?purchase={PURCHASE_ID}")
 CHECKOUT_CANCEL_URL = env_url("CHECKOUT_CANCEL_URL", "http://127.0.0.1:8000/billing/cancel?purchase={PURCHASE_ID}")
-# Stripe retries a webhook for up to three days: reconciliation looks that far back.
-STRIPE_RECONCILE_WINDOW_HOURS = env_int("STRIPE_RECONCILE_WINDOW_HOURS", 72, minimum=1, maximum=24 * 30)
+# Stripe retries a webhook for up to three days: reconciliation looks that far back. No window,
+# this one or `reconcile_stripe --hours`, reaches back more than 30 days.
+STRIPE_RECONCILE_MAX_WINDOW_HOURS = 24 * 30
+STRIPE_RECONCILE_WINDOW_HOURS = env_int(
+    "STRIPE_RECONCILE_WINDOW_HOURS", 72, minimum=1, maximum=STRIPE_RECONCILE_MAX_WINDOW_HOURS
+)
 PURCHASE_MAX_QUANTITY = 20
 
 # --- Notifications --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from accounts.models import User
@@ -270,6 +270,21 @@ def test_reconcile_command_and_task_report_what_they_fixed(recorder, pack):
     call_command("reconcile_stripe", stdout=out)
     assert f"fulfilled 1 purchase(s) whose webhook never arrived: {purchase.public_id}" in out.getvalue()
     assert reconcile_stripe() == {"fulfilled": [], "errors": []}
+
+
+@pytest.mark.parametrize("hours", ["99999999999", "30000000", "721", "0", "-5"])
+def test_reconcile_command_refuses_a_window_out_of_bounds_and_asks_stripe_nothing(recorder, hours):
+    with pytest.raises(CommandError, match="--hours must be from 1 to 720"):
+        call_command("reconcile_stripe", "--hours", hours, stdout=StringIO())
+    assert recorder.requests == []
+
+
+def test_reconcile_command_looks_back_as_far_as_the_largest_window(recorder):
+    for path in ("/v1/checkout/sessions", "/v1/payment_intents"):
+        recorder.on("get", path, (200, stripe_list(path, [])))
+    out = StringIO()
+    call_command("reconcile_stripe", "--hours", "720", stdout=out)
+    assert "fulfilled 0 purchase(s)" in out.getvalue()
 
 
 def test_reconciliation_without_stripe_configured_is_skipped_quietly(settings):

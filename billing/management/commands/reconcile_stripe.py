@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from billing.services.reconciliation import stripe_reconcile
 
@@ -14,11 +14,14 @@ class Command(BaseCommand):
             "--hours",
             type=int,
             default=settings.STRIPE_RECONCILE_WINDOW_HOURS,
-            help="How far back to look (default %(default)s).",
+            help=f"How far back to look, 1 to {settings.STRIPE_RECONCILE_MAX_WINDOW_HOURS} (default %(default)s).",
         )
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
-        report = stripe_reconcile(window_hours=max(1, options["hours"]))
+        hours, most = options["hours"], settings.STRIPE_RECONCILE_MAX_WINDOW_HOURS
+        if not 1 <= hours <= most:
+            raise CommandError(f"--hours must be from 1 to {most} ({most // 24} days), got {hours}")
+        report = stripe_reconcile(window_hours=hours)
         for line in report.lines():
             self.stdout.write(line)
         if report.errors:
