@@ -1,4 +1,6 @@
-"""Operators run the waitlist here: admit, skip or remove entries, and set the weekly quota."""
+"""Operators run the waitlist here: admit, skip or remove entries, and set the weekly quota.
+Deciding on entries (and emailing an invitation again) takes waitlist.decide_waitlistentry,
+which no role has: the roles' view permission shows the waitlist, nothing more."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from django.http import HttpRequest
 from .models import AdmissionWeek, Invitation, WaitlistEntry, WaitlistPolicy
 from .services import entries_admit, entries_remove, entries_skip, policy_get
 from .tasks import invitations_email
+
+DECIDE = "waitlist.decide_waitlistentry"
 
 
 class InvitationInline(admin.StackedInline):
@@ -31,21 +35,30 @@ class WaitlistEntryAdmin(admin.ModelAdmin):
     inlines = [InvitationInline]
     actions = ["admit", "skip", "remove"]
 
-    @admin.action(description="Admit: invite the selected entries now (outside the weekly quota)")
+    @admin.action(
+        description="Admit: invite the selected entries now (outside the weekly quota)", permissions=["decide"]
+    )
     def admit(self, request: HttpRequest, queryset: QuerySet[WaitlistEntry]) -> None:
         invited = entries_admit(entry_ids=queryset.values_list("pk", flat=True), by=str(request.user))
         invitations_email(invited)
         self.message_user(request, f"Invited {len(invited)}; their emails are on their way.")
 
-    @admin.action(description="Skip: leave the selected waiting entries out of the weekly admission")
+    @admin.action(
+        description="Skip: leave the selected waiting entries out of the weekly admission", permissions=["decide"]
+    )
     def skip(self, request: HttpRequest, queryset: QuerySet[WaitlistEntry]) -> None:
         skipped = entries_skip(entry_ids=queryset.values_list("pk", flat=True), by=str(request.user))
         self.message_user(request, f"Skipped {skipped}.")
 
-    @admin.action(description="Remove the selected entries (an unused invitation stops working)")
+    @admin.action(
+        description="Remove the selected entries (an unused invitation stops working)", permissions=["decide"]
+    )
     def remove(self, request: HttpRequest, queryset: QuerySet[WaitlistEntry]) -> None:
         removed = entries_remove(entry_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Removed {removed} entries and invitations.")
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(DECIDE)
 
     def get_actions(self, request):  # type: ignore[no-untyped-def]
         actions = super().get_actions(request)
@@ -61,11 +74,14 @@ class InvitationAdmin(admin.ModelAdmin):
     list_filter = [("emailed_at", admin.EmptyFieldListFilter), ("used_at", admin.EmptyFieldListFilter)]
     actions = ["email_again"]
 
-    @admin.action(description="Email the selected unused invitations again")
+    @admin.action(description="Email the selected unused invitations again", permissions=["decide"])
     def email_again(self, request: HttpRequest, queryset: QuerySet[Invitation]) -> None:
         ids = list(queryset.filter(used_at__isnull=True).values_list("pk", flat=True))
         invitations_email(ids)
         self.message_user(request, f"Emailing {len(ids)} again.")
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(DECIDE)
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False  # the entries' admit action makes invitations, and emails them

@@ -35,6 +35,9 @@ class WaitlistEntry(models.Model):
         indexes = [
             models.Index(fields=["joined_at", "id"], condition=Q(status="waiting"), name="waitlist_waiting_oldest")
         ]
+        # The admin's admit, skip and remove, and emailing an invitation again. No role has it:
+        # superusers, or whoever an administrator gives it to.
+        permissions = [("decide_waitlistentry", "Admit, skip and remove waitlist entries")]
 
     def __str__(self) -> str:
         return self.email

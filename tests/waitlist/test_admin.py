@@ -1,4 +1,6 @@
-"""Operators run the waitlist from the admin: admit, skip, remove, and the weekly quota."""
+"""Operators run the waitlist from the admin: admit, skip, remove, and the weekly quota. Only a
+holder of waitlist.decide_waitlistentry (superusers; no role has it) admits, skips, removes or
+emails an invitation again."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.urls import reverse
 
 from accounts.models import User
+from console.roles import FINANCE, SUPPORT
+from tests.console.conftest import logged_in, operator
 from waitlist.models import Invitation, WaitlistEntry, WaitlistPolicy
-from waitlist.services import waitlist_join
+from waitlist.services import entries_admit, waitlist_join
 
 pytestmark = pytest.mark.django_db
 
@@ -104,3 +108,36 @@ def test_an_invitation_the_mail_server_refused_is_retried_logged_and_sent_again_
         ops.post(changelist, {"action": "email_again", "_selected_action": [invitation.pk]})
     assert [m.to for m in mail.outbox] == [["ada@example.com"]]
     assert Invitation.objects.get().emailed_at is not None
+
+
+@pytest.mark.parametrize("role", [SUPPORT, FINANCE, None])
+@pytest.mark.parametrize("action", ["admit", "skip", "remove"])
+def test_an_operator_without_the_permission_cannot_decide_on_entries(role, action, eager_tasks):
+    ada, _ = waitlist_join(email="ada@example.com")
+    client = logged_in(operator("staff@example.com", role=role))
+    act(client, action, [ada])
+    assert WaitlistEntry.objects.get(pk=ada.pk).status == "waiting"
+    assert not Invitation.objects.exists() and not mail.outbox
+
+
+@pytest.mark.parametrize("role", [SUPPORT, FINANCE])
+def test_the_view_only_roles_see_the_waitlist_but_are_offered_no_action(role):
+    waitlist_join(email="ada@example.com")
+    page = logged_in(operator("staff@example.com", role=role)).get(reverse(CHANGELIST))
+    assert page.status_code == 200 and "ada@example.com" in page.content.decode()
+    assert 'name="action"' not in page.content.decode()
+
+
+@pytest.mark.parametrize("role", [SUPPORT, FINANCE, None])
+def test_an_operator_without_the_permission_cannot_email_an_invitation_again(
+    role, eager_tasks, django_capture_on_commit_callbacks
+):
+    ada, _ = waitlist_join(email="ada@example.com")
+    (invitation_id,) = entries_admit(entry_ids=[ada.pk], by="test")  # not emailed yet
+    client = logged_in(operator("staff@example.com", role=role))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            reverse("admin:waitlist_invitation_changelist"),
+            {"action": "email_again", "_selected_action": [invitation_id]},
+        )
+    assert not mail.outbox and Invitation.objects.get(pk=invitation_id).emailed_at is None
