@@ -1,4 +1,4 @@
-"""Users, personal tokens, and an account's quota overrides. Accounts and service keys, whose
+"""Users and an account's quota overrides. Accounts, service keys and personal tokens, whose
 changes operators make with a reason and an audit record, are the operator console's
 (console/admin/)."""
 
@@ -7,8 +7,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from .models import AccountQuota, User, UserToken
-from .services import user_token_revoke
+from .models import AccountQuota, User
 
 
 @admin.register(User)
@@ -22,23 +21,6 @@ class UserAdmin(DjangoUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
-
-
-@admin.register(UserToken)
-class UserTokenAdmin(admin.ModelAdmin):
-    list_display = ["user", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"]
-    search_fields = ["user__email"]
-    actions = ["revoke"]
-
-    @admin.action(description="Revoke selected tokens")
-    def revoke(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
-        for token in queryset.filter(revoked_at__isnull=True):
-            user_token_revoke(token=token)
-        self.message_user(request, "Revoked.")
-
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
-        return False
 
 
 QUOTA_FIELDS = ["rate_limit_per_minute", "rate_limit_burst", "daily_cap_credits"]

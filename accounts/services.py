@@ -51,9 +51,11 @@ def user_token_create(*, user: User) -> tuple[UserToken, str]:
     return token, raw
 
 
-def user_token_revoke(*, token: UserToken, now: datetime | None = None) -> None:
-    """End a personal token. Tokens are checked against the database on every call: at once."""
-    UserToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+def user_token_revoke(*, token: UserToken, now: datetime | None = None) -> bool:
+    """End a personal token. Tokens are checked against the database on every call: at once.
+    Returns whether it was still in force (a compare-and-set: of two revocations, one does it)."""
+    revoked = UserToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+    return revoked == 1
 
 
 def touch_last_used(model: type[ServiceKey] | type[UserToken], pk: int, now: datetime) -> None:

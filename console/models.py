@@ -24,6 +24,7 @@ class AuditRecord(models.Model):
         REPLAY_EVENT = "replay_event"
         REVOKE_KEY = "revoke_key"
         CREATE_KEY = "create_key"
+        REVOKE_TOKEN = "revoke_token"  # a user's personal token
 
     class ActorType(models.TextChoices):
         STAFF = "staff", "staff user"
@@ -76,6 +77,7 @@ class AuditRecord(models.Model):
             ("refund_purchase", "Refund purchases"),
             ("replay_stripe_event", "Process failed Stripe events again"),
             ("manage_service_keys", "Create and revoke service keys"),
+            ("revoke_user_token", "Revoke users' personal tokens"),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,10 @@ Both see everything in the admin (every model's view permission, those of models
 included: the roles are synced after every migrate). Support grants credits up to a limit
 (SUPPORT_GRANT_LIMIT_CREDITS per grant), suspends and reactivates accounts, replays failed
 Stripe events and resends webhook deliveries; finance refunds, claws back, voids grants and edits packs, prices and the
-free-credit policy. Superusers may do everything.
+free-credit policy. Superusers may do everything. Neither role may grant over the limit, make
+or revoke service keys, revoke users' personal tokens, admit, skip or remove waitlist entries,
+or change beat's schedules: those permissions are for superusers, or whoever an administrator
+gives them to.
 """
 
 from __future__ import annotations

@@ -16,8 +16,15 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from accounts.models import Account, ServiceKey, User
-from accounts.services import account_reactivate, account_suspend, service_key_create, service_key_revoke
+from accounts.ids import user_public_id
+from accounts.models import Account, ServiceKey, User, UserToken
+from accounts.services import (
+    account_reactivate,
+    account_suspend,
+    service_key_create,
+    service_key_revoke,
+    user_token_revoke,
+)
 from billing.models import ActorType, Grant, Purchase, PurchaseRefund, StripeEvent
 from billing.services.ledger import Actor, grant_clawback, grant_create, grant_void
 from billing.services.purchases import purchase_refund_execute, purchase_refund_request
@@ -319,6 +326,27 @@ def service_key_revoke_audited(
         confirmation=confirmation,
     )
     return service_key_revoke(key=key)
+
+
+def user_token_revoke_audited(
+    *, operator: Operator, token: UserToken, reason: str, confirmation: str | None = None
+) -> bool:
+    """End a user's personal token; recorded, on the user's account, when it was still in force.
+    Returns whether it was."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        revoked = user_token_revoke(token=token)
+        if revoked:
+            _audit(
+                operator,
+                Action.REVOKE_TOKEN,
+                account=Account.objects.filter(user_id=token.user_id).first(),
+                target=f"personal token {token.pk} {token.prefix}",
+                reason=reason,
+                details={"user": user_public_id(token.user_id)},
+                confirmation=confirmation,
+            )
+    return revoked
 
 
 def service_key_create_audited(

@@ -1,5 +1,6 @@
-"""Accounts and service keys in the admin: find an account, see everything about it, and act on
-it (grant, claw back, suspend, reactivate) through the console's services."""
+"""Accounts, service keys and personal tokens in the admin: find an account, see everything about
+it, and act on it (grant, claw back, suspend, reactivate, revoke a key or a user's token) through
+the console's services."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from accounts.models import Account, ServiceKey
+from accounts.models import Account, ServiceKey, UserToken
 from billing.admin import CappedCountPaginator, PublicIdLookup
 from billing.models import Grant
 from console import selectors
@@ -24,6 +25,7 @@ from console.services import (
     credits_grant,
     service_key_create_audited,
     service_key_revoke_audited,
+    user_token_revoke_audited,
 )
 
 from .confirm import ActionPage, action_view
@@ -303,3 +305,53 @@ class ServiceKeyAdmin(admin.ModelAdmin):
             warning="The key is shown once, on the next page; only its hash is kept.",
         )
         return action_view(self, request, page, ServiceKeyCreateForm(request.POST or None))
+
+
+@admin.register(UserToken)
+class UserTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    fields = ("user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    search_fields = ["user__email"]
+    list_select_related = ["user"]
+    change_form_template = "admin/console/usertoken_change_form.html"
+
+    # Users make tokens (POST /auth/token); an operator revokes one with the action below, with
+    # a reason and an audit record. Deleting would end it unrecorded, so nobody does.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<str:object_id>/revoke/", wrap(self.revoke_view), name="accounts_usertoken_revoke"),
+            *super().get_urls(),
+        ]
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        token = self.get_object(request, unquote(object_id))
+        if token is None:
+            raise Http404("No such token.")
+
+        def perform(data: dict[str, Any], confirmation: str) -> str:
+            revoked = user_token_revoke_audited(
+                operator=_operator(request), token=token, reason=data["reason"], confirmation=confirmation
+            )
+            return f"Revoked {token}." if revoked else f"{token} was already revoked."
+
+        page = ActionPage(
+            title=f"Revoke the personal token {token}",
+            permission="console.revoke_user_token",
+            target=token,
+            done_url=reverse("admin:accounts_usertoken_change", args=[token.pk]),
+            perform=perform,
+            summary=lambda d: [("Token", str(token)), ("Reason", d["reason"])],
+            warning="Calls made with this token are refused from now on; the user can make a new one.",
+        )
+        return action_view(self, request, page, ReasonForm(request.POST or None))

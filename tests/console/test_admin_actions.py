@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from accounts.models import Account, ServiceKey
-from accounts.services import hash_key
+from accounts.ids import user_public_id
+from accounts.models import Account, ServiceKey, UserToken
+from accounts.services import hash_key, user_token_create
 from billing.models import Grant, Hold, LedgerEntry, PurchaseRefund, StripeEvent
 from billing.services.ledger import hold_create
 from console.models import AuditRecord
@@ -16,6 +17,7 @@ from notifications.models import Event
 from tests.billing.factories import STAFF, give, make_account
 from tests.billing.stripe_support import event, intent_object, pending_purchase
 from tests.billing.test_purchases import answer_refund, fulfil
+from tests.conftest import Api
 
 from .conftest import confirm, review
 
@@ -273,6 +275,49 @@ def test_a_service_key_is_revoked_and_another_created_and_shown_once(root_client
     assert raw.startswith("sk_") and new.key_hash == hash_key(raw) and raw.encode() in created.content
     assert list(AuditRecord.objects.order_by("id").values_list("action", flat=True)) == ["revoke_key", "create_key"]
     assert raw not in str(list(AuditRecord.objects.values_list("details", flat=True)))
+
+
+def test_a_users_personal_token_is_revoked_with_a_reason_and_an_audit_record(root_client):
+    account = make_account()
+    token, raw = user_token_create(user=account.user)
+    user = Api(raw)
+    assert user.get("/me").status_code == 200
+    page = root_client.get(reverse("admin:accounts_usertoken_change", args=[token.pk]))
+    url = reverse("admin:accounts_usertoken_revoke", args=[token.pk])
+    assert f'href="{url}"'.encode() in page.content
+
+    assert review(root_client, url, {"reason": "leaked in a support ticket"}).status_code == 200
+    assert UserToken.objects.get(pk=token.pk).revoked_at is None  # not before the confirmation
+    done = confirm(root_client, url, {"reason": "leaked in a support ticket"})
+
+    assert done.status_code == 302
+    assert UserToken.objects.get(pk=token.pk).revoked_at is not None
+    assert user.get("/me").status_code == 401
+    record = AuditRecord.objects.get()
+    assert (record.action, record.account, record.reason, record.actor) == (
+        "revoke_token",
+        account,
+        "leaked in a support ticket",
+        "root@example.com",
+    )
+    assert record.target == f"personal token {token.pk} {token.prefix}"
+    assert record.details == {"user": user_public_id(account.user_id)}
+    page = root_client.get(reverse("admin:accounts_usertoken_change", args=[token.pk]))
+    assert f'href="{url}"'.encode() not in page.content  # nothing left to revoke
+    # Revoking it again changes nothing and records nothing.
+    assert confirm(root_client, url, {"reason": "again"}).status_code == 302
+    assert AuditRecord.objects.count() == 1
+
+
+def test_personal_tokens_are_neither_deleted_nor_edited_in_the_admin(root_client):
+    token, _ = user_token_create(user=make_account().user)
+    changelist = reverse("admin:accounts_usertoken_changelist")
+    root_client.post(changelist, {"action": "delete_selected", "post": "yes", "_selected_action": [token.pk]})
+    assert (
+        root_client.post(reverse("admin:accounts_usertoken_delete", args=[token.pk]), {"post": "yes"}).status_code
+        == 403
+    )
+    assert UserToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists()
 
 
 def test_a_refund_stripe_cannot_answer_stays_requested_audited_and_can_be_sent_again(root_client, recorder, pack):

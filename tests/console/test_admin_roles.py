@@ -8,7 +8,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from accounts.models import Account
+from accounts.models import Account, UserToken
+from accounts.services import user_token_create
 from billing.models import BillingPolicy, CreditPack, Grant, Operation, PurchaseRefund
 from console.models import AuditRecord
 from console.roles import FINANCE, SUPPORT
@@ -159,6 +160,20 @@ def test_finance_creates_the_missing_billing_policy_once(finance_client):
     assert finance_client.post(reverse("admin:billing_billingpolicy_add"), POLICY_FORM).status_code == 302
     assert BillingPolicy.objects.get().free_credits_per_period == 1000000
     assert finance_client.get(reverse("admin:billing_billingpolicy_add")).status_code == 403  # one row
+
+
+@pytest.mark.parametrize("role", [SUPPORT, FINANCE, None])
+def test_an_operator_without_the_permission_cannot_revoke_a_users_token(role):
+    token, _ = user_token_create(user=make_account().user)
+    client = logged_in(operator("staff@example.com", role=role))
+    revoke = reverse("admin:accounts_usertoken_revoke", args=[token.pk])
+
+    # The changelist's bulk action, as a crafted POST, and the audited page, as a forged one.
+    client.post(reverse("admin:accounts_usertoken_changelist"), {"action": "revoke", "_selected_action": [token.pk]})
+    assert client.get(revoke).status_code == 403
+    assert client.post(revoke, {"reason": "x", "confirmation": "whatever"}).status_code == 403
+
+    assert UserToken.objects.get(pk=token.pk).revoked_at is None and not AuditRecord.objects.exists()
 
 
 def test_a_staff_user_without_a_role_sees_nothing_and_gets_html_refusals():
