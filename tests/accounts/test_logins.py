@@ -177,19 +177,6 @@ def test_a_token_expires_after_its_lifetime(settings):
         assert api.get("/me").status_code == 401
 
 
-def test_an_operator_revokes_tokens_in_the_admin():
-    token, raw = user_token_create(user=UserFactory())
-    site = Client()
-    site.force_login(User.objects.create_superuser(email="ops@example.com", password=PASSWORD))
-
-    response = site.post(
-        reverse("admin:accounts_usertoken_changelist"), {"action": "revoke", "_selected_action": [token.pk]}
-    )
-
-    assert response.status_code == 302
-    assert Api(raw).get("/me").status_code == 401
-
-
 def test_a_service_key_is_not_a_personal_token_to_revoke(db):
     _, raw = service_key_create(name="gen")
     assert Client().delete("/api/v1/auth/token", headers={"Authorization": f"Bearer {raw}"}).status_code == 403
