@@ -52,6 +52,8 @@ class PublicIdLookup:
         # part may contain: the id as the path has it is a candidate too.
         raw = (request.resolver_match.kwargs.get("object_id") if request.resolver_match else None) or object_id
         candidates = list(dict.fromkeys([object_id, raw]))
+        if any("\x00" in candidate for candidate in candidates):  # no id has one, and PostgreSQL refuses it
+            return None
         # "grt_23..." unquotes as "grt#...": either candidate may be the row's public id.
         row_ids = [row_id_of(self.row_id_prefix, c) for c in candidates] if self.row_id_prefix else []
         if row_ids := [row_id for row_id in row_ids if row_id is not None]:

@@ -3,15 +3,11 @@ root, `webhooks` as they are."""
 
 from __future__ import annotations
 
-from django.urls import path, register_converter
+from django.urls import path
 
-from config.converters import PublicIdConverter
+import config.converters  # noqa: F401 (registers "pubid": public ids in paths, anything else a 404)
 
 from . import api, catalogue_api, me_api, purchase_api, verification_web, web
-
-# Public ids in paths (acct_..., hold_...): anything else is a 404 before any query. Registered
-# here, by the only app whose routes use it, before the patterns below are built.
-register_converter(PublicIdConverter, "pubid")
 
 # Django tries the patterns in order: the generation service's routes, called on every request,
 # come first (no two patterns here match the same path, so the order decides nothing else).

@@ -1,6 +1,9 @@
-"""URL converters shared by the routes and the code that checks ids the routes would accept."""
+"""URL converters shared by the routes and the code that checks ids the routes would accept.
+Importing this module registers them: an app's urls.py imports it before building its patterns."""
 
 from __future__ import annotations
+
+from django.urls import register_converter
 
 
 class PublicIdConverter:
@@ -13,3 +16,6 @@ class PublicIdConverter:
 
     def to_url(self, value: str) -> str:
         return value
+
+
+register_converter(PublicIdConverter, "pubid")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from django.urls import path
 
+import config.converters  # noqa: F401 (registers "pubid": public ids in paths, anything else a 404)
+
 from . import api, web
 
 api_v1 = [
     path("webhook-endpoints", api.WebhookEndpointsView.as_view(), name="webhook-endpoints"),
-    path("webhook-endpoints/<str:endpoint_id>", api.WebhookEndpointView.as_view(), name="webhook-endpoint"),
+    path("webhook-endpoints/<pubid:endpoint_id>", api.WebhookEndpointView.as_view(), name="webhook-endpoint"),
     path("me/notifications", api.MeNotificationsView.as_view(), name="me-notifications"),
     path("me/auto-recharge", api.MeAutoRechargeView.as_view(), name="me-auto-recharge"),
     path("me/auto-recharge/setup-intent", api.MeSetupIntentView.as_view(), name="me-auto-recharge-setup-intent"),

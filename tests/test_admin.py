@@ -90,3 +90,19 @@ def test_a_job_run_page_shows_its_chunks(superuser_client):
 
     assert page.status_code == 200
     assert b"first_account_id" in page.content or b"First account id" in page.content
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/accounts/account/%00/change/",
+        "/admin/accounts/account/acct_%00/grant/",
+        "/admin/accounts/account/%00/suspend/",
+        "/admin/billing/purchase/pur_%00/change/",
+        "/admin/billing/grant/grt_%00/change/",
+    ],
+)
+def test_an_object_id_with_a_nul_finds_nothing_and_is_not_a_500(superuser_client, path):
+    superuser_client.raise_request_exception = False
+    response = superuser_client.get(path)
+    assert response.status_code in (302, 404), response.status_code

@@ -267,3 +267,11 @@ def test_a_host_that_now_resolves_to_a_private_address_is_not_sent_to(api, loopb
     assert attempt.error == "not sent: The URL's host is a private or reserved address (127.0.0.1)."
     delivery.refresh_from_db()
     assert delivery.status == "pending" and delivery.next_attempt_at == START + retry_delay(1)
+
+
+@pytest.mark.parametrize("endpoint_id", ["%00", "we_%00x", "we_a%2Fb", "we_" + "x" * 70])
+def test_an_endpoint_id_no_endpoint_could_have_is_a_404(api, endpoint_id):
+    api.client.raise_request_exception = False
+    response = api.client.delete(f"/api/v1/webhook-endpoints/{endpoint_id}", headers=api._headers(None, None))
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
