@@ -53,7 +53,8 @@ class BearerAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         parts = header.split()
-        if len(parts) != 2 or parts[0] != self.keyword:
+        # The scheme's name is case-insensitive (RFC 9110, 11.1): "bearer" is "Bearer".
+        if len(parts) != 2 or parts[0].lower() != "bearer":
             raise exceptions.AuthenticationFailed("Authorization must be 'Bearer <key>'.")
         raw = parts[1]
         if len(raw) > 200 or not raw.isascii():

@@ -102,7 +102,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if not token:
         return JsonResponse(error_body("permission_denied", "Metrics are off: set METRICS_TOKEN."), status=403)
     parts = request.META.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0] != "Bearer" or not hmac.compare_digest(parts[1].encode(), token.encode()):
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not hmac.compare_digest(parts[1].encode(), token.encode()):
         response = JsonResponse(error_body("authentication_failed", "A valid metrics token is required."), status=401)
         response["WWW-Authenticate"] = "Bearer"
         return response

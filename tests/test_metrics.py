@@ -83,6 +83,7 @@ def test_it_answers_only_the_configured_token(settings):
     posted = Client().post("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert posted.status_code == 405 and posted.json()["error"]["code"] == "method_not_allowed"
     assert Client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert Client().get("/metrics", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
 
 
 def test_requests_are_counted_and_timed_by_route_method_and_status(token, service_key):

@@ -140,6 +140,15 @@ def test_a_bad_authorization_header_is_401(account, header):
     assert error_code(response) == "authentication_failed"
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_scheme_name_is_case_insensitive(account, service_key, user_api, scheme):
+    balance = Api().get(f"/accounts/{account.public_id}/balance", headers={"Authorization": f"{scheme} {service_key}"})
+    assert balance.status_code == 200, balance.content
+    _, user = user_api
+    _, token = user_token_create(user=user)
+    assert Api().get("/me", headers={"Authorization": f"{scheme} {token}"}).status_code == 200
+
+
 def test_no_authorization_is_401_on_service_and_user_routes(anon, account):
     for path in (f"/accounts/{account.public_id}/balance", "/me", "/me/ledger"):
         response = anon.get(path)
