@@ -45,7 +45,8 @@ class Operation(models.Model):
 
 
 class Grant(models.Model):
-    """A lot of credits. Immutable except `remaining`, which only the ledger service changes."""
+    """A lot of credits. Immutable except `remaining`, which only the ledger service changes, and
+    `voided_at`, set once when an operator voids the lot (credits coming back to it are voided)."""
 
     class Source(models.TextChoices):
         FREE_MONTHLY = "free_monthly"
@@ -64,6 +65,7 @@ class Grant(models.Model):
     period_start = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
+    voided_at = models.DateTimeField(null=True, blank=True)
     # Whether the lot still holds credits, kept by the database. The spendable index names this
     # column, not `remaining`: a debit that leaves credits in the lot changes no indexed value,
     # so PostgreSQL updates the row in place (a HOT update, no new index entries), and only the

@@ -1,10 +1,10 @@
 -- Settle a hold of a locked account: charge p_captured of its credits (a `capture` entry, when
 -- p_status is 'captured'), charging its lots in the order they were held, and give the rest
 -- back to the lots it came from (a `release` entry each, then billing_give_back: what goes back
--- to a lapsed lot expires at once, to a purchase that owes credits pays that first). Marks the hold
--- p_status. balance and on_hold are the account's balances, before and after. What is not
--- captured goes back to the account's spend of the day (billing_spend_quota), when the hold was
--- made that UTC day.
+-- to a lapsed or voided lot is gone at once, to a purchase that owes credits pays that first).
+-- Marks the hold p_status. balance and on_hold are the account's balances, before and after.
+-- What is not captured goes back to the account's spend of the day (billing_spend_quota), when
+-- the hold was made that UTC day.
 CREATE OR REPLACE FUNCTION billing_hold_return(
     p_hold billing_hold, p_captured bigint, p_status varchar, p_now timestamptz,
     p_actor_type varchar, p_actor_id varchar, INOUT balance bigint, INOUT on_hold bigint
@@ -22,7 +22,7 @@ BEGIN
                               p_actor_type, p_actor_id, p_hold.reference, p_now);
     END IF;
     FOR lot IN
-        SELECT e.grant_id, -e.credits AS held, g.source, g.expires_at
+        SELECT e.grant_id, -e.credits AS held, g.source, g.expires_at, g.voided_at IS NOT NULL AS voided
         FROM billing_ledgerentry e JOIN billing_grant g ON g.id = e.grant_id
         WHERE e.hold_id = p_hold.id AND e.kind = 'hold'
         ORDER BY e.id
@@ -35,8 +35,8 @@ BEGIN
         on_hold := on_hold - rest;
         PERFORM billing_entry(p_hold.account_id, 'release', rest, -rest, balance, on_hold, lot.grant_id, p_hold.id,
                               NULL, p_actor_type, p_actor_id, p_hold.reference, p_now);
-        balance := billing_give_back(p_hold.account_id, lot.grant_id, lot.source, lot.expires_at, rest, on_hold,
-                                     p_now, p_actor_type, p_actor_id, p_hold.reference, balance);
+        balance := billing_give_back(p_hold.account_id, lot.grant_id, lot.source, lot.expires_at, lot.voided, rest,
+                                     on_hold, p_now, p_actor_type, p_actor_id, p_hold.reference, balance);
     END LOOP;
     IF p_hold.credits > p_captured THEN
         UPDATE accounts_account SET day_spent = greatest(day_spent - (p_hold.credits - p_captured), 0)

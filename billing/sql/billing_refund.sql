@@ -1,7 +1,7 @@
 -- Refund the debit with id p_debit, once: lock and settle its account, give each lot back what
 -- the debit took from it (a `refund` entry each, then billing_give_back: what goes back to a
--- lapsed lot expires at once, to a purchase that owes credits pays that first), and record the
--- key with the answer (body: billing_debit_json).
+-- lapsed or voided lot is gone at once, to a purchase that owes credits pays that first), and
+-- record the key with the answer (body: billing_debit_json).
 -- Outcomes: made; replay; not_found; already_refunded.
 CREATE OR REPLACE FUNCTION billing_refund(
     p_debit varchar, p_now timestamptz, p_actor_type varchar, p_actor_id varchar,
@@ -33,7 +33,7 @@ BEGIN
     END IF;
     balance := acct.available_credits;
     FOR lot IN
-        SELECT e.grant_id, -e.credits AS taken, g.source, g.expires_at
+        SELECT e.grant_id, -e.credits AS taken, g.source, g.expires_at, g.voided_at IS NOT NULL AS voided
         FROM billing_ledgerentry e JOIN billing_grant g ON g.id = e.grant_id
         WHERE e.debit_id = d.id AND e.kind = 'debit'
         ORDER BY e.id
@@ -41,7 +41,7 @@ BEGIN
         balance := balance + lot.taken;
         PERFORM billing_entry(acct.id, 'refund', lot.taken, 0, balance, acct.held_credits, lot.grant_id, NULL, d.id,
                               p_actor_type, p_actor_id, d.reference, p_now);
-        balance := billing_give_back(acct.id, lot.grant_id, lot.source, lot.expires_at, lot.taken,
+        balance := billing_give_back(acct.id, lot.grant_id, lot.source, lot.expires_at, lot.voided, lot.taken,
                                      acct.held_credits, p_now, p_actor_type, p_actor_id, d.reference, balance);
     END LOOP;
     UPDATE accounts_account SET available_credits = balance WHERE id = acct.id;

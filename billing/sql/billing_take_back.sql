@@ -1,9 +1,11 @@
 -- Take back up to p_credits (all when NULL) of what is still unspent on the lot p_grant: a
 -- `clawback` (a refund or dispute of a purchase, or an operator's) or a `void` (an operator
 -- cancels a grant), as p_kind says. Locks and settles the account first, so a lot that lapsed is
--- expired, not taken back; credits spent or held are not there to take. A purchase's lot is
--- taken back only by a clawback, counted on the purchase (clawed_back_credits), so that its
--- refunds and disputes take back only the rest. taken: how many were taken.
+-- expired, not taken back; credits spent or held are not there to take. A voided lot stays
+-- voided (voided_at): credits that come back to it later are voided too (billing_give_back).
+-- A purchase's lot is taken back only by a clawback, counted on the purchase
+-- (clawed_back_credits), so that its refunds and disputes take back only the rest. taken: how
+-- many were taken.
 -- Outcomes: made; not_found (no such lot); purchase (a void of a purchase's lot, refused).
 CREATE OR REPLACE FUNCTION billing_take_back(
     p_grant bigint, p_credits bigint, p_kind varchar, p_reference varchar, p_now timestamptz,
@@ -30,6 +32,9 @@ BEGIN
     END IF;
     outcome := 'made';
     taken := least(coalesce(p_credits, lot.remaining), lot.remaining);
+    IF p_kind = 'void' THEN
+        UPDATE billing_grant SET voided_at = coalesce(voided_at, p_now) WHERE id = p_grant;
+    END IF;
     IF taken > 0 THEN
         UPDATE billing_grant SET remaining = remaining - taken WHERE id = p_grant;
         UPDATE accounts_account SET available_credits = available_credits - taken WHERE id = acct.id;

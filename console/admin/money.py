@@ -83,7 +83,10 @@ class GrantAdmin(ActionUrlsMixin, PublicIdLookup, ReadOnlyAdmin):
                 ("Grant", f"{grant.pk}: {grant.source}, {grant.remaining} of {grant.amount} left"),
                 ("Reason", d["reason"]),
             ],
-            warning="Every unspent credit of this lot is cancelled; held credits stay held.",
+            warning=(
+                "Every unspent credit of this lot is cancelled; held credits stay held, and whatever comes back"
+                " to the lot later (a hold released, a debit refunded) is cancelled too."
+            ),
         )
         return action_view(self, request, page, ReasonForm(request.POST or None))
 

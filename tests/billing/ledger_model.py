@@ -20,8 +20,9 @@ Rules modelled:
   released automatically (and a capture or release from that instant answers `expired`).
 - A debit refund gives each lot back what the debit took from it, once.
 - Clawback takes up to N of one lot's unspent, unexpired credits; void takes all of them.
-  Held credits are not there to take (they come back to the lot when released). A purchase's
-  lot is not voided (refused with `purchase_grant`): its credits are clawed back.
+  Held credits are not there to take (they come back to the lot when released); what comes
+  back to a voided lot is voided at once. A purchase's lot is not voided (refused with
+  `purchase_grant`): its credits are clawed back.
 - Free monthly credits: periods start at each anchor-day midnight UTC, the first at
   `first_period_start`; the period at `now` is the latest start at or before now. Period 0 gets
   the first-period amount, later ones the per-period amount; a free grant expires when the
@@ -86,6 +87,8 @@ class Lot:
     # and voided, plus given back. Once the lot has expired none of it counts, so "back to an
     # expired lot" means "expired".
     remaining: int
+    # Voided by an operator: nothing given back to it returns to it (it is voided at once).
+    voided: bool = False
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -103,7 +106,8 @@ Allocation = list[tuple[Lot, int]]
 
 def give_back(allocations: Allocation) -> None:
     for lot, part in allocations:
-        lot.remaining += part
+        if not lot.voided:
+            lot.remaining += part
 
 
 def take_from(allocations: Allocation) -> None:
@@ -328,8 +332,10 @@ class ModelAccount:
         return Refusal(PURCHASE_GRANT) if lot.paid else None
 
     def void(self, lot: Lot, now: datetime) -> int:
-        """Take all of the lot's unspent, unexpired credits; how many were taken."""
+        """Take all of the lot's unspent, unexpired credits, and whatever comes back to it later;
+        how many were taken now."""
         assert self.void_refusal(lot) is None
+        lot.voided = True
         return self.clawback(lot, lot.remaining, now)
 
 

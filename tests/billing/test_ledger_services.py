@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from accounts.models import Account
 from billing.errors import AccountSuspended, DebitAlreadyRefunded, HoldNotPending, InsufficientCredits
@@ -20,6 +21,7 @@ from billing.services.ledger import (
     Actor,
     debit_create,
     debit_refund,
+    grant_void,
     hold_capture,
     hold_create,
     hold_release,
@@ -684,3 +686,22 @@ def test_the_refusal_holds_for_a_database_superuser(entry):
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("DELETE FROM billing_ledgerentry")
     assert LedgerEntry.objects.filter(pk=entry.pk).exists()
+
+
+def test_credits_coming_back_to_a_voided_lot_are_voided_too(assert_ledger_clean):
+    account = make_account()
+    promo = give(account, 20, source="promo", expires_at=timezone.now() + timedelta(days=30))  # spent first
+    give(account, 5, source="adjustment", expires_at=None)
+    hold = hold_create(account=account, credits=12, expires_in=600, actor=SVC)
+    debit = debit_create(account=account, credits=3, actor=SVC)
+    assert grant_void(grant=promo, actor=SVC, reason="issued by mistake") == 5
+
+    hold_release(hold=hold, actor=SVC)
+    debit_refund(debit=debit, actor=SVC)
+    promo.refresh_from_db()
+    account.refresh_from_db()
+    assert (promo.remaining, promo.voided_at is not None) == (0, True)
+    assert account.available_credits == 5  # only the adjustment's
+    voided = LedgerEntry.objects.filter(grant=promo, kind="void").order_by("id").values_list("credits", flat=True)
+    assert list(voided) == [-5, -12, -3]
+    assert_ledger_clean()
