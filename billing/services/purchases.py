@@ -57,9 +57,11 @@ def credits_expiry(paid_at: datetime) -> datetime:
 
 
 def pack_get(*, pack: str) -> CreditPack:
-    """An active pack by its slug (or its numeric id)."""
+    """An active pack by its slug (or its numeric id: ASCII digits only, as str.isdigit also
+    takes digits int() refuses, such as a superscript two)."""
     packs = CreditPack.objects.filter(active=True)
-    found = packs.filter(pk=int(pack)).first() if pack.isdigit() and len(pack) < 18 else packs.filter(slug=pack).first()
+    numeric = pack.isascii() and pack.isdigit() and len(pack) < 18
+    found = packs.filter(pk=int(pack)).first() if numeric else packs.filter(slug=pack).first()
     if found is None:
         raise UnknownPack(f"Unknown or inactive pack {pack!r}.", field="pack")
     return found

@@ -65,6 +65,9 @@ def test_a_suspended_account_cannot_buy(recorder, user_api, pack, route):
         {"pack": "no-such-pack"},
         {"pack": "99999"},
         {"pack": "9" * 40},
+        {"pack": "\u00b2"},  # a superscript two: a digit to str.isdigit, not to int()
+        {"pack": "\u0661\u0662"},  # Arabic-Indic digits: no pack's id
+        {"pack": "0"},
         {"pack": 1},
         {"pack": None},
         {"pack": ["credits-115"]},

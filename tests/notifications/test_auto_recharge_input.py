@@ -22,6 +22,8 @@ def put(api, body):  # type: ignore[no-untyped-def]
     [
         ({**GOOD, "pack": "nope"}, "pack"),
         ({**GOOD, "pack": 115}, "pack"),
+        ({**GOOD, "pack": "\u00b2"}, "pack"),  # a superscript two: a digit to str.isdigit, not to int()
+        ({**GOOD, "pack": "\u0661\u0662"}, "pack"),  # Arabic-Indic digits: no pack's id
         ({**GOOD, "threshold_credits": 0}, "threshold_credits"),
         ({**GOOD, "threshold_credits": "10"}, "threshold_credits"),
         ({**GOOD, "threshold_credits": 10**7}, "threshold_credits"),
