@@ -42,20 +42,21 @@ def endpoint_url_check(url: str) -> None:
     """https:// (http:// only when WEBHOOK_ALLOW_HTTP), a host name, no credentials, and, unless
     WEBHOOK_ALLOW_PRIVATE_ADDRESSES, no host that is or resolves to a private, loopback,
     link-local or reserved address (our workers must not be turned against our own network)."""
-    parts = urlsplit(url)
+    try:  # the parser refuses a malformed bracketed host ("[::1", "[zz]") or a port out of range
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - read for the parser's check
+    except ValueError:
+        raise _bad_url("The URL's host or port is not valid.") from None
     allowed = ("https", "http") if settings.WEBHOOK_ALLOW_HTTP else ("https",)
     if parts.scheme not in allowed:
         raise _bad_url(f"The URL must start with {' or '.join(s + '://' for s in allowed)}.")
-    if not parts.hostname or parts.username or parts.password:
+    if not host or parts.username or parts.password:
         raise _bad_url("The URL needs a host and must not carry a user name or password.")
     if parts.fragment:
         raise _bad_url("The URL must not have a #fragment.")
-    try:
-        parts.port  # noqa: B018 - raises for a port out of range
-    except ValueError:
-        raise _bad_url("The URL's port is not valid.") from None
     if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
-        for address in _addresses(parts.hostname):
+        for address in _addresses(host):
             if not address.is_global:
                 raise _bad_url(f"The URL's host is a private or reserved address ({address}).")
 

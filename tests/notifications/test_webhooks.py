@@ -219,6 +219,9 @@ def test_the_endpoints_list_never_shows_the_secret_and_delete_stops_deliveries(a
         ({"url": "https://10.1.2.3/x"}, "url"),  # private
         ({"url": "https://169.254.169.254/latest"}, "url"),  # link-local (cloud metadata)
         ({"url": "https://[::1]/x"}, "url"),
+        ({"url": "https://[::1"}, "url"),  # an unclosed bracket
+        ({"url": "https://[zz]/x"}, "url"),  # brackets around no IPv6 address
+        ({"url": "https://[93.184.216.34]/"}, "url"),  # brackets around an IPv4 address
         ({"url": "https://user:pw@93.184.216.34/x"}, "url"),
         ({"url": "ftp://93.184.216.34/x"}, "url"),
         ({"url": "https:///nohost"}, "url"),
