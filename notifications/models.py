@@ -267,6 +267,8 @@ class Recharge(models.Model):
     amount_cents = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
+    # When the task decided the charge (queued -> charging): the month whose cap it counts in.
+    charged_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -157,12 +157,18 @@ def card_save(*, account: Account, setup_intent_id: str) -> AutoRecharge:
 # --- Charging -------------------------------------------------------------------------------
 
 
-def month_start(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    """The start of now's calendar month (UTC) and the start of the next."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, (start + timedelta(days=32)).replace(day=1)
 
 
 def spent_this_month_cents(*, account_id: int, now: datetime) -> int:
-    spent = Recharge.objects.filter(account_id=account_id, status__in=SPENT, created_at__gte=month_start(now))
+    """What the recharges charged in now's calendar month (UTC) cost: a recharge counts in the
+    month it was charged, not the one it was queued in (a crossing at 23:59 on the 31st is
+    charged in the next month's first sweep)."""
+    start, end = calendar_month(now)
+    spent = Recharge.objects.filter(account_id=account_id, status__in=SPENT, charged_at__gte=start, charged_at__lt=end)
     return int(spent.aggregate(total=Sum("amount_cents"))["total"] or 0)
 
 
@@ -177,7 +183,7 @@ def recharge_charge(*, recharge_id: int, now: datetime | None = None) -> Recharg
     now = now or timezone.now()
     with transaction.atomic():
         if not Recharge.objects.filter(pk=recharge_id, status=Recharge.Status.QUEUED).update(
-            status=Recharge.Status.CHARGING
+            status=Recharge.Status.CHARGING, charged_at=now
         ):
             return None
         recharge = Recharge.objects.select_related("account").get(pk=recharge_id)

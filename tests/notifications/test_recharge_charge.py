@@ -1,0 +1,83 @@
+"""Charging a queued recharge, with Stripe answered at the stripe library's HTTP boundary (the
+recording client): which month's cap a charge counts in, a charge whose answer was lost, and a
+pack no longer sold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from billing.models import StripeCustomer
+from billing.services.ledger import debit_create
+from billing.services.purchases import StripeRefs, purchase_fulfil
+from notifications.models import AutoRecharge, Recharge
+from notifications.services.recharge import auto_recharge_configure, recharge_charge, spent_this_month_cents
+from tests.billing.factories import STAFF, give, make_account
+from tests.billing.stripe_support import Recorded, RecordingHTTPClient, new_id
+
+pytestmark = pytest.mark.django_db
+
+START = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
+INTENTS = "/v1/payment_intents"
+
+
+def succeeded(request: Recorded) -> tuple[int, dict]:
+    return 200, {"id": new_id("pi_"), "object": "payment_intent", "status": "succeeded"}
+
+
+@pytest.fixture
+def stripe_answers(recorder: RecordingHTTPClient) -> RecordingHTTPClient:
+    recorder.on("post", INTENTS, succeeded)
+    return recorder
+
+
+def recharging_account(pack, *, now: datetime, cap_cents: int):  # type: ignore[no-untyped-def]
+    """An account with a saved card and auto-recharge on: one pack when below 10 credits."""
+    account = make_account(now=now)
+    StripeCustomer.objects.create(account=account, stripe_customer_id=f"cus_{account.public_id}")
+    AutoRecharge.objects.create(account=account, stripe_payment_method_id="pm_card_visa")
+    auto_recharge_configure(account=account, pack=pack, threshold_credits=10, monthly_cap_cents=cap_cents)
+    return account
+
+
+def cross_threshold(account, now: datetime) -> Recharge:  # type: ignore[no-untyped-def]
+    """Spend every credit of the account (10 or more): the balance trigger queues one recharge."""
+    give(account, 10, now=now)
+    account.refresh_from_db()
+    debit_create(account=account, credits=account.available_credits, actor=STAFF, reference="generation", now=now)
+    return Recharge.objects.get(account=account, status="queued")
+
+
+def charge(account, now: datetime) -> Recharge:  # type: ignore[no-untyped-def]
+    recharge = recharge_charge(recharge_id=cross_threshold(account, now).pk, now=now)
+    assert recharge is not None
+    return recharge
+
+
+def pay(recharge: Recharge, now: datetime) -> None:
+    """The payment's webhook: payment_intent.succeeded fulfils the purchase."""
+    assert recharge.purchase is not None
+    purchase_fulfil(purchase=recharge.purchase, refs=StripeRefs(), paid_cents=1500, currency="usd", now=now)
+
+
+def charged_cents(recorder: RecordingHTTPClient) -> list[int]:
+    return [int(r.params["amount"]) for r in recorder.sent("post", INTENTS)]
+
+
+def test_a_recharge_queued_on_the_last_second_of_a_month_counts_in_the_month_it_was_charged(pack, stripe_answers):
+    jan31 = datetime(2031, 1, 31, 23, 59, 58, tzinfo=UTC)
+    feb1 = datetime(2031, 2, 1, 0, 0, 3, tzinfo=UTC)  # the outbox sweep's next run
+    account = recharging_account(pack, now=jan31, cap_cents=1500)  # one pack a month
+    queued = cross_threshold(account, jan31)
+    first = recharge_charge(recharge_id=queued.pk, now=feb1)
+    assert first is not None
+    pay(first, feb1)
+
+    assert spent_this_month_cents(account_id=account.pk, now=jan31) == 0
+    assert spent_this_month_cents(account_id=account.pk, now=feb1) == 1500
+    later = charge(account, feb1 + timedelta(days=9))  # February's cap is spent
+    assert (later.status, later.error) == ("skipped", "monthly cap reached")
+    assert charged_cents(stripe_answers) == [1500]
+    march = charge(account, datetime(2031, 3, 1, tzinfo=UTC))  # a new month, a new cap
+    assert march.status == "charging" and charged_cents(stripe_answers) == [1500, 1500]
