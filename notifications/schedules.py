@@ -12,6 +12,9 @@ SCHEDULES = [
     Schedule("dispatch notification outbox", "notifications.outbox_sweep", every_seconds=5),
     # Every 30 seconds: webhook deliveries whose backoff is over are attempted again.
     Schedule("retry webhook deliveries", "notifications.webhook_retry_due", every_seconds=30),
+    # Every 10 minutes: auto-recharge charges whose answer from Stripe was lost are asked again
+    # with their idempotency key (or failed a day later), so none keeps its account waiting.
+    Schedule("settle unanswered recharges", "notifications.recharges_unanswered", every_seconds=600),
     # Hourly at :20: lots expiring within CREDITS_EXPIRING_DAYS get their credits.expiring, once
     # per lot; hourly, because paid lots expire at their purchase's time of day.
     Schedule("announce expiring credits", "notifications.credits_expiring", crontab="20 * * * *"),

@@ -11,7 +11,7 @@ from notifications.services.expiring import credits_expiring_announce
 from notifications.services.outbox import event_fan_out
 from notifications.services.outbox import outbox_sweep as sweep
 from notifications.services.recharge import recharge_charge as charge
-from notifications.services.recharge import recharges_declined_later
+from notifications.services.recharge import recharges_declined_later, recharges_unanswered_settle
 from notifications.services.retention import events_purge
 from notifications.services.webhooks import deliveries_due, delivery_attempt
 
@@ -64,6 +64,11 @@ def send_email(self, email_id: int) -> None:  # type: ignore[no-untyped-def]
 @shared_task(name="notifications.recharge_charge")
 def recharge_charge(recharge_id: int) -> None:
     charge(recharge_id=recharge_id)
+
+
+@shared_task(name="notifications.recharges_unanswered")
+def recharges_unanswered() -> int:
+    return recharges_unanswered_settle()
 
 
 @shared_task(name="notifications.credits_expiring")

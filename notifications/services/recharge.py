@@ -4,7 +4,9 @@ balance trigger queues when a movement leaves available credits below the thresh
 A recharge is charged off-session with an idempotency key from its row and granted by the
 payment's webhook like any purchase (notifications.events.purchase_paid ends it). A card that is
 declined or needs authentication fails it (auto_recharge.failed); AUTO_RECHARGE_MAX_FAILURES
-failures in a row switch auto-recharge off.
+failures in a row switch auto-recharge off. A charge whose answer was lost (Stripe unreachable or
+failing) may have been made: it stays charging until the payment's webhook, reconciliation or
+asking Stripe again with the same key settles it (recharges_unanswered_settle).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import stripe
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from accounts.models import Account
@@ -41,7 +43,13 @@ from notifications.services import stripe_cards
 MAX_THRESHOLD_CREDITS = 1_000_000
 MAX_MONTHLY_CAP_CENTS = 99_999_999
 OPEN = [Recharge.Status.QUEUED, Recharge.Status.CHARGING]
-SPENT = [Recharge.Status.CHARGING, Recharge.Status.SUCCEEDED]
+# What the cap counts: a charge that may still take the money, and any whose purchase was paid,
+# whatever the recharge's own status says (a payment Stripe made after its answer was lost).
+SPENT = Q(status__in=[Recharge.Status.CHARGING, Recharge.Status.SUCCEEDED]) | Q(purchase__paid_at__isnull=False)
+# A charge whose answer was lost is asked again this long after it was made; Stripe keeps an
+# idempotency key 24 hours, so past UNANSWERED_GIVE_UP it is not asked again but failed.
+UNANSWERED_RETRY_AFTER = timedelta(minutes=10)
+UNANSWERED_GIVE_UP = timedelta(hours=23)
 
 
 def auto_recharge_get(*, account: Account) -> AutoRecharge:
@@ -168,7 +176,7 @@ def spent_this_month_cents(*, account_id: int, now: datetime) -> int:
     month it was charged, not the one it was queued in (a crossing at 23:59 on the 31st is
     charged in the next month's first sweep)."""
     start, end = calendar_month(now)
-    spent = Recharge.objects.filter(account_id=account_id, status__in=SPENT, charged_at__gte=start, charged_at__lt=end)
+    spent = Recharge.objects.filter(SPENT, account_id=account_id, charged_at__gte=start, charged_at__lt=end)
     return int(spent.aggregate(total=Sum("amount_cents"))["total"] or 0)
 
 
@@ -235,12 +243,25 @@ def _charge(recharge: Recharge, purchase: Purchase, settings_row: AutoRecharge, 
             idempotency_key=recharge.idempotency_key,
         )
     except PaymentProviderError as exc:
+        if _outcome_unknown(exc):
+            # Stripe may have charged the card: nothing is failed or canceled on a guess.
+            Recharge.objects.filter(pk=recharge.pk).update(error=stripe_gateway.provider_detail(exc)[:2000])
+            recharge.refresh_from_db()
+            return recharge
         return _failed(recharge, purchase, _decline_reason(exc), now)
     purchase_refs_record(purchase=purchase, refs=StripeRefs(payment_intent_id=_id_of(intent.get("id"))))
     if intent.get("status") not in ("succeeded", "processing"):
         return _failed(recharge, purchase, f"the payment is {intent.get('status')}: the card needs the customer", now)
     recharge.refresh_from_db()
     return recharge  # charging until the payment's webhook fulfils the purchase
+
+
+def _outcome_unknown(error: PaymentProviderError) -> bool:
+    """Whether Stripe may have made the charge although the call failed: a network failure, an
+    error of Stripe's own or a rate limit (after the library's retries), or the same key still in
+    use by another request. A card error or any other refusal of the request is a definite no."""
+    cause = error.__cause__
+    return stripe_gateway.is_retryable(cause) or isinstance(cause, stripe.IdempotencyError)
 
 
 def _decline_reason(error: PaymentProviderError) -> str:
@@ -264,6 +285,31 @@ def recharges_declined_later(*, now: datetime | None = None) -> int:
         assert recharge.purchase is not None  # filtered on it
         _failed(recharge, recharge.purchase, recharge.purchase.last_error, now)
     return len(declined)
+
+
+def recharges_unanswered_settle(*, now: datetime | None = None) -> int:
+    """Settle the charges whose answer was lost: still charging, no PaymentIntent recorded and
+    the purchase pending with no decline, UNANSWERED_RETRY_AFTER after the charge. Asked again
+    with the same idempotency key, Stripe answers the payment it made or makes it now. Past
+    UNANSWERED_GIVE_UP the recharge fails instead: a payment Stripe did make has been fulfilled
+    by then (webhook or reconciliation), so its purchase is no longer pending and not here.
+    Returns how many were asked again or failed."""
+    now = now or timezone.now()
+    unanswered = Recharge.objects.filter(
+        status=Recharge.Status.CHARGING,
+        charged_at__lte=now - UNANSWERED_RETRY_AFTER,
+        purchase__status=Purchase.Status.PENDING,
+        purchase__stripe_payment_intent_id__isnull=True,
+        purchase__last_error="",
+    ).select_related("purchase")
+    for recharge in unanswered:
+        assert recharge.purchase is not None and recharge.charged_at is not None  # filtered on them
+        if recharge.charged_at <= now - UNANSWERED_GIVE_UP:
+            _failed(recharge, recharge.purchase, "the payment provider did not answer", now)
+        else:
+            settings_row = AutoRecharge.objects.get(account_id=recharge.account_id)
+            _charge(recharge, recharge.purchase, settings_row, now)
+    return len(unanswered)
 
 
 def _failed(recharge: Recharge, purchase: Purchase, message: str, now: datetime) -> Recharge:

@@ -7,12 +7,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import stripe
 
 from billing.models import StripeCustomer
+from billing.services import stripe_gateway
 from billing.services.ledger import debit_create
 from billing.services.purchases import StripeRefs, purchase_fulfil
-from notifications.models import AutoRecharge, Recharge
-from notifications.services.recharge import auto_recharge_configure, recharge_charge, spent_this_month_cents
+from notifications.models import AutoRecharge, Event, Recharge
+from notifications.services.recharge import (
+    auto_recharge_configure,
+    recharge_charge,
+    recharges_unanswered_settle,
+    spent_this_month_cents,
+)
 from tests.billing.factories import STAFF, give, make_account
 from tests.billing.stripe_support import Recorded, RecordingHTTPClient, new_id
 
@@ -81,3 +88,75 @@ def test_a_recharge_queued_on_the_last_second_of_a_month_counts_in_the_month_it_
     assert charged_cents(stripe_answers) == [1500]
     march = charge(account, datetime(2031, 3, 1, tzinfo=UTC))  # a new month, a new cap
     assert march.status == "charging" and charged_cents(stripe_answers) == [1500, 1500]
+
+
+def answer_lost(request: Recorded) -> tuple[int, dict]:
+    raise stripe.APIConnectionError("Read timed out.", should_retry=True)
+
+
+def declined(request: Recorded) -> tuple[int, dict]:
+    error = {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}
+    return 402, {"error": error}
+
+
+@pytest.fixture
+def no_network_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stripe_gateway, "MAX_NETWORK_RETRIES", 0)  # the library's sleeps between tries
+
+
+def test_a_charge_whose_answer_was_lost_stays_charging_and_the_payment_counts_toward_the_cap(
+    pack, stripe_answers, no_network_retries
+):
+    account = recharging_account(pack, now=START, cap_cents=1500)
+    stripe_answers.on("post", INTENTS, answer_lost)
+    first = charge(account, START)
+    assert first.status == "charging" and "Read timed out" in first.error
+    assert first.purchase is not None and first.purchase.status == "pending"
+    assert not Event.objects.filter(account=account, type="auto_recharge.failed").exists()
+    assert AutoRecharge.objects.get(account=account).consecutive_failures == 0
+
+    pay(first, START + timedelta(minutes=1))  # Stripe did charge: payment_intent.succeeded
+    first.refresh_from_db()
+    assert first.status == "succeeded"
+    stripe_answers.on("post", INTENTS, succeeded)
+    second = charge(account, START + timedelta(days=1))
+    assert (second.status, second.error) == ("skipped", "monthly cap reached")
+    assert charged_cents(stripe_answers) == [1500]
+
+
+def test_a_failed_recharge_whose_purchase_was_paid_after_all_counts_toward_the_cap(pack, stripe_answers):
+    account = recharging_account(pack, now=START, cap_cents=1500)
+    stripe_answers.on("post", INTENTS, declined)
+    failed = charge(account, START)
+    assert failed.status == "failed" and failed.purchase is not None and failed.purchase.status == "canceled"
+    assert spent_this_month_cents(account_id=account.pk, now=START) == 0
+    pay(failed, START)  # a canceled purchase is still granted when Stripe reports it paid
+    assert spent_this_month_cents(account_id=account.pk, now=START) == 1500
+
+
+def test_an_unanswered_charge_is_asked_again_with_its_key_and_failed_after_a_day(
+    pack, stripe_answers, no_network_retries
+):
+    account = recharging_account(pack, now=START, cap_cents=3000)
+    stripe_answers.on("post", INTENTS, answer_lost)
+    recharge = charge(account, START)
+    assert recharges_unanswered_settle(now=START + timedelta(minutes=5)) == 0  # not yet
+    assert recharges_unanswered_settle(now=START + timedelta(minutes=11)) == 1  # lost again
+    stripe_answers.on("post", INTENTS, succeeded)
+    assert recharges_unanswered_settle(now=START + timedelta(minutes=21)) == 1
+    keys = {r.headers["Idempotency-Key"] for r in stripe_answers.sent("post", INTENTS)}
+    assert keys == {recharge.idempotency_key} and len(charged_cents(stripe_answers)) == 3
+    recharge.refresh_from_db()
+    assert recharge.status == "charging" and recharge.purchase is not None
+    assert recharge.purchase.stripe_payment_intent_id is not None  # answered: the webhook ends it
+    assert recharges_unanswered_settle(now=START + timedelta(minutes=31)) == 0
+
+    other = recharging_account(pack, now=START, cap_cents=3000)
+    stripe_answers.on("post", INTENTS, answer_lost)
+    never = charge(other, START)
+    assert recharges_unanswered_settle(now=START + timedelta(hours=23)) == 1
+    never.refresh_from_db()
+    assert (never.status, never.error) == ("failed", "the payment provider did not answer")
+    assert AutoRecharge.objects.get(account=other).state == "idle"  # the next crossing recharges
+    (event,) = Event.objects.filter(account=other, type="auto_recharge.failed")
+    assert event.data["reason"] == "the payment provider did not answer"
