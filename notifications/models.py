@@ -255,7 +255,7 @@ class Recharge(models.Model):
         CHARGING = "charging"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
-        SKIPPED = "skipped"  # nothing to do (back above the threshold) or the monthly cap reached
+        SKIPPED = "skipped"  # nothing to do (back above the threshold), the cap reached, the pack not sold
 
     public_id = models.CharField(max_length=32, unique=True, default=new_recharge_id, editable=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="recharges")

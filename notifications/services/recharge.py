@@ -50,6 +50,10 @@ SPENT = Q(status__in=[Recharge.Status.CHARGING, Recharge.Status.SUCCEEDED]) | Q(
 # idempotency key 24 hours, so past UNANSWERED_GIVE_UP it is not asked again but failed.
 UNANSWERED_RETRY_AFTER = timedelta(minutes=10)
 UNANSWERED_GIVE_UP = timedelta(hours=23)
+# Why a recharge is skipped, in the user's words when they are told (auto_recharge.failed).
+CAP_REACHED = "monthly cap reached"
+PACK_NOT_SOLD = "the pack you chose is no longer sold: choose another on your billing page"
+SKIPS_TOLD = {CAP_REACHED, PACK_NOT_SOLD}
 
 
 def auto_recharge_get(*, account: Account) -> AutoRecharge:
@@ -226,10 +230,12 @@ def _plan(recharge: Recharge, now: datetime) -> tuple[AutoRecharge, int] | str:
     )
     if needed == 0:
         return "available credits are back at the threshold"
+    if not settings_row.pack.active:  # an operator stopped selling it, as /me/checkout refuses it
+        return PACK_NOT_SOLD
     room = settings_row.monthly_cap_cents - spent_this_month_cents(account_id=account.pk, now=now)
     quantity = min(needed, room // settings_row.pack.price_cents, settings.PURCHASE_MAX_QUANTITY)
     if quantity < 1:
-        return "monthly cap reached"
+        return CAP_REACHED
     return settings_row, quantity
 
 
@@ -321,7 +327,8 @@ def _failed(recharge: Recharge, purchase: Purchase, message: str, now: datetime)
 
 def _end(recharge: Recharge, status: str, reason: str, now: datetime) -> None:
     """Close the recharge and free the account for the next crossing. A failed charge counts
-    toward switching auto-recharge off; a skip only tells the user when the cap stopped it."""
+    toward switching auto-recharge off; a skip tells the user only when it needs them to know
+    (SKIPS_TOLD: the cap stopped it, or the pack is no longer sold)."""
     with transaction.atomic():
         if not Recharge.objects.filter(pk=recharge.pk, status=Recharge.Status.CHARGING).update(
             status=status, error=reason[:2000], completed_at=now
@@ -337,7 +344,7 @@ def _end(recharge: Recharge, status: str, reason: str, now: datetime) -> None:
             settings_row.disabled_reason = f"{settings_row.consecutive_failures} failed charges in a row"
             _threshold_column(recharge.account_id, 0)
         settings_row.save()
-        if status == Recharge.Status.FAILED or reason == "monthly cap reached":
+        if status == Recharge.Status.FAILED or reason in SKIPS_TOLD:
             data = {
                 "recharge": recharge.public_id,
                 "reason": reason,

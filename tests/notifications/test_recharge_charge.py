@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import stripe
 
-from billing.models import StripeCustomer
+from billing.models import CreditPack, Purchase, StripeCustomer
 from billing.services import stripe_gateway
 from billing.services.ledger import debit_create
 from billing.services.purchases import StripeRefs, purchase_fulfil
@@ -160,3 +160,15 @@ def test_an_unanswered_charge_is_asked_again_with_its_key_and_failed_after_a_day
     assert AutoRecharge.objects.get(account=other).state == "idle"  # the next crossing recharges
     (event,) = Event.objects.filter(account=other, type="auto_recharge.failed")
     assert event.data["reason"] == "the payment provider did not answer"
+
+
+def test_a_pack_no_longer_sold_is_not_bought_and_the_user_is_told(pack, stripe_answers):
+    account = recharging_account(pack, now=START, cap_cents=3000)
+    CreditPack.objects.filter(pk=pack.pk).update(active=False)  # an operator stops selling it
+    skipped = charge(account, START)
+    assert skipped.status == "skipped" and skipped.purchase_id is None
+    assert skipped.error == "the pack you chose is no longer sold: choose another on your billing page"
+    assert stripe_answers.requests == [] and not Purchase.objects.filter(account=account).exists()
+    (told,) = Event.objects.filter(account=account, type="auto_recharge.failed")
+    assert told.data["reason"] == skipped.error and told.data["auto_recharge_disabled"] is False
+    assert AutoRecharge.objects.get(account=account).state == "idle"  # the next crossing tries again
