@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 import time
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -21,14 +19,15 @@ from django.utils import timezone
 
 from notifications.errors import InvalidInput, NotFound
 from notifications.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from notifications.services import webhook_transport
 
 SIGNATURE_HEADER = "Webhook-Signature"
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 6 * 3600
-# An attempt under way holds its delivery this long, so a sweep does not send it twice at once.
+# An attempt under way holds its delivery this long, so a sweep does not send it twice at once:
+# twice the longest deadline of an attempt (WEBHOOK_TIMEOUT_SECONDS is at most 60).
 ATTEMPT_LEASE_SECONDS = 120
 MAX_ENDPOINTS = 20
-RESPONSE_EXCERPT = 500
 
 
 def _bad_url(message: str) -> InvalidInput:
@@ -41,7 +40,8 @@ def _bad_url(message: str) -> InvalidInput:
 def endpoint_url_check(url: str) -> None:
     """https:// (http:// only when WEBHOOK_ALLOW_HTTP), a host name, no credentials, and, unless
     WEBHOOK_ALLOW_PRIVATE_ADDRESSES, no host that is or resolves to a private, loopback,
-    link-local or reserved address (our workers must not be turned against our own network)."""
+    link-local or reserved address (webhook_transport.checked_addresses, which every connection
+    of a delivery checks again)."""
     try:  # the parser refuses a malformed bracketed host ("[::1", "[zz]") or a port out of range
         parts = urlsplit(url)
         host = parts.hostname
@@ -56,21 +56,7 @@ def endpoint_url_check(url: str) -> None:
     if parts.fragment:
         raise _bad_url("The URL must not have a #fragment.")
     if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
-        for address in _addresses(host):
-            if not address.is_global:
-                raise _bad_url(f"The URL's host is a private or reserved address ({address}).")
-
-
-def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise _bad_url("The URL's host name does not resolve.") from None
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        webhook_transport.checked_addresses(host)
 
 
 def endpoint_create(
@@ -153,6 +139,8 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Webhoo
 
 
 def _post(delivery: WebhookDelivery, body: bytes, now: datetime) -> tuple[int | None, str, int]:
+    """One POST within WEBHOOK_TIMEOUT_SECONDS in all: the status, the start of a failed answer or
+    why nothing was answered, and the latency."""
     try:  # checked again: the host's name may resolve elsewhere now than when it was registered
         endpoint_url_check(delivery.endpoint.url)
     except InvalidInput as refused:
@@ -166,17 +154,14 @@ def _post(delivery: WebhookDelivery, body: bytes, now: datetime) -> tuple[int | 
     }
     started = time.monotonic()
     try:
-        answer = requests.post(
-            delivery.endpoint.url,
-            data=body,
-            headers=headers,
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-            allow_redirects=False,
+        answer = webhook_transport.post(
+            delivery.endpoint.url, body=body, headers=headers, seconds=settings.WEBHOOK_TIMEOUT_SECONDS
         )
+    except InvalidInput as refused:  # the connection's own check of the addresses
+        return None, f"not sent: {refused.message}", _ms(started)
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {exc}"[:2000], _ms(started)
-    error = "" if answer.ok else answer.text[:RESPONSE_EXCERPT]
-    return answer.status_code, error, _ms(started)
+    return answer.status_code, answer.excerpt, _ms(started)
 
 
 def _ms(started: float) -> int:
