@@ -111,8 +111,11 @@ class WebhookDelivery(models.Model):
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    # When the next attempt is due; an attempt under way pushes it out by a lease.
+    # When the next attempt is due.
     next_attempt_at = models.DateTimeField(default=timezone.now)
+    # An attempt under way holds the delivery until then (null: none under way): neither the
+    # retry sweep nor an operator's resend starts a second one beside it.
+    leased_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")

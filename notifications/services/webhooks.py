@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from notifications.errors import InvalidInput, NotFound
@@ -24,8 +25,8 @@ from notifications.services import webhook_transport
 SIGNATURE_HEADER = "Webhook-Signature"
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 6 * 3600
-# An attempt under way holds its delivery this long, so a sweep does not send it twice at once:
-# twice the longest deadline of an attempt (WEBHOOK_TIMEOUT_SECONDS is at most 60).
+# An attempt under way holds its delivery this long (leased_until), so it is never sent twice at
+# once: twice the longest deadline of an attempt (WEBHOOK_TIMEOUT_SECONDS is at most 60).
 ATTEMPT_LEASE_SECONDS = 120
 MAX_ENDPOINTS = 20
 
@@ -103,12 +104,18 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS))
 
 
+def _due(now: datetime) -> Q:
+    """Pending, its next attempt due, and no attempt under way (or one past its lease)."""
+    unleased = Q(leased_until__isnull=True) | Q(leased_until__lte=now)
+    return Q(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now) & unleased
+
+
 def _claim(delivery_id: int, now: datetime) -> bool:
-    """Take the delivery for one attempt if it is due (compare-and-set on next_attempt_at)."""
+    """Take the delivery for one attempt if it is due (a compare-and-set that leases it)."""
     return bool(
-        WebhookDelivery.objects.filter(
-            pk=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now
-        ).update(next_attempt_at=now + timedelta(seconds=ATTEMPT_LEASE_SECONDS))
+        WebhookDelivery.objects.filter(_due(now), pk=delivery_id).update(
+            leased_until=now + timedelta(seconds=ATTEMPT_LEASE_SECONDS)
+        )
     )
 
 
@@ -177,7 +184,9 @@ def _after_attempt(delivery: WebhookDelivery, now: datetime, succeeded: bool, er
     if next_at > delivery.created_at + timedelta(hours=settings.WEBHOOK_RETRY_HOURS):
         _finish(delivery, now, WebhookDelivery.Status.FAILED, error, attempts)
         return
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=attempts, next_attempt_at=next_at, last_error=error)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        attempts=attempts, next_attempt_at=next_at, last_error=error, leased_until=None
+    )
 
 
 def _finish(delivery: WebhookDelivery, now: datetime, status: str, error: str, attempts: int | None = None) -> None:
@@ -186,17 +195,20 @@ def _finish(delivery: WebhookDelivery, now: datetime, status: str, error: str, a
         completed_at=now,
         last_error=error,
         attempts=delivery.attempts if attempts is None else attempts,
+        leased_until=None,
     )
 
 
 def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     now = now or timezone.now()
-    due = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now)
+    due = WebhookDelivery.objects.filter(_due(now))
     return list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
 
 
 def delivery_resend(*, delivery: WebhookDelivery, now: datetime | None = None) -> None:
-    """An operator's resend: the delivery is due again now, with a fresh retry window."""
+    """An operator's resend: the delivery is due again now, with a fresh retry window. An attempt
+    under way keeps its lease: the resend is attempted once that one has ended (or is that one,
+    when it succeeds), never beside it."""
     now = now or timezone.now()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=WebhookDelivery.Status.PENDING, next_attempt_at=now, created_at=now, completed_at=None

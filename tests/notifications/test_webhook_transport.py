@@ -1,6 +1,6 @@
 """A delivery's POST against real loopback servers that misbehave: a host name that resolves to a
 public address for the check and to 127.0.0.1 for the connection, an answer sent a byte at a
-time, and an answer far too large to read."""
+time, an answer far too large to read, and an operator's resend while an attempt is under way."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
 
 from billing.services.ledger import debit_create
 from notifications.models import Event, WebhookAttempt, WebhookDelivery
 from notifications.services.outbox import outbox_sweep
-from notifications.services.webhooks import delivery_attempt, endpoint_create
+from notifications.services.webhooks import delivery_attempt, delivery_resend, endpoint_create
 from tests.billing.factories import STAFF, give, make_account
 from tests.notifications.receiver import webhook_receiver
 
@@ -27,16 +28,20 @@ START = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
 PUBLIC = "93.184.216.34"
 
 
-def attempt_to(url: str) -> WebhookAttempt:
-    """Register `url`, raise one event for it and make the delivery's first attempt."""
+def delivery_to(url: str) -> WebhookDelivery:
+    """Register `url` and raise one event for it: its delivery, due now."""
     endpoint, _ = endpoint_create(url=url)
     account = make_account(now=START)
     give(account, 10, now=START)
     debit_create(account=account, credits=1, actor=STAFF, reference="gen", now=START)
     outbox_sweep(now=START)
     event = Event.objects.get(account=account, type="balance.low")
-    delivery = WebhookDelivery.objects.get(event=event, endpoint=endpoint)
-    attempt = delivery_attempt(delivery_id=delivery.pk, now=START)
+    return WebhookDelivery.objects.get(event=event, endpoint=endpoint)
+
+
+def attempt_to(url: str) -> WebhookAttempt:
+    """The first attempt of a delivery to `url`."""
+    attempt = delivery_attempt(delivery_id=delivery_to(url).pk, now=START)
     assert attempt is not None
     return attempt
 
@@ -176,3 +181,30 @@ def test_only_the_start_of_a_huge_failed_answer_is_read(loopback_webhooks):
         attempt = attempt_to(url)
     assert attempt.status_code == 500 and attempt.error == "z" * 500
     assert sent[0] < 16 * 1024 * 1024, f"the receiver got {sent[0]} bytes of its answer out"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resend_while_an_attempt_is_under_way_does_not_send_a_second_beside_it(loopback_webhooks):
+    posts: list[str] = []
+    during: list[WebhookAttempt | None] = []
+    deliveries: list[WebhookDelivery] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        posts.append(handler.headers["Webhook-Id"])
+        if len(posts) == 1:  # the first attempt waits for this answer: an operator resends now
+            try:
+                delivery_resend(delivery=deliveries[0], now=START)
+                during.append(delivery_attempt(delivery_id=deliveries[0].pk, now=START))
+            finally:
+                connection.close()  # this server thread's own database connection
+        handler.send_response(200)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    with server(answer) as url:
+        deliveries.append(delivery_to(url))
+        first = delivery_attempt(delivery_id=deliveries[0].pk, now=START)
+    assert first is not None and first.succeeded
+    assert during == [None] and len(posts) == 1
+    delivery = WebhookDelivery.objects.get(pk=deliveries[0].pk)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == ("succeeded", 1, None)
