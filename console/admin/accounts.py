@@ -19,7 +19,6 @@ from billing.models import Grant
 from console import selectors
 from console.forms import ClawbackForm, GrantForm, ReasonForm, ServiceKeyCreateForm
 from console.services import (
-    Operator,
     account_status_change,
     credits_clawback,
     credits_grant,
@@ -28,7 +27,7 @@ from console.services import (
     user_token_revoke_audited,
 )
 
-from .confirm import ActionPage, action_view
+from .confirm import ActionPage, MadeByServicesAdmin, action_view, operator_of
 
 
 class HasPaidCreditsFilter(admin.SimpleListFilter):
@@ -42,10 +41,6 @@ class HasPaidCreditsFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return selectors.accounts_with_paid_credits(queryset)
         return queryset
-
-
-def _operator(request: HttpRequest) -> Operator:
-    return Operator.staff(request.user)  # type: ignore[arg-type]
 
 
 @admin.register(Account)
@@ -147,7 +142,7 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             grant = credits_grant(
-                operator=_operator(request),
+                operator=operator_of(request),
                 account=account,
                 credits=data["credits"],
                 expires_at=data["expires_at"],
@@ -179,7 +174,7 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
         def perform(data: dict[str, Any], confirmation: str) -> str:
             grant: Grant = data["grant"]
             taken = credits_clawback(
-                operator=_operator(request),
+                operator=operator_of(request),
                 grant=grant,
                 credits=data["credits"],
                 reason=data["reason"],
@@ -209,7 +204,7 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             _, changed = account_status_change(
-                operator=_operator(request),
+                operator=operator_of(request),
                 account=account,
                 suspend=suspend,
                 reason=data["reason"],
@@ -233,40 +228,26 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
 
 
 @admin.register(ServiceKey)
-class ServiceKeyAdmin(admin.ModelAdmin):
+class ServiceKeyAdmin(MadeByServicesAdmin):
+    # Made (or with `manage.py create_service_key`) and revoked by the action pages below;
+    # debits and entries name them, so none is deleted.
     list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
     fields = ("name", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
     change_form_template = "admin/console/servicekey_change_form.html"
     change_list_template = "admin/console/servicekey_change_list.html"
-
-    # Keys are made and revoked by the actions below (or `manage.py create_service_key`), each
-    # with a reason and an audit record; debits and entries name them, so none is deleted.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    actions_pages = {"revoke": "revoke_view"}  # noqa: RUF012
 
     def get_urls(self) -> list[URLPattern]:
-        wrap = self.admin_site.admin_view
-        return [
-            path("create/", wrap(self.create_view), name="accounts_servicekey_create"),
-            path("<str:object_id>/revoke/", wrap(self.revoke_view), name="accounts_servicekey_revoke"),
-            *super().get_urls(),
-        ]
+        create = path("create/", self.admin_site.admin_view(self.create_view), name="accounts_servicekey_create")
+        return [create, *super().get_urls()]
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        key = self.get_object(request, unquote(object_id))
-        if key is None:
-            raise Http404("No such key.")
+        key: ServiceKey = self._found(request, object_id)
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             service_key_revoke_audited(
-                operator=_operator(request), key=key, reason=data["reason"], confirmation=confirmation
+                operator=operator_of(request), key=key, reason=data["reason"], confirmation=confirmation
             )
             return f"Revoked {key}."
 
@@ -284,7 +265,7 @@ class ServiceKeyAdmin(admin.ModelAdmin):
     def create_view(self, request: HttpRequest) -> HttpResponse:
         def perform(data: dict[str, Any], confirmation: str) -> HttpResponse:
             key, raw = service_key_create_audited(
-                operator=_operator(request), name=data["name"], reason=data["reason"], confirmation=confirmation
+                operator=operator_of(request), name=data["name"], reason=data["reason"], confirmation=confirmation
             )
             context = {
                 **self.admin_site.each_context(request),
@@ -308,40 +289,22 @@ class ServiceKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(UserToken)
-class UserTokenAdmin(admin.ModelAdmin):
+class UserTokenAdmin(MadeByServicesAdmin):
+    # Users make tokens (POST /auth/token); an operator revokes one with the action page below.
     list_display = ["user", "prefix", "created_at", "last_used_at", "revoked_at"]
     fields = ("user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
     search_fields = ["user__email"]
     list_select_related = ["user"]
     change_form_template = "admin/console/usertoken_change_form.html"
-
-    # Users make tokens (POST /auth/token); an operator revokes one with the action below, with
-    # a reason and an audit record. Deleting would end it unrecorded, so nobody does.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_urls(self) -> list[URLPattern]:
-        wrap = self.admin_site.admin_view
-        return [
-            path("<str:object_id>/revoke/", wrap(self.revoke_view), name="accounts_usertoken_revoke"),
-            *super().get_urls(),
-        ]
+    actions_pages = {"revoke": "revoke_view"}  # noqa: RUF012
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        token = self.get_object(request, unquote(object_id))
-        if token is None:
-            raise Http404("No such token.")
+        token: UserToken = self._found(request, object_id)
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             revoked = user_token_revoke_audited(
-                operator=_operator(request), token=token, reason=data["reason"], confirmation=confirmation
+                operator=operator_of(request), token=token, reason=data["reason"], confirmation=confirmation
             )
             return f"Revoked {token}." if revoked else f"{token} was already revoked."
 

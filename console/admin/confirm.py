@@ -17,12 +17,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core import signing
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
 from config.errors import DomainError
+from console.services import Operator
 
 SALT = "console.confirm"
 CONFIRMATION_MAX_AGE = 900
@@ -97,3 +100,44 @@ def action_view(
         "original": page.target,
     }
     return TemplateResponse(request, "admin/console/action.html", context)
+
+
+def operator_of(request: HttpRequest) -> Operator:
+    return Operator.staff(request.user)  # type: ignore[arg-type]
+
+
+class ActionUrlsMixin:
+    """One confirmation page per action, at <object>/<action>/ of the model's admin."""
+
+    actions_pages: dict[str, str] = {}  # noqa: RUF012 - url part -> view method name
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view  # type: ignore[attr-defined]
+        meta = self.model._meta  # type: ignore[attr-defined]
+        own = [
+            path(
+                f"<str:object_id>/{part}/", wrap(getattr(self, view)), name=f"{meta.app_label}_{meta.model_name}_{part}"
+            )
+            for part, view in self.actions_pages.items()
+        ]
+        return [*own, *super().get_urls()]  # type: ignore[misc]
+
+    def _found(self, request: HttpRequest, object_id: str) -> Any:
+        found = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+        if found is None:
+            raise Http404("No such object.")
+        return found
+
+
+class MadeByServicesAdmin(ActionUrlsMixin, admin.ModelAdmin):
+    """Rows made and ended only by their services and the action pages (each with a reason and
+    an audit record): never added, edited or deleted here, which would leave no record."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -6,49 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
-from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import URLPattern, path, reverse
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from billing.admin import PublicIdLookup, ReadOnlyAdmin, ReadOnlyInline
 from billing.models import Grant, Purchase, PurchaseRefund, StripeEvent
 from console.forms import ReasonForm, RefundForm
 from console.services import (
-    Operator,
     grant_void_audited,
     purchase_refund_audited,
     purchase_refund_resend,
     stripe_event_replay,
 )
 
-from .confirm import ActionPage, action_view
-
-
-def _operator(request: HttpRequest) -> Operator:
-    return Operator.staff(request.user)  # type: ignore[arg-type]
-
-
-class ActionUrlsMixin:
-    """One confirmation page per action, at <object>/<action>/ of the model's admin."""
-
-    actions_pages: dict[str, str] = {}  # noqa: RUF012 - url part -> view method name
-
-    def get_urls(self) -> list[URLPattern]:
-        wrap = self.admin_site.admin_view  # type: ignore[attr-defined]
-        meta = self.model._meta  # type: ignore[attr-defined]
-        own = [
-            path(
-                f"<str:object_id>/{part}/", wrap(getattr(self, view)), name=f"{meta.app_label}_{meta.model_name}_{part}"
-            )
-            for part, view in self.actions_pages.items()
-        ]
-        return [*own, *super().get_urls()]  # type: ignore[misc]
-
-    def _found(self, request: HttpRequest, object_id: str) -> Any:
-        found = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
-        if found is None:
-            raise Http404("No such object.")
-        return found
+from .confirm import ActionPage, ActionUrlsMixin, action_view, operator_of
 
 
 @admin.register(Grant)
@@ -68,7 +39,7 @@ class GrantAdmin(ActionUrlsMixin, PublicIdLookup, ReadOnlyAdmin):
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             voided = grant_void_audited(
-                operator=_operator(request), grant=grant, reason=data["reason"], confirmation=confirmation
+                operator=operator_of(request), grant=grant, reason=data["reason"], confirmation=confirmation
             )
             return f"Voided {voided} credits of grant {grant.pk}."
 
@@ -140,7 +111,7 @@ class PurchaseAdmin(ActionUrlsMixin, PublicIdLookup, ReadOnlyAdmin):
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             refund = purchase_refund_audited(
-                operator=_operator(request),
+                operator=operator_of(request),
                 purchase=purchase,
                 amount_cents=data["amount_cents"],
                 reason=data["reason"],
@@ -185,7 +156,7 @@ class PurchaseRefundAdmin(ActionUrlsMixin, PublicIdLookup, ReadOnlyAdmin):
             if refund.status != PurchaseRefund.Status.REQUESTED:
                 return f"Refund {refund.public_id} is {refund.status}: nothing to send."
             sent = purchase_refund_resend(
-                operator=_operator(request), refund=refund, reason=data["reason"], confirmation=confirmation
+                operator=operator_of(request), refund=refund, reason=data["reason"], confirmation=confirmation
             )
             return f"Refund {sent.public_id}: {sent.status}."
 
@@ -225,7 +196,7 @@ class StripeEventAdmin(ActionUrlsMixin, ReadOnlyAdmin):
 
         def perform(data: dict[str, Any], confirmation: str) -> str:
             status = stripe_event_replay(
-                operator=_operator(request), event=event, reason=data["reason"], confirmation=confirmation
+                operator=operator_of(request), event=event, reason=data["reason"], confirmation=confirmation
             )
             return f"Event {event.stripe_event_id}: {status}."
 
