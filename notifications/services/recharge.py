@@ -219,10 +219,9 @@ def _plan(recharge: Recharge, now: datetime) -> tuple[AutoRecharge, int] | str:
     """The settings and the number of packs to buy, or why nothing is bought."""
     settings_row = AutoRecharge.objects.select_related("pack").get(account_id=recharge.account_id)
     account = Account.objects.get(pk=recharge.account_id)
-    if not settings_row.enabled or settings_row.pack is None:
-        return "auto-recharge is off"
-    if account.is_suspended:
-        return "the account is suspended"
+    if (stopped := _stopped(settings_row, account)) is not None:
+        return stopped
+    assert settings_row.pack is not None  # _stopped said
     needed = packs_needed(
         available=account.available_credits,
         threshold=settings_row.threshold_credits,
@@ -237,6 +236,16 @@ def _plan(recharge: Recharge, now: datetime) -> tuple[AutoRecharge, int] | str:
     if quantity < 1:
         return CAP_REACHED
     return settings_row, quantity
+
+
+def _stopped(settings_row: AutoRecharge, account: Account) -> str | None:
+    """Why nothing may be charged now, whatever the balance: auto-recharge off, or the account
+    suspended."""
+    if not settings_row.enabled or settings_row.pack is None:
+        return "auto-recharge is off"
+    if account.is_suspended:
+        return "the account is suspended"
+    return None
 
 
 def _charge(recharge: Recharge, purchase: Purchase, settings_row: AutoRecharge, now: datetime) -> Recharge:
@@ -296,10 +305,11 @@ def recharges_declined_later(*, now: datetime | None = None) -> int:
 def recharges_unanswered_settle(*, now: datetime | None = None) -> int:
     """Settle the charges whose answer was lost: still charging, no PaymentIntent recorded and
     the purchase pending with no decline, UNANSWERED_RETRY_AFTER after the charge. Asked again
-    with the same idempotency key, Stripe answers the payment it made or makes it now. Past
-    UNANSWERED_GIVE_UP the recharge fails instead: a payment Stripe did make has been fulfilled
-    by then (webhook or reconciliation), so its purchase is no longer pending and not here.
-    Returns how many were asked again or failed."""
+    with the same idempotency key, Stripe answers the payment it made or makes it now; so it is
+    asked only while the user still wants the charge (auto-recharge on, the account active, the
+    pack still sold). Past UNANSWERED_GIVE_UP the recharge fails instead: a payment Stripe did
+    make has been fulfilled by then (webhook or reconciliation), so its purchase is no longer
+    pending and not here. Returns how many were asked again or failed."""
     now = now or timezone.now()
     unanswered = Recharge.objects.filter(
         status=Recharge.Status.CHARGING,
@@ -312,8 +322,10 @@ def recharges_unanswered_settle(*, now: datetime | None = None) -> int:
         assert recharge.purchase is not None and recharge.charged_at is not None  # filtered on them
         if recharge.charged_at <= now - UNANSWERED_GIVE_UP:
             _failed(recharge, recharge.purchase, "the payment provider did not answer", now)
-        else:
-            settings_row = AutoRecharge.objects.get(account_id=recharge.account_id)
+            continue
+        settings_row = AutoRecharge.objects.select_related("pack").get(account_id=recharge.account_id)
+        account = Account.objects.get(pk=recharge.account_id)
+        if _stopped(settings_row, account) is None and settings_row.pack is not None and settings_row.pack.active:
             _charge(recharge, recharge.purchase, settings_row, now)
     return len(unanswered)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import stripe
 
+from accounts.models import Account
 from billing.models import CreditPack, Purchase, StripeCustomer
 from billing.services import stripe_gateway
 from billing.services.ledger import debit_create
@@ -16,6 +17,7 @@ from billing.services.purchases import StripeRefs, purchase_fulfil
 from notifications.models import AutoRecharge, Event, Recharge
 from notifications.services.recharge import (
     auto_recharge_configure,
+    auto_recharge_disable,
     recharge_charge,
     recharges_unanswered_settle,
     spent_this_month_cents,
@@ -160,6 +162,29 @@ def test_an_unanswered_charge_is_asked_again_with_its_key_and_failed_after_a_day
     assert AutoRecharge.objects.get(account=other).state == "idle"  # the next crossing recharges
     (event,) = Event.objects.filter(account=other, type="auto_recharge.failed")
     assert event.data["reason"] == "the payment provider did not answer"
+
+
+@pytest.mark.parametrize("stop", ["switched off", "suspended", "pack withdrawn"])
+def test_an_unanswered_charge_is_not_asked_again_once_the_user_no_longer_wants_it(
+    pack, stripe_answers, no_network_retries, stop
+):
+    account = recharging_account(pack, now=START, cap_cents=3000)
+    stripe_answers.on("post", INTENTS, answer_lost)
+    recharge = charge(account, START)
+    if stop == "switched off":
+        auto_recharge_disable(account=account)
+    elif stop == "suspended":
+        Account.objects.filter(pk=account.pk).update(status=Account.Status.SUSPENDED)
+    else:
+        CreditPack.objects.filter(pk=pack.pk).update(active=False)
+    stripe_answers.on("post", INTENTS, succeeded)
+    recharges_unanswered_settle(now=START + timedelta(minutes=11))
+    assert len(charged_cents(stripe_answers)) == 1  # the first, lost, charge only
+    recharge.refresh_from_db()
+    assert recharge.status == "charging"  # a payment Stripe did make still arrives by its webhook
+    recharges_unanswered_settle(now=START + timedelta(hours=23))
+    recharge.refresh_from_db()
+    assert recharge.status == "failed" and len(charged_cents(stripe_answers)) == 1
 
 
 def test_a_pack_no_longer_sold_is_not_bought_and_the_user_is_told(pack, stripe_answers):
