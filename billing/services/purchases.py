@@ -256,7 +256,7 @@ def _claw_back_due(purchase: Purchase, actor: Actor, now: datetime) -> None:
     assert purchase.grant_id is not None  # _locked checked it
     grant = Grant.objects.get(pk=purchase.grant_id)
     taken = grant_clawback(grant=grant, credits=due, actor=actor, reference=purchase.public_id, now=now)
-    purchase.clawed_back_credits += taken  # as the engine counted it on the locked row
+    purchase.refresh_from_db(fields=["clawed_back_credits", "unrecoverable_credits"])  # as the engine counted
     purchase.unrecoverable_credits += due - taken
 
 

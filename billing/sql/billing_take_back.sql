@@ -3,9 +3,9 @@
 -- cancels a grant), as p_kind says. Locks and settles the account first, so a lot that lapsed is
 -- expired, not taken back; credits spent or held are not there to take. A voided lot stays
 -- voided (voided_at): credits that come back to it later are voided too (billing_give_back).
--- A purchase's lot is taken back only by a clawback, counted on the purchase
--- (clawed_back_credits), so that its refunds and disputes take back only the rest. taken: how
--- many were taken.
+-- A purchase's lot is taken back only by a clawback, counted on the purchase: clawed back, and
+-- first paying what the purchase owes (unrecoverable_credits), so that its refunds and disputes
+-- take back only the rest. taken: how many were taken.
 -- Outcomes: made; not_found (no such lot); purchase (a void of a purchase's lot, refused).
 CREATE OR REPLACE FUNCTION billing_take_back(
     p_grant bigint, p_credits bigint, p_kind varchar, p_reference varchar, p_now timestamptz,
@@ -41,7 +41,9 @@ BEGIN
         PERFORM billing_entry(acct.id, p_kind, -taken, 0, acct.available_credits - taken, acct.held_credits, p_grant,
                               NULL, NULL, p_actor_type, p_actor_id, p_reference, p_now);
         IF lot.source = 'purchase' THEN
-            UPDATE billing_purchase SET clawed_back_credits = clawed_back_credits + taken, updated_at = p_now
+            UPDATE billing_purchase
+            SET clawed_back_credits = clawed_back_credits + taken,
+                unrecoverable_credits = unrecoverable_credits - least(unrecoverable_credits, taken), updated_at = p_now
             WHERE grant_id = p_grant;
         END IF;
     END IF;

@@ -5,6 +5,7 @@ the customer; the rest goes back on the lot as before."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import pytest
@@ -30,7 +31,7 @@ from billing.services.purchases import (
     purchase_fulfil,
     purchase_refunds_sync,
 )
-from tests.billing.factories import STAFF
+from tests.billing.factories import STAFF, give, make_account
 from tests.billing.stripe_support import pending_purchase
 
 pytestmark = pytest.mark.django_db
@@ -156,3 +157,39 @@ def test_check_ledger_reports_a_purchase_that_owes_credits_its_lot_still_has(bou
     code, out = run_check_ledger()
     assert code == 1
     assert f"{bought.public_id}" in out and "5 unrecoverable with 115 left on the lot" in out
+
+
+def migration_0030():  # type: ignore[no-untyped-def]
+    return importlib.import_module("billing.migrations.0030_credits_coming_back")
+
+
+def test_the_migration_takes_back_what_a_purchase_owes_from_credits_its_lot_has_again(
+    bought, assert_ledger_clean, run_check_ledger
+):
+    # As the rule before it could leave a purchase: owing credits that came back to its lot.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_purchase SET unrecoverable_credits = 40 WHERE id = %s", [bought.pk])
+    assert run_check_ledger()[0] == 1
+    with connection.cursor() as cursor:
+        assert migration_0030().purchases_repay(cursor) == 1
+        assert migration_0030().purchases_repay(cursor) == 0  # done once
+    assert state(bought) == (75, 75, 40, 0)
+    clawback = LedgerEntry.objects.get(kind="clawback")
+    assert (clawback.credits, clawback.reference, clawback.actor_id) == (
+        -40,
+        bought.public_id,
+        "migration billing.0030",
+    )
+    assert_ledger_clean()
+
+
+def test_the_migration_dates_the_lots_voided_before_it(assert_ledger_clean):
+    account = make_account()
+    lot = give(account, 20, source="promo")
+    grant_void(grant=lot, actor=STAFF)
+    voided_at = LedgerEntry.objects.get(kind="void").created_at
+    Grant.objects.filter(pk=lot.pk).update(voided_at=None)  # as the column starts
+    with connection.cursor() as cursor:
+        cursor.execute(migration_0030().VOIDED_AT_FROM_ENTRIES)
+    lot.refresh_from_db()
+    assert lot.voided_at == voided_at
