@@ -176,14 +176,21 @@ def _ms(started: float) -> int:
 
 
 def _after_attempt(delivery: WebhookDelivery, now: datetime, succeeded: bool, error: str) -> None:
-    attempts = delivery.attempts + 1
+    """Record the attempt's outcome on the delivery as it is now: an operator may have resent it
+    while the attempt was under way (a fresh window, due at once), and a failed attempt then
+    leaves it due, not waiting out a backoff or failed for the old window."""
+    current = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+    attempts = current.attempts + 1
     if succeeded:
-        _finish(delivery, now, WebhookDelivery.Status.SUCCEEDED, "", attempts)
+        _finish(current, now, WebhookDelivery.Status.SUCCEEDED, "", attempts)
         return
-    next_at = now + retry_delay(attempts)
-    if next_at > delivery.created_at + timedelta(hours=settings.WEBHOOK_RETRY_HOURS):
-        _finish(delivery, now, WebhookDelivery.Status.FAILED, error, attempts)
-        return
+    if current.created_at != delivery.created_at:  # resent during the attempt
+        next_at = current.next_attempt_at
+    else:
+        next_at = now + retry_delay(attempts)
+        if next_at > current.created_at + timedelta(hours=settings.WEBHOOK_RETRY_HOURS):
+            _finish(current, now, WebhookDelivery.Status.FAILED, error, attempts)
+            return
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         attempts=attempts, next_attempt_at=next_at, last_error=error, leased_until=None
     )
@@ -207,8 +214,8 @@ def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int
 
 def delivery_resend(*, delivery: WebhookDelivery, now: datetime | None = None) -> None:
     """An operator's resend: the delivery is due again now, with a fresh retry window. An attempt
-    under way keeps its lease: the resend is attempted once that one has ended (or is that one,
-    when it succeeds), never beside it."""
+    under way keeps its lease: the resend is that one when it succeeds, and is attempted after it
+    (the delivery left due) when it fails; never beside it."""
     now = now or timezone.now()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=WebhookDelivery.Status.PENDING, next_attempt_at=now, created_at=now, completed_at=None

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -208,3 +208,27 @@ def test_a_resend_while_an_attempt_is_under_way_does_not_send_a_second_beside_it
     assert during == [None] and len(posts) == 1
     delivery = WebhookDelivery.objects.get(pk=deliveries[0].pk)
     assert (delivery.status, delivery.attempts, delivery.leased_until) == ("succeeded", 1, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resend_during_an_attempt_that_fails_leaves_the_delivery_due_in_a_fresh_window(loopback_webhooks):
+    deliveries: list[WebhookDelivery] = []
+    resent_at = START + timedelta(hours=80)  # the first window (72 hours) is long gone
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        try:
+            delivery_resend(delivery=deliveries[0], now=resent_at)  # an operator, meanwhile
+        finally:
+            connection.close()  # this server thread's own database connection
+        handler.send_response(500)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    with server(answer) as url:
+        deliveries.append(delivery_to(url))
+        WebhookDelivery.objects.filter(pk=deliveries[0].pk).update(attempts=10)
+        failed = delivery_attempt(delivery_id=deliveries[0].pk, now=resent_at)
+    assert failed is not None and failed.status_code == 500
+    delivery = WebhookDelivery.objects.get(pk=deliveries[0].pk)
+    assert (delivery.status, delivery.attempts, delivery.leased_until) == ("pending", 11, None)
+    assert delivery.next_attempt_at == resent_at  # due at once, for the sweep
