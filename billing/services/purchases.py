@@ -272,17 +272,25 @@ _REVERSAL_FIELDS = [
 
 
 def purchase_refunds_sync(
-    *, purchase: Purchase, stripe_refunded_cents: int | None = None, actor: Actor = STRIPE_ACTOR, now=None
+    *,
+    purchase: Purchase,
+    stripe_refunded_cents: int | None = None,
+    refs: StripeRefs | None = None,
+    actor: Actor = STRIPE_ACTOR,
+    now=None,
 ) -> Purchase:
     """Bring the purchase up to the money refunded so far and claw back the credits it paid for.
 
     `stripe_refunded_cents` is Stripe's running total (a charge's `amount_refunded`); refunds
     operators made here count too. Both can only grow, so the larger wins and a late or
-    repeated event changes nothing.
+    repeated event changes nothing. `refs`: Stripe ids the refund's event names, recorded under
+    the same locks (the account's first, as every movement takes them).
     """
     now = now or timezone.now()
     with transaction.atomic():
         current = _locked(purchase)
+        if refs is not None:
+            purchase_refs_record(purchase=current, refs=refs)
         refunded_before = current.refunded_cents
         ours = current.refunds.filter(status__in=MONEY_BACK_REFUNDS).aggregate(t=Sum("amount_cents"))["t"] or 0
         current.refunded_cents = min(

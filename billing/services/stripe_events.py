@@ -334,8 +334,8 @@ def _charge_refunded(charge: Json) -> Outcome:
     if purchase.grant_id is None and charge.get("paid") is True and charge.get("status") == "succeeded":
         # The refund overtook the payment's own event: grant first, so the clawback has a lot.
         _fulfilled(purchase, refs, charge.get("amount"), charge.get("currency"))
-    purchase_refs_record(purchase=purchase, refs=refs)
-    updated = purchase_refunds_sync(purchase=purchase, stripe_refunded_cents=_cents(charge.get("amount_refunded")))
+    refunded = _cents(charge.get("amount_refunded"))
+    updated = purchase_refunds_sync(purchase=purchase, stripe_refunded_cents=refunded, refs=refs)
     return Outcome(
         StripeEvent.Status.PROCESSED,
         updated,

@@ -196,6 +196,17 @@ def test_credits_already_spent_are_recorded_as_unrecoverable(send, pack, assert_
     assert_ledger_clean()
 
 
+def test_a_refund_event_records_the_charge_it_names(send, pack, assert_ledger_clean):
+    purchase = paid(pending_purchase(pack), send)
+    Purchase.objects.filter(pk=purchase.pk).update(stripe_charge_id=None)  # as a Checkout payment may leave it
+    purchase.refresh_from_db()
+    charge = charge_object(purchase, amount_refunded=1500)
+    send("charge.refunded", charge)
+    purchase.refresh_from_db()
+    assert (purchase.stripe_charge_id, purchase.status) == (charge["id"], "refunded")
+    assert_ledger_clean()
+
+
 def test_a_repeated_or_stale_refund_event_claws_back_nothing_more(send, pack, assert_ledger_clean):
     purchase = paid(pending_purchase(pack), send)
     send("charge.refunded", charge_object(purchase, amount_refunded=1000))
