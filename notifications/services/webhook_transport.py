@@ -4,7 +4,8 @@ made only to addresses that were checked.
 - requests' timeout bounds each connect and each read, not the attempt: a receiver that answers a
   byte at a time would hold the worker as long as it liked. An attempt has one deadline for
   connecting, sending and reading; when it passes, a timer shuts the connection's socket down,
-  whatever read or write is blocked on it.
+  whatever read or write is blocked on it. (Looking the host up comes first, bounded by the
+  resolver's own timeout, not by the deadline.)
 - The answer is streamed and only the start of a non-2xx body is read, for the attempt log: a
   huge answer is never downloaded.
 - Each connection resolves the host once, checks every address with the rule endpoints are
@@ -65,9 +66,9 @@ def checked_addresses(host: str) -> list[str]:
 
 
 def post(url: str, *, body: bytes, headers: dict[str, str], seconds: float) -> Answer:
-    """POST `body` to `url` within `seconds` in all. Raises InvalidInput when the host's addresses
-    are refused, requests.Timeout when the deadline passed, and other requests.RequestException
-    for any other failure."""
+    """POST `body` to `url` within `seconds` in all, once the host is looked up. Raises
+    InvalidInput when the host's addresses are refused, requests.Timeout when the deadline
+    passed, and other requests.RequestException for any other failure."""
     with Deadline(seconds) as deadline, requests.Session() as session:
         session.trust_env = False
         adapter = _DeadlineAdapter(deadline)
@@ -77,7 +78,7 @@ def post(url: str, *, body: bytes, headers: dict[str, str], seconds: float) -> A
             with session.post(
                 url, data=body, headers=headers, timeout=seconds, allow_redirects=False, stream=True
             ) as answer:
-                excerpt = "" if answer.ok else _excerpt(answer, deadline)
+                excerpt = "" if 200 <= answer.status_code < 300 else _excerpt(answer, deadline)
         except requests.RequestException as exc:
             if deadline.passed:
                 raise requests.Timeout(f"no complete answer within {seconds:g} s") from exc

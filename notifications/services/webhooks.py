@@ -43,6 +43,13 @@ def endpoint_url_check(url: str) -> None:
     WEBHOOK_ALLOW_PRIVATE_ADDRESSES, no host that is or resolves to a private, loopback,
     link-local or reserved address (webhook_transport.checked_addresses, which every connection
     of a delivery checks again)."""
+    host = _url_form_check(url)
+    if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
+        webhook_transport.checked_addresses(host)
+
+
+def _url_form_check(url: str) -> str:
+    """The URL's form, as endpoint_url_check says (no lookup); its host."""
     try:  # the parser refuses a malformed bracketed host ("[::1", "[zz]") or a port out of range
         parts = urlsplit(url)
         host = parts.hostname
@@ -56,8 +63,7 @@ def endpoint_url_check(url: str) -> None:
         raise _bad_url("The URL needs a host and must not carry a user name or password.")
     if parts.fragment:
         raise _bad_url("The URL must not have a #fragment.")
-    if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
-        webhook_transport.checked_addresses(host)
+    return host
 
 
 def endpoint_create(
@@ -146,10 +152,10 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Webhoo
 
 
 def _post(delivery: WebhookDelivery, body: bytes, now: datetime) -> tuple[int | None, str, int]:
-    """One POST within WEBHOOK_TIMEOUT_SECONDS in all: the status, the start of a failed answer or
-    why nothing was answered, and the latency."""
-    try:  # checked again: the host's name may resolve elsewhere now than when it was registered
-        endpoint_url_check(delivery.endpoint.url)
+    """One POST within WEBHOOK_TIMEOUT_SECONDS in all (after the host's lookup): the status, the
+    start of a failed answer or why nothing was answered, and the latency."""
+    try:  # the form checked again (the settings may have changed); the connection checks the addresses
+        _url_form_check(delivery.endpoint.url)
     except InvalidInput as refused:
         return None, f"not sent: {refused.message}", 0
     timestamp = int(now.timestamp())
