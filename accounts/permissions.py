@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.permissions import BasePermission
 
 from .authentication import is_end_user, is_service
@@ -27,3 +29,8 @@ class IsEndUser(BasePermission):
         except Account.DoesNotExist:
             return False
         return True
+
+
+def end_user_account(request: Any) -> Account:
+    """The caller's account, on a route IsEndUser admitted (which read it)."""
+    return request.user.account  # type: ignore[no-any-return]

@@ -24,10 +24,6 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def account_for_user(user: User) -> Account:
-    return Account.objects.get(user=user)
-
-
 def _new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 

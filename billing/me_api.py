@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from accounts.permissions import IsEndUser
+from accounts.permissions import IsEndUser, end_user_account
 from accounts.serializers import SignupRequest, UserOut
 from billing.api import ledger_response, parse
 from billing.schema import LEDGER_PARAMETERS, SIGNUP_ERRORS, USER_LEDGER_ERRORS, USER_READ_ERRORS
@@ -91,4 +91,4 @@ class MeLedgerView(APIView):
         description="The caller's own ledger entries, newest first, paged as the service ledger is.",
     )
     def get(self, request: Request) -> Response:
-        return ledger_response(request, cast(User, request.user).account)
+        return ledger_response(request, end_user_account(request))

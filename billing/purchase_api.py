@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
@@ -13,8 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Account, User
-from accounts.permissions import IsEndUser
+from accounts.permissions import IsEndUser, end_user_account
 from billing.api import parse
 from billing.errors import BillingError
 from billing.models import Purchase
@@ -38,10 +35,6 @@ PACK_DOC = (
 )
 
 
-def _account_of(request: Request) -> Account:
-    return cast(User, request.user).account  # read by IsEndUser
-
-
 class PackListView(APIView):
     permission_classes = [AllowAny]
 
@@ -57,7 +50,7 @@ class PackListView(APIView):
 def _start(request: Request, flow: str) -> tuple[Purchase, dict]:
     data = parse(PurchaseRequest, request.data)
     pack = pack_get(pack=data["pack"])
-    return purchase_start(account=_account_of(request), pack=pack, quantity=data["quantity"], flow=flow)
+    return purchase_start(account=end_user_account(request), pack=pack, quantity=data["quantity"], flow=flow)
 
 
 class CheckoutView(APIView):
@@ -99,7 +92,7 @@ class MePurchasesView(APIView):
         description="The caller's purchases (`pur_...`), newest first, with their status.",
     )
     def get(self, request: Request) -> Response:
-        return Response(PurchaseListOut({"data": purchases_of(account=_account_of(request))}).data)
+        return Response(PurchaseListOut({"data": purchases_of(account=end_user_account(request))}).data)
 
 
 @csrf_exempt

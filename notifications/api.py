@@ -3,7 +3,7 @@ preferences and auto-recharge. Parse, call one service, render."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -14,8 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import is_service
-from accounts.models import Account, User
-from accounts.permissions import IsEndUser, IsService
+from accounts.models import Account
+from accounts.permissions import IsEndUser, IsService, end_user_account
 from accounts.schema import SIGNED_IN, WITH_BODY
 from billing.api import parse
 from billing.schema import errors
@@ -36,10 +36,6 @@ from notifications.serializers import (
 from notifications.services import preferences, recharge, webhooks
 
 STRIPE_CODES = ("payment_provider_error", "payments_unavailable")
-
-
-def _account_of(request: Request) -> Account:
-    return cast(User, request.user).account  # read by IsEndUser
 
 
 # --- Webhook endpoints (service keys) -----------------------------------------------------------
@@ -116,7 +112,7 @@ class MeNotificationsView(APIView):
         description="Your low-balance threshold (yours, the one in effect, the default) and each email's switch.",
     )
     def get(self, request: Request) -> Response:
-        return Response(notifications_body(_account_of(request)))
+        return Response(notifications_body(end_user_account(request)))
 
     @extend_schema(
         request=NotificationsRequest,
@@ -126,7 +122,7 @@ class MeNotificationsView(APIView):
     )
     def put(self, request: Request) -> Response:
         data = parse(NotificationsRequest, request.data)
-        account = _account_of(request)
+        account = end_user_account(request)
         preferences.preferences_update(
             account=account,
             low_balance_threshold=data["low_balance_threshold"] if "low_balance_threshold" in data else ...,
@@ -153,7 +149,7 @@ class MeAutoRechargeView(APIView):
         description="Your auto-recharge: on or off, its pack, threshold and monthly cap, and the saved card.",
     )
     def get(self, request: Request) -> Response:
-        return auto_recharge_response(_account_of(request))
+        return auto_recharge_response(end_user_account(request))
 
     @extend_schema(
         request=AutoRechargeRequest,
@@ -167,7 +163,7 @@ class MeAutoRechargeView(APIView):
     )
     def put(self, request: Request) -> Response:
         data = parse(AutoRechargeRequest, request.data)
-        account = _account_of(request)
+        account = end_user_account(request)
         recharge.auto_recharge_configure(
             account=account,
             pack=pack_get(pack=data["pack"]),
@@ -183,7 +179,7 @@ class MeAutoRechargeView(APIView):
         description="Switch auto-recharge off (the settings and the card are kept).",
     )
     def delete(self, request: Request) -> Response:
-        account = _account_of(request)
+        account = end_user_account(request)
         recharge.auto_recharge_disable(account=account, reason="switched off by the user")
         return auto_recharge_response(account)
 
@@ -198,7 +194,7 @@ class MeSetupIntentView(APIView):
         description="Start saving a card: a Stripe SetupIntent for Stripe.js to confirm in the browser.",
     )
     def post(self, request: Request) -> Response:
-        intent = recharge.card_setup_start(account=_account_of(request))
+        intent = recharge.card_setup_start(account=end_user_account(request))
         body = {"id": intent["id"], "client_secret": intent["client_secret"]}
         return Response(SetupIntentOut(body).data, status=status.HTTP_201_CREATED)
 
@@ -214,6 +210,6 @@ class MeCardView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = parse(CardRequest, request.data)
-        account = _account_of(request)
+        account = end_user_account(request)
         recharge.card_save(account=account, setup_intent_id=data["setup_intent"])
         return auto_recharge_response(account)
