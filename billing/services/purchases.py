@@ -310,13 +310,13 @@ def purchase_dispute_opened(*, purchase: Purchase, dispute_id: str = "") -> Purc
     closing was processed already changes nothing."""
     with transaction.atomic():
         current = _locked(purchase)
-        if not _dispute_closed(current, dispute_id):
+        if not _dispute_closing_processed(current, dispute_id):
             current.status = Purchase.Status.DISPUTED
             current.save(update_fields=_REVERSAL_FIELDS)
     return current
 
 
-def _dispute_closed(purchase: Purchase, dispute_id: str) -> bool:
+def _dispute_closing_processed(purchase: Purchase, dispute_id: str) -> bool:
     """Whether the closing of the dispute was processed. A purchase's events are processed under
     its lock, each in the transaction that marks it processed, so this is read under the lock."""
     closings = purchase.events.filter(type="charge.dispute.closed", status=StripeEvent.Status.PROCESSED)
