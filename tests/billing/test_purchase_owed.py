@@ -193,3 +193,13 @@ def test_the_migration_dates_the_lots_voided_before_it(assert_ledger_clean):
         cursor.execute(migration_0030().VOIDED_AT_FROM_ENTRIES)
     lot.refresh_from_db()
     assert lot.voided_at == voided_at
+
+
+def test_a_hold_lapsed_by_the_refunds_time_is_released_before_the_clawback(bought, assert_ledger_clean):
+    now = timezone.now()
+    hold_create(account=bought.account, credits=100, expires_in=60, actor=STAFF, now=now)
+    # The refund's business time is past the hold's expiry: the hold is released before the
+    # clawback looks at the lot, so nothing is owed.
+    purchase_refunds_sync(purchase=bought, stripe_refunded_cents=1500, now=now + timedelta(minutes=5))
+    assert state(bought) == (0, 0, 115, 0)
+    assert_ledger_clean()
