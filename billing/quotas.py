@@ -1,5 +1,6 @@
 """The answers of the per-account quotas (decided by the spend functions on the locked account
-row, billing/sql/billing_spend_quota.sql): the two refusals, both 429 with Retry-After, and the
+row, billing/sql/billing_spend_quota.sql): the two refusals, both 429 with Retry-After (but for a
+spend larger than the whole daily cap, which never fits), and the
 RateLimit-* headers every spend answer carries while the account's rate limit is on."""
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ def quota_policy_forget() -> None:
 
 class QuotaExceeded(BillingError):
     """A spend over one of the account's quotas: nothing moved, and nothing is recorded under the
-    Idempotency-Key, so the same request may be sent again after `retry_after` seconds."""
+    Idempotency-Key, so the same request may be sent again after `retry_after` seconds (None:
+    never, for a spend larger than the whole daily cap)."""
 
     status_code = 429
+    never_message = ""
 
-    def __init__(self, *, retry_after: int) -> None:
-        super().__init__(retry_after=retry_after)
+    def __init__(self, *, retry_after: int | None) -> None:
+        super().__init__(self.never_message if retry_after is None else None, retry_after=retry_after)
 
 
 class RateLimited(QuotaExceeded):
@@ -69,6 +72,9 @@ class RateLimited(QuotaExceeded):
 class DailyCapReached(QuotaExceeded):
     code = "daily_cap_reached"
     default_message = "The account's spending cap for this UTC day is reached; nothing moved."
+    never_message = (
+        "The spend is larger than the account's whole daily spending cap: it can never be made. Nothing moved."
+    )
 
 
 QUOTA_REFUSALS: dict[str, type[QuotaExceeded]] = {"rate_limited": RateLimited, "daily_cap_reached": DailyCapReached}
@@ -95,6 +101,6 @@ def with_quota_headers(
         response["RateLimit-Limit"] = str(rate.limit)
         response["RateLimit-Remaining"] = str(rate.remaining)
         response["RateLimit-Reset"] = str(rate.reset)
-    if isinstance(refusal, QuotaExceeded):
+    if isinstance(refusal, QuotaExceeded) and refusal.details["retry_after"] is not None:
         response["Retry-After"] = str(refusal.details["retry_after"])
     return response

@@ -63,8 +63,9 @@ BILLING_ERRORS: ErrorCatalog = {
     "daily_cap_reached": (
         429,
         "The account's spending cap for this UTC day would be passed: retry after `retry_after` seconds (the "
-        "next UTC day; also the Retry-After header). Nothing moved, and nothing is recorded under the key.",
-        {"retry_after": {**_INTEGER, "description": "Seconds to wait."}},
+        "next UTC day; also the Retry-After header). Nothing moved, and nothing is recorded under the key. A "
+        "spend larger than the whole cap never fits: `retry_after` is null and there is no Retry-After.",
+        {"retry_after": {**_INTEGER, "nullable": True, "description": "Seconds to wait; null: never."}},
     ),
     "invitation_required": (
         403,

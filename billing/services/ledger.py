@@ -146,7 +146,6 @@ def spend_refusal(
         assert available is not None and credits is not None
         return InsufficientCredits(available=available, requested=credits)
     if outcome in QUOTA_REFUSALS:
-        assert retry_after is not None
         return QUOTA_REFUSALS[outcome](retry_after=retry_after)
     return None
 

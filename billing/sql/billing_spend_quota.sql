@@ -5,7 +5,8 @@
 -- win over the parameters (the settings). The one quota rule for debits, holds and batch items.
 -- Outcome 'made', and acct counting the spend (the caller writes its rate_* and day_* columns
 -- with the balances); else 'daily_cap_reached' (reported first: it lasts longer) or
--- 'rate_limited', acct unchanged, and retry_after the seconds until the spend could be made.
+-- 'rate_limited', acct unchanged, and retry_after the seconds until the spend could be made
+-- (NULL for a spend larger than the whole daily cap: it never can).
 -- rate_limit, rate_remaining and rate_reset (the bucket's size, whole tokens left, seconds until
 -- it is full again) feed the RateLimit-* headers; NULL while the rate limit is off.
 CREATE OR REPLACE FUNCTION billing_spend_quota(
@@ -32,7 +33,9 @@ BEGIN
     END IF;
     IF cap > 0 AND spent + p_credits > cap THEN
         outcome := 'daily_cap_reached';
-        retry_after := ceil(extract(epoch FROM ((today + 1)::timestamp AT TIME ZONE 'UTC') - p_now));
+        IF p_credits <= cap THEN
+            retry_after := ceil(extract(epoch FROM ((today + 1)::timestamp AT TIME ZONE 'UTC') - p_now));
+        END IF;
     ELSIF tokens < 1 - 1e-9 THEN  -- a hair under one token is one: refills add up in floating point
         outcome := 'rate_limited';
         retry_after := ceil((1 - tokens) * 60 / per_minute);

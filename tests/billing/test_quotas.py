@@ -230,6 +230,20 @@ def test_the_accounts_own_daily_cap_beats_the_setting(api, rich, limits, time_ma
     assert debit(api, other, 60).status_code == 201
 
 
+def test_a_spend_larger_than_the_whole_daily_cap_is_not_told_to_come_back(api, rich, limits, time_machine):
+    limits.DAILY_CAP_CREDITS = 10
+    time_machine.move_to(NOON, tick=False)
+    for attempt in (hold(api, rich, 11), debit(api, rich, 11, idem="big-1")):
+        assert code(attempt) == (429, "daily_cap_reached")
+        assert not attempt.has_header("Retry-After") and attempt.json()["error"]["retry_after"] is None
+        assert "can never be made" in attempt.json()["error"]["message"]
+    item = {"account_id": rich.public_id, "credits": 11, "reference": "job", "idempotency_key": "big-2"}
+    (result,) = api.post("/debits/batch", {"debits": [item]}).json()["results"]
+    assert (result["status"], result["body"]["error"]["retry_after"]) == (429, None)
+    assert debit(api, rich, 10).status_code == 201  # the whole cap, once
+    assert available(rich) == 990
+
+
 def test_a_daily_cap_of_zero_caps_nothing(api, rich, limits, time_machine):
     time_machine.move_to(NOON, tick=False)
     assert debit(api, rich, 900).status_code == 201
