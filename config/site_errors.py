@@ -11,7 +11,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
-from .errors import error_body
+from config.outages import report_failure
+
+from .errors import DATABASE_DOWN, RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, ApiError, error_body
 
 # Paths whose answers are not the site's pages: the API and the webhook answer JSON, the admin,
 # static files and the probes their own.
@@ -72,6 +74,20 @@ class SiteErrorPagesMiddleware:
             return response
         if response.status_code in (404, 405) or _is_json(response) or _is_empty(response):
             return _with_guidance(response, error_page(request, response.status_code))
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A page whose dependency is down (PostgreSQL unreachable, or Redis when the limits fail
+        closed) answers the site's 503 page with Retry-After, the outage counted and logged as
+        config.outages does (at most once a minute), not a 500 and a traceback per request."""
+        if request.path.startswith(API_PATHS + OTHER_PATHS):
+            return None  # the API's handler and the admin's pages answer their own
+        if isinstance(exception, DATABASE_DOWN):
+            report_failure("postgresql", "request", exception)
+        elif not (isinstance(exception, ApiError) and exception.error_code == SERVICE_UNAVAILABLE):
+            return None
+        response = error_page(request, 503)
+        response["Retry-After"] = RETRY_AFTER_SECONDS
         return response
 
 

@@ -12,6 +12,7 @@ from django.test import Client
 
 from accounts.services import service_key_create
 from config import outages
+from tests.accounts.factories import UserFactory
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
 from tests.test_metrics import TOKEN, scrape
@@ -106,6 +107,23 @@ def test_with_fail_closed_redis_down_is_503_service_unavailable_with_retry_after
     assert refused["Retry-After"] == "1"
     account.refresh_from_db()
     assert account.available_credits == 5
+
+
+def test_with_fail_closed_redis_down_the_limited_pages_answer_the_sites_503_page(redis_of_its_own, settings, caplog):
+    settings.RATE_LIMIT_FAIL_CLOSED = True
+    waiting = UserFactory(email_verified_at=None)
+    site = Client(raise_request_exception=False)  # as a server answers
+    site.force_login(waiting)
+    redis_of_its_own.stop()
+
+    with caplog.at_level(logging.WARNING):
+        pages = [site.post("/waitlist", {"email": "someone@example.com"}), site.post("/verify-email/send")]
+
+    for page in pages:
+        assert page.status_code == 503 and page["Retry-After"] == "1", page.content[:300]
+        assert page["Content-Type"].startswith("text/html") and b"Temporarily unavailable" in page.content
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback per request
+    assert len(outage_lines(caplog)) == 1
 
 
 def test_readyz_reports_redis_degraded_and_stays_ready_and_503_when_limits_fail_closed(redis_of_its_own, settings):
