@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
 from billing.integrity import ledger_breaches
+from config.outages import report_failure
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class AuditCollector:
     def collect(self) -> Iterator[Metric]:
         try:
             kept = cache.get_many([_cache_key(audit) for audit in _AUDITS])
-        except RedisError:
+        except RedisError as error:  # the gauges are left out this once; the outage is counted
+            report_failure("redis", "metrics", error)
             return
         names = {"ledger": "billing_audit_ledger_breaches", "stripe": "billing_audit_stripe_fixed"}
         helps = {
