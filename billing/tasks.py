@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing.audit import ledger_audit, stripe_fixes_record
@@ -50,14 +50,26 @@ def release_expired_holds() -> int | None:
     name="billing.run_job_chunk", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=CHUNK_MAX_RETRIES
 )
 def run_job_chunk(self, chunk_id: int) -> int | None:  # type: ignore[no-untyped-def]
-    """One chunk, in one transaction. Database errors (a deadlock, a lost connection) are
-    retried with backoff; the last failure is recorded on the chunk for operators."""
+    """One chunk, in one transaction. Database errors (a deadlock, a lost connection, the
+    database down) are retried with backoff; each failure is recorded on the chunk for operators
+    when the database can take it, the last one marking the chunk failed."""
     try:
         result = job_chunk_run(chunk_id=chunk_id)
     except DatabaseError as exc:
-        job_chunk_failed(chunk_id=chunk_id, error=repr(exc), final=self.request.retries >= CHUNK_MAX_RETRIES)
+        _chunk_failure_record(chunk_id, exc, final=self.request.retries >= CHUNK_MAX_RETRIES)
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
     return None if result is None else result.rows
+
+
+def _chunk_failure_record(chunk_id: int, exc: DatabaseError, *, final: bool) -> None:
+    """Record a failed attempt on a fresh connection (the error may have broken this one), as far
+    as the database lets: while it is down nothing can be recorded, and the retry is queued all
+    the same. A chunk that never completes leaves its run to be abandoned as stale and redone."""
+    try:
+        connection.close()
+        job_chunk_failed(chunk_id=chunk_id, error=repr(exc), final=final)
+    except DatabaseError as unrecorded:
+        logger.warning("chunk %s failed (%r); the failure could not be recorded: %r", chunk_id, exc, unrecorded)
 
 
 @shared_task(name="billing.purge_idempotency_keys")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import time_machine
+from celery.exceptions import Retry
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from accounts.models import Account
 from billing.models import BillingPolicy, Grant, Hold, JobChunk, JobRun, LedgerEntry
@@ -21,8 +24,11 @@ from billing.services.jobs import (
     pending_chunk_ids,
 )
 from billing.services.ledger import Actor, debit_create, free_grant_ensure, hold_create
+from billing.tasks import run_job_chunk
 from tests.billing.factories import give, make_account
 from tests.billing.period_oracle import add_months, period_at
+from tests.billing.test_celery_integration import this_database_url
+from tests.test_database_outage import database_down
 
 pytestmark = pytest.mark.django_db
 SVC = Actor("service", "1")
@@ -290,3 +296,52 @@ def test_run_job_runs_as_of_any_moment_within_its_bounds(as_of, time_machine, ca
     call_command("run_job", "expire_grants", "--as-of", as_of)
     assert "completed" in capsys.readouterr().out
     assert JobRun.objects.get().as_of == datetime.fromisoformat(as_of)
+
+
+# --- a chunk's database failing under its task ------------------------------------------------
+
+
+@pytest.fixture
+def retries(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The countdowns of the retries run_job_chunk asks Celery for (none is run)."""
+    asked: list[int] = []
+
+    def retry(*, exc: Exception, countdown: int) -> Retry:
+        asked.append(countdown)
+        return Retry(exc=exc, when=countdown)
+
+    monkeypatch.setattr(run_job_chunk, "retry", retry)
+    return asked
+
+
+def one_refill_chunk() -> int:
+    make_account(now=utc(2027, 3, 1), free=True)
+    (chunk_id,) = pending_chunk_ids(job_start(job=REFILL, now=utc(2027, 3, 2)))
+    return chunk_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_is_retried_while_the_database_is_down_and_runs_once_it_is_back(retries):
+    chunk_id = one_refill_chunk()
+    with database_down(), pytest.raises(Retry):
+        run_job_chunk(chunk_id)
+    assert retries == [1]
+    chunk = JobChunk.objects.get(pk=chunk_id)  # nothing could be recorded while it was down
+    assert (chunk.status, chunk.failures) == (JobChunk.Status.PENDING, 0)
+
+    assert run_job_chunk(chunk_id) == 1  # the retry, with the database back
+    assert JobChunk.objects.get(pk=chunk_id).status == JobChunk.Status.DONE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_whose_connection_was_lost_records_the_failure_and_is_retried(retries):
+    chunk_id = one_refill_chunk()
+    connection.ensure_connection()  # the connection the chunk will use, ended by the server
+    with psycopg.connect(this_database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    with pytest.raises(Retry):
+        run_job_chunk(chunk_id)
+    assert retries == [1]
+    chunk = JobChunk.objects.get(pk=chunk_id)
+    assert (chunk.status, chunk.failures) == (JobChunk.Status.PENDING, 1)
+    assert "terminating connection" in chunk.last_error, chunk.last_error
