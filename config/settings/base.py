@@ -6,11 +6,15 @@ Every value that differs between machines is read from the environment through o
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.connection import parse_url as redis_url_parse
 
 from config import localdb
 
@@ -145,9 +149,28 @@ DATABASES["default"]["OPTIONS"] = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache, Celery -------------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+
+
+def env_redis_url(name: str) -> str:
+    """A Redis URL redis-py and Celery can open, or empty. redis-py reads it only when the first
+    request reaches the cache (a port that is not a number fails every request then), and it
+    reads a database that is not a number as 0: both are refused here."""
+    raw = env.str(name, default="")
+    if not raw:
+        return raw
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"{name} must start with redis://, rediss:// or unix://")
+    try:
+        redis_url_parse(raw)  # the host, the port and the query's options, as redis-py reads them
+    except ValueError as exc:  # the message names the part, never the password
+        raise ImproperlyConfigured(f"{name} is not a valid Redis URL: {exc}") from None
+    database = "" if raw.startswith("unix://") else urlsplit(raw).path.strip("/")  # unix://: ?db=N
+    if database and not re.fullmatch(r"[0-9]+", database):
+        raise ImproperlyConfigured(f"{name} must name its database by number (redis://host:port/0), got {database!r}")
+    return raw
+
+
+REDIS_URL = env_redis_url("REDIS_URL")
 
 if REDIS_URL:
     # A Redis that hangs, rather than refusing connections, fails a request after a second (503
@@ -392,10 +415,15 @@ NOTIFICATION_RETENTION_DAYS = env_int("NOTIFICATION_RETENTION_DAYS", 90, minimum
 # Auto-recharge switches itself off after this many failed charges in a row.
 AUTO_RECHARGE_MAX_FAILURES = env_int("AUTO_RECHARGE_MAX_FAILURES", 3, minimum=1, maximum=20)
 
+# The root logger's level: a level name of Python's logging, in any case.
+_log_level = env.str("LOG_LEVEL", default="INFO").strip()
+if _log_level.upper() not in logging.getLevelNamesMapping():
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {_log_level!r}")
+LOG_LEVEL = _log_level.upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

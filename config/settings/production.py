@@ -36,13 +36,20 @@ SILENCED_SYSTEM_CHECKS = ["security.W021"]
 # it on for the web server; Celery workers keep plain persistent connections (a pool's threads
 # must not cross the prefork worker's fork).
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", False):
+    _pool_min_size = env_int("DB_POOL_MIN_SIZE", 1, minimum=0, maximum=100)
+    _pool_max_size = env_int("DB_POOL_MAX_SIZE", 2, minimum=1, maximum=100)
+    # psycopg_pool refuses a smaller maximum only when the first request opens the pool.
+    if _pool_max_size < _pool_min_size:
+        raise ImproperlyConfigured(
+            f"DB_POOL_MAX_SIZE ({_pool_max_size}) must be at least DB_POOL_MIN_SIZE ({_pool_min_size})"
+        )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"]["OPTIONS"] = {
         **DATABASES["default"]["OPTIONS"],
         "pool": {
-            "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0, maximum=100),
-            "max_size": env_int("DB_POOL_MAX_SIZE", 2, minimum=1, maximum=100),
+            "min_size": _pool_min_size,
+            "max_size": _pool_max_size,
             # A sync worker serves one request at a time, so a request waits for a connection only
             # when PostgreSQL is unreachable: it is then answered 503 within about a second.
             "timeout": env_int("DB_POOL_TIMEOUT_SECONDS", 1, minimum=1, maximum=600),
