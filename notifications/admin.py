@@ -82,7 +82,7 @@ class EventAdmin(ReadOnly):
 
 @admin.register(EmailDelivery)
 class EmailDeliveryAdmin(ReadOnly):
-    list_display = ["event", "to", "status", "attempts", "sent_at", "error"]
+    list_display = ["event", "to", "status", "attempts", "next_attempt_at", "sent_at", "error"]
     list_filter = ["status"]
     search_fields = ["to", "event__public_id"]
     list_select_related = ["event"]

@@ -153,7 +153,8 @@ class WebhookAttempt(models.Model):
 
 
 class EmailDelivery(models.Model):
-    """The email an event sends its account's user: at most one per event."""
+    """The email an event sends its account's user: at most one per event, attempted until it is
+    sent or has failed MAX_ATTEMPTS times (notifications.services.emails)."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -164,12 +165,18 @@ class EmailDelivery(models.Model):
     to = models.EmailField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due: after a failed one's backoff, or once an attempt under way
+    # has had its time; the retry sweep queues a pending email from then on.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "email deliveries"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="email_delivery_due_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event} to {self.to}"

@@ -12,6 +12,10 @@ SCHEDULES = [
     Schedule("dispatch notification outbox", "notifications.outbox_sweep", every_seconds=5),
     # Every 30 seconds: webhook deliveries whose backoff is over are attempted again.
     Schedule("retry webhook deliveries", "notifications.webhook_retry_due", every_seconds=30),
+    # Every 30 seconds: emails due an attempt are queued: those whose backoff after a failed
+    # attempt is over, and those whose queueing at the fan-out was lost (the broker down) or whose
+    # attempt never recorded its outcome (the database down, the worker killed).
+    Schedule("retry emails", "notifications.email_retry_due", every_seconds=30),
     # Every 10 minutes: auto-recharge charges whose answer from Stripe was lost are asked again
     # with their idempotency key (or failed a day later), so none keeps its account waiting.
     Schedule("settle unanswered recharges", "notifications.recharges_unanswered", every_seconds=600),

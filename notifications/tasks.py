@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 
-from notifications.services.emails import email_send
+from notifications.services.emails import email_send, emails_due
 from notifications.services.expiring import credits_expiring_announce
 from notifications.services.outbox import event_fan_out
 from notifications.services.outbox import outbox_sweep as sweep
@@ -14,10 +12,6 @@ from notifications.services.recharge import recharge_charge as charge
 from notifications.services.recharge import recharges_declined_later, recharges_unanswered_settle
 from notifications.services.retention import events_purge
 from notifications.services.webhooks import deliveries_due, delivery_attempt
-
-logger = logging.getLogger(__name__)
-
-EMAIL_MAX_RETRIES = 4
 
 
 @shared_task(name="notifications.dispatch_event")
@@ -50,15 +44,20 @@ def webhook_retry_due() -> int:
     return len(due)
 
 
-@shared_task(name="notifications.send_email", bind=True, max_retries=EMAIL_MAX_RETRIES)
-def send_email(self, email_id: int) -> None:  # type: ignore[no-untyped-def]
-    """The SMTP server may be down for a while: retried with backoff; the last failure is
-    recorded on the email."""
-    try:
-        email_send(email_id=email_id)
-    except Exception as exc:
-        logger.warning("email %s failed: %r", email_id, exc)
-        raise self.retry(exc=exc, countdown=min(60 * 2**self.request.retries, 3600)) from exc
+@shared_task(name="notifications.send_email")
+def send_email(email_id: int) -> None:
+    """One attempt; a failure sets the email's next attempt, which email_retry_due queues. A task
+    that never ran or could not record its outcome (the broker or the database down) leaves the
+    email due, and email_retry_due queues it as well."""
+    email_send(email_id=email_id)
+
+
+@shared_task(name="notifications.email_retry_due")
+def email_retry_due() -> int:
+    due = emails_due()
+    for email_id in due:
+        send_email.delay(email_id)
+    return len(due)
 
 
 @shared_task(name="notifications.recharge_charge")

@@ -28,7 +28,9 @@ class FanOut:
 def event_fan_out(*, event_id: int, now: datetime | None = None) -> FanOut | None:
     """Make the event's deliveries; None when another run has fanned it out already.
 
-    The deliveries are queued after this transaction commits.
+    The deliveries are queued after this transaction commits; those whose queueing fails (the
+    broker down) are due at once, and the retry sweeps (webhook_retry_due, email_retry_due) queue
+    them.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -41,7 +43,9 @@ def event_fan_out(*, event_id: int, now: datetime | None = None) -> FanOut | Non
         )
         result = FanOut(webhook_deliveries=[d.pk for d in made])
         if email_wanted(account=event.account, kind=event.type):
-            result.email = EmailDelivery.objects.create(event=event, to=event.account.user.email, created_at=now).pk
+            result.email = EmailDelivery.objects.create(
+                event=event, to=event.account.user.email, created_at=now, next_attempt_at=now
+            ).pk
         transaction.on_commit(lambda: _queue(result), robust=True)
     return result
 
