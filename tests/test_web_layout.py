@@ -50,9 +50,11 @@ def site(live_server, settings) -> dict[str, str]:
     hold_capture(hold=hold, credits=3, actor=SERVICE)
     debit_create(account=account, credits=2, reference=LONG_REFERENCE, actor=SERVICE)
     stale = pending_purchase(pack, account=account, flow="checkout")
-    Purchase.objects.filter(pk=stale.pk).update(created_at=datetime.now(UTC) - timedelta(hours=2))
+    # An id of the widest letters, so that a page showing it fits whatever id a purchase draws.
+    wide_id = "pur_" + "W" * 20
+    Purchase.objects.filter(pk=stale.pk).update(created_at=datetime.now(UTC) - timedelta(hours=2), public_id=wide_id)
     oldest = account.ledger_entries.order_by("id")[2]
-    return {"user": user.email, "purchase": stale.public_id, "cursor": encode_cursor(oldest.pk)}
+    return {"user": user.email, "purchase": wide_id, "cursor": encode_cursor(oldest.pk)}
 
 
 def pages(site: dict[str, str]) -> dict[str, tuple[str, bool]]:
