@@ -44,7 +44,7 @@ class HasPaidCreditsFilter(admin.SimpleListFilter):
 
 
 @admin.register(Account)
-class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
+class AccountAdmin(PublicIdLookup, MadeByServicesAdmin):
     list_display = [
         "public_id",
         "user",
@@ -77,14 +77,6 @@ class AccountAdmin(PublicIdLookup, admin.ModelAdmin):
     change_form_template = "admin/console/account_change_form.html"
 
     # Balances move only through the ledger, and the status only through the actions below.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
         return selectors.accounts_with_credit_split(super().get_queryset(request))
