@@ -3,6 +3,7 @@ client address every per-address limit counts, and django-axes' hooks for login 
 
 from __future__ import annotations
 
+from axes.utils import reset as axes_reset
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -49,6 +50,13 @@ def login_username(request, credentials: dict | None) -> str:  # type: ignore[no
     count: the API's token route and the web and admin login forms all send it as `username`."""
     source = credentials if credentials is not None else request.POST
     return str(source.get("username") or "").strip().lower()[:254]
+
+
+def login_succeeded(sender, request, user, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """A login that succeeded clears the failed logins counted against its account (the login's
+    own name, as login_username stores it), and only those: the failures counted against the
+    client's address stay until the cool-off, whoever logs in from it."""
+    axes_reset(username=user.get_username().strip().lower()[:254])
 
 
 def login_locked_out(request, original_response, credentials):  # type: ignore[no-untyped-def]

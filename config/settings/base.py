@@ -264,7 +264,10 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=24 * 60))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_RESET_ON_SUCCESS = True
+# A login that succeeds clears its account's failures only (accounts.throttling.login_succeeded):
+# django-axes' own reset clears the address's too, which an address trying other people's
+# passwords could use by logging into an account of its own between tries.
+AXES_RESET_ON_SUCCESS = False
 AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field and authenticate()'s keyword
 AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
 AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"

@@ -101,6 +101,27 @@ def test_an_address_that_tries_many_accounts_is_locked_out(three_tries):
     assert api_login(fresh.email, PASSWORD, address="10.7.7.7").status_code == 200
 
 
+@pytest.mark.parametrize("between", ["own login", "web login", "signup"])
+def test_an_address_cannot_clear_its_count_by_logging_into_an_account_of_its_own(three_tries, between):
+    three_tries.EMAIL_VERIFICATION_REQUIRED = False
+    mine = UserFactory()
+    victims = [UserFactory() for _ in range(3)]
+    address = "10.5.5.5"
+    site = Client(REMOTE_ADDR=address)
+    answers = []
+    for n, victim in enumerate(victims):
+        answers.append(api_login(victim.email, "wrong-password", address=address).status_code)
+        if between == "own login":
+            assert api_login(mine.email, PASSWORD, address=address).status_code in (200, 429)
+        elif between == "web login":
+            site.post("/login", {"username": mine.email, "password": PASSWORD})
+        else:
+            site.post(
+                "/signup", {"email": f"throwaway{n}@example.com", "password": PASSWORD, "password_again": PASSWORD}
+            )
+    assert answers == [401, 401, 429]  # the address's third failure locks it, whatever came between
+
+
 def test_a_successful_login_clears_the_failures_and_the_lockout_ends_after_the_cool_off(three_tries):
     user = UserFactory()
     assert [api_login(user.email, "wrong-password").status_code for _ in range(2)] == [401, 401]
