@@ -490,3 +490,13 @@ def test_the_webhook_stays_outside_csrf(db, payments_on):
     # Stripe cannot send a CSRF token: the signature is its only credential (no 403 here).
     response = Client(enforce_csrf_checks=True).post("/stripe/webhook", "{}", content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("method, path", [("get", "/login"), ("get", "/no/such/page"), ("post", "/billing")])
+def test_every_page_error_pages_included_carries_the_security_headers(db, settings, method, path):
+    settings.SECURE_HSTS_SECONDS = 31536000
+    page = getattr(Client(), method)(path, secure=True)
+    assert page["Content-Type"].startswith("text/html"), page.status_code
+    assert page["Content-Security-Policy"].endswith("frame-ancestors 'none'")
+    assert page["X-Frame-Options"] == "DENY" and page["X-Content-Type-Options"] == "nosniff"
+    assert page["Strict-Transport-Security"].startswith("max-age=31536000")

@@ -73,10 +73,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.metrics.MetricsMiddleware",  # outermost: counts and times every answer
-    # Error answers a browser on the site reads as the site's own HTML pages; JSON on API paths.
-    "config.site_errors.SiteErrorPagesMiddleware",
+    # The headers every answer carries, the error pages below included.
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Error answers a browser on the site reads as the site's own HTML pages; JSON on API paths.
+    "config.site_errors.SiteErrorPagesMiddleware",
     # Static files (the docs' Swagger UI and ReDoc, the admin's) from the process itself, gunicorn too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -85,7 +87,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # answers a locked-out login (accounts.throttling.login_locked_out)
 ]
 
