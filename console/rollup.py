@@ -95,9 +95,11 @@ def ledger_rollup() -> RollupRun:
             # PostgreSQL keeps what pg_stat_activity showed for the rest of a transaction: look afresh.
             cursor.execute("SELECT pg_stat_clear_snapshot()")
             cursor.execute(_MARK_SETTLED, {"taken_at": state.mark_taken_at, "trust": MARK_TRUST_SECONDS})
-            if cursor.fetchone()[0]:
-                cursor.execute(_ROLL_UP, {"after": start, "upto": state.mark_id})
-                state.rolled_up_to_id = state.mark_id
+            if not cursor.fetchone()[0]:
+                # The mark stays as it is, so that it grows old enough to be trusted.
+                return RollupRun(start, start)
+            cursor.execute(_ROLL_UP, {"after": start, "upto": state.mark_id})
+            state.rolled_up_to_id = state.mark_id
         cursor.execute("SELECT coalesce(max(id), 0), clock_timestamp() FROM billing_ledgerentry")
         state.mark_id, state.mark_taken_at = cursor.fetchone()
         if state.rolled_up_to_id != start:

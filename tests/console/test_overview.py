@@ -3,6 +3,7 @@ spent, expired, clawed back and voided, revenue, and the outstanding paid liabil
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -21,6 +22,7 @@ from billing.services.ledger import (
     hold_capture,
     hold_create,
 )
+from console import rollup
 from console.models import DailyRollup, RollupState
 from console.rollup import ledger_rollup
 from console.schedules import ROLLUP_SCHEDULE_NAME, ROLLUP_TASK
@@ -98,6 +100,29 @@ def test_a_transaction_open_since_before_the_mark_holds_the_rollup_back():
         other.rollback()
         ledger_rollup()
         assert RollupState.objects.get().rolled_up_to_id > 0
+    finally:
+        other.close()
+
+
+def test_a_session_idle_in_a_transaction_holds_the_rollup_back_only_until_the_mark_is_trusted(monkeypatch):
+    monkeypatch.setattr(rollup, "MARK_TRUST_SECONDS", 1)  # 600 s, with runs every 60 s, made shorter
+    account = make_account()
+    give(account, 10)
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(
+        host=settings_dict["HOST"], port=settings_dict["PORT"], user=settings_dict["USER"], dbname=settings_dict["NAME"]
+    )
+    try:
+        other.execute("SELECT 1")  # idle in a transaction for the whole test
+        marked = time.monotonic()
+        ledger_rollup()
+        advanced_after = None
+        while advanced_after is None and time.monotonic() - marked < 3:  # runs far more often than the trust
+            time.sleep(0.2)
+            if ledger_rollup().advanced:
+                advanced_after = time.monotonic() - marked
+        # Held back while the mark is younger than the trust, then the same mark is trusted.
+        assert advanced_after is not None and advanced_after >= 1
     finally:
         other.close()
 
