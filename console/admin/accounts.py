@@ -16,6 +16,7 @@ from django.urls import URLPattern, path, reverse
 from accounts.models import Account, ServiceKey, UserToken
 from billing.admin import CappedCountPaginator, PublicIdLookup
 from billing.models import Grant
+from billing.services.ledger import Actor, account_settle
 from console import selectors
 from console.forms import ClawbackForm, GrantForm, ReasonForm, ServiceKeyCreateForm
 from console.services import (
@@ -98,6 +99,9 @@ class AccountAdmin(PublicIdLookup, MadeByServicesAdmin):
         account = self.get_object(request, unquote(object_id))
         extra: dict[str, Any] = dict(extra_context or {})
         if isinstance(account, Account):
+            # Settled first, as every read of a balance is: a lot or hold that lapsed is counted
+            # as the spend functions count it (the page's own read comes after).
+            account_settle(account=account, actor=Actor.system("account_page"))
             extra["panels"] = selectors.account_panels(account=account)
             extra["ledger_url"] = reverse("admin:billing_ledgerentry_changelist") + f"?account__id__exact={account.pk}"
             extra["object_id_for_actions"] = account.public_id

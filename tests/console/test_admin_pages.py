@@ -3,11 +3,14 @@ change form, a bulk delete, a forged POST) changes a ledger row, a grant's amoun
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.db import DatabaseError, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, LedgerEntry, Purchase, StripeCustomer
@@ -250,3 +253,16 @@ def test_a_public_id_that_looks_quoted_to_the_admin_still_opens_its_page(root_cl
     assert page.status_code == 200 and page.context["original"].pk == purchase.pk
     refund = root_client.get("/admin/billing/purchase/pur_4Fquoted0000000000/refund/")
     assert refund.status_code == 200 and refund.context["original"].pk == purchase.pk
+
+
+def test_the_account_page_settles_the_account_before_showing_its_credits(root_client):
+    now = timezone.now()
+    account = make_account()
+    give(account, 40, expires_at=now + timedelta(hours=1), now=now)
+    give(account, 10, now=now)
+    with time_machine.travel(now + timedelta(hours=2), tick=False):
+        page = root_client.get(reverse("admin:accounts_account_change", args=[account.public_id]))
+    html = page.content.decode()
+    assert '<strong data-testid="available">10</strong>' in html  # not the cached 50
+    assert '<span data-testid="free">10</span>' in html
+    assert LedgerEntry.objects.filter(account=account, kind="expire").get().credits == -40
