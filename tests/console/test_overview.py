@@ -4,6 +4,8 @@ spent, expired, clawed back and voided, revenue, and the outstanding paid liabil
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -85,14 +87,21 @@ def test_a_run_reads_each_entry_once_and_only_up_to_the_previous_runs_mark():
     assert sum(DailyRollup.objects.values_list("granted_adjustment_credits", flat=True)) == 15
 
 
+@contextmanager
+def another_session() -> Iterator[psycopg.Connection]:
+    """A second connection to the test database, closed at the end."""
+    params = connection.settings_dict
+    other = psycopg.connect(host=params["HOST"], port=params["PORT"], user=params["USER"], dbname=params["NAME"])
+    try:
+        yield other
+    finally:
+        other.close()
+
+
 def test_a_transaction_open_since_before_the_mark_holds_the_rollup_back():
     account = make_account()
     give(account, 10)
-    settings_dict = connection.settings_dict
-    other = psycopg.connect(
-        host=settings_dict["HOST"], port=settings_dict["PORT"], user=settings_dict["USER"], dbname=settings_dict["NAME"]
-    )
-    try:
+    with another_session() as other:
         other.execute("SELECT 1")  # opens a transaction that could still be writing entries
         ledger_rollup()  # marks while it is open
         ledger_rollup()
@@ -100,19 +109,13 @@ def test_a_transaction_open_since_before_the_mark_holds_the_rollup_back():
         other.rollback()
         ledger_rollup()
         assert RollupState.objects.get().rolled_up_to_id > 0
-    finally:
-        other.close()
 
 
 def test_a_session_idle_in_a_transaction_holds_the_rollup_back_only_until_the_mark_is_trusted(monkeypatch):
     monkeypatch.setattr(rollup, "MARK_TRUST_SECONDS", 1)  # 600 s, with runs every 60 s, made shorter
     account = make_account()
     give(account, 10)
-    settings_dict = connection.settings_dict
-    other = psycopg.connect(
-        host=settings_dict["HOST"], port=settings_dict["PORT"], user=settings_dict["USER"], dbname=settings_dict["NAME"]
-    )
-    try:
+    with another_session() as other:
         other.execute("SELECT 1")  # idle in a transaction for the whole test
         marked = time.monotonic()
         ledger_rollup()
@@ -121,10 +124,8 @@ def test_a_session_idle_in_a_transaction_holds_the_rollup_back_only_until_the_ma
             time.sleep(0.2)
             if ledger_rollup().advanced:
                 advanced_after = time.monotonic() - marked
-        # Held back while the mark is younger than the trust, then the same mark is trusted.
-        assert advanced_after is not None and advanced_after >= 1
-    finally:
-        other.close()
+    # Held back while the mark is younger than the trust, then the same mark is trusted.
+    assert advanced_after is not None and advanced_after >= 1
 
 
 def test_the_rollup_schedule_is_installed_and_runs_the_task():
