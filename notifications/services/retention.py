@@ -27,6 +27,12 @@ def events_purge(*, now: datetime | None = None, batch: int = PURGE_BATCH) -> in
     purged = 0
     while ids := list(done.order_by("id").values_list("pk", flat=True)[:batch]):
         with transaction.atomic():
+            # The candidates' deliveries and emails locked, the events still done are read again:
+            # an operator's resend committed meanwhile is seen, and one not yet made waits for
+            # this transaction (and then finds its delivery gone with its event).
+            list(WebhookDelivery.objects.select_for_update().filter(event_id__in=ids).values_list("pk", flat=True))
+            list(EmailDelivery.objects.select_for_update().filter(event_id__in=ids).values_list("pk", flat=True))
+            ids = list(done.filter(pk__in=ids).values_list("pk", flat=True))
             WebhookDelivery.objects.filter(event_id__in=ids).delete()  # their attempts cascade
             EmailDelivery.objects.filter(event_id__in=ids).delete()
             Event.objects.filter(pk__in=ids).delete()

@@ -4,14 +4,19 @@ deliveries and attempts; recent ones, and old ones still being delivered, stay."
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db import connection, transaction
 
+from notifications import tasks
 from notifications.models import EmailDelivery, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from notifications.schedules import SCHEDULES
+from notifications.services import retention
 from notifications.services.retention import events_purge
+from notifications.services.webhooks import delivery_resend
 from tests.billing.factories import make_account
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +72,33 @@ def test_the_purge_is_installed_in_beat_and_runs_the_task(settings):
     event(make_account(), 30, webhook="succeeded")
     with time_machine.travel(NOW, tick=False):
         assert purge_events.apply().get() == 1 and not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_resent_while_the_purge_runs_stays(settings, monkeypatch):
+    settings.NOTIFICATION_RETENTION_DAYS = 90
+    now = datetime(2031, 6, 1, 3, 50, tzinfo=UTC)
+    made = now - timedelta(days=100)
+    event = Event.objects.create(account=make_account(), type="balance.low", created_at=made, dispatched_at=made)
+    endpoint = WebhookEndpoint.objects.create(url="https://example.com/hooks", secret="whsec_x")
+    delivery = WebhookDelivery.objects.create(event=event, endpoint=endpoint, status="failed")
+
+    def operator_resends() -> None:  # in a session of its own, committed
+        try:
+            with transaction.atomic():
+                delivery_resend(delivery=WebhookDelivery.objects.get(pk=delivery.pk), now=now)
+        finally:
+            connection.close()
+
+    class ResendAsTheBatchStarts:  # after the purge has chosen its events, before it deletes
+        def atomic(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            operator = threading.Thread(target=operator_resends)
+            operator.start()
+            operator.join()
+            return transaction.atomic(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "transaction", ResendAsTheBatchStarts())
+    monkeypatch.setattr(tasks.deliver_webhook, "delay", lambda delivery_id: None)
+    assert events_purge(now=now) == 0
+    assert WebhookDelivery.objects.get(pk=delivery.pk).status == "pending"
+    assert Event.objects.filter(pk=event.pk).exists()
