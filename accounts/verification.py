@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from config.errors import DomainError
 
+from .ids import row_id_of, user_public_id
 from .models import User
 
 SALT = "accounts.email-verification"
@@ -31,7 +32,8 @@ class VerificationLinkInvalid(DomainError):
 
 
 def email_verification_token(user: User) -> str:
-    return signing.dumps({"user": user.pk, "email": user.email}, salt=SALT)
+    """Signed, not hidden: it names the user by public id (no row id leaves the database)."""
+    return signing.dumps({"user": user_public_id(user.pk), "email": user.email}, salt=SALT)
 
 
 def email_verification_link(user: User) -> str:
@@ -48,7 +50,8 @@ def email_verification_user(token: str) -> User:
         raise VerificationLinkInvalid("This verification link has expired; ask for a new one.") from None
     except signing.BadSignature:
         raise VerificationLinkInvalid() from None
-    user = User.objects.filter(pk=data.get("user"), email=data.get("email")).first()
+    user_id = row_id_of("usr_", str(data.get("user") or ""))
+    user = None if user_id is None else User.objects.filter(pk=user_id, email=data.get("email")).first()
     if user is None:
         raise VerificationLinkInvalid()
     return user

@@ -20,6 +20,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.ids import row_id_of, row_public_id
 from accounts.models import User
 from config.errors import DomainError
 
@@ -28,6 +29,7 @@ from .models import AdmissionWeek, Invitation, WaitlistEntry, WaitlistPolicy
 logger = logging.getLogger(__name__)
 
 TOKEN_SALT = "waitlist.invitation"
+INVITATION_PREFIX = "inv_"
 WEEKLY_ADMISSION = "weekly admission"
 
 
@@ -140,7 +142,8 @@ def _invite(entries: list[WaitlistEntry], *, now: datetime, by: str) -> list[Inv
 
 
 def invitation_token(invitation: Invitation) -> str:
-    return signing.Signer(salt=TOKEN_SALT).sign(str(invitation.pk))
+    """Signed, not hidden: it names the invitation by a public id (no row id leaves the database)."""
+    return signing.Signer(salt=TOKEN_SALT).sign(row_public_id(INVITATION_PREFIX, invitation.pk))
 
 
 def invitation_link(invitation: Invitation) -> str:
@@ -157,9 +160,11 @@ def invitation_redeem(*, token: str, user: User, now: datetime) -> Invitation:
             "Signups are by invitation: join the waitlist and we will email you one.", reason="missing"
         )
     try:
-        pk = int(signing.Signer(salt=TOKEN_SALT).unsign(token))
-    except (signing.BadSignature, ValueError):
-        raise InvitationRefused("This invitation is not valid.", reason="invalid") from None
+        pk = row_id_of(INVITATION_PREFIX, signing.Signer(salt=TOKEN_SALT).unsign(token))
+    except signing.BadSignature:
+        pk = None
+    if pk is None:
+        raise InvitationRefused("This invitation is not valid.", reason="invalid")
     used = Invitation.objects.filter(pk=pk, used_at__isnull=True, expires_at__gt=now).update(used_at=now, used_by=user)
     if used:
         return Invitation.objects.get(pk=pk)

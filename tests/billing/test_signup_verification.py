@@ -4,6 +4,7 @@ settle, the refill, a month passing) grants them before."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import time_machine
 from django.core import mail
 from django.test import Client
 
+from accounts.ids import user_public_id
 from accounts.models import Account, User
 from accounts.verification import email_verification_token
 from billing.models import Grant, JobRun
@@ -181,3 +183,11 @@ def test_the_billing_page_says_the_free_credits_wait_for_the_email_until_it_is_v
     page = browser.get("/billing").content.decode()
     assert 'data-testid="verify-email-notice"' not in page
     assert '<span data-testid="available">50</span>' in page
+
+
+@pytest.mark.django_db
+def test_a_verification_link_names_the_user_by_public_id_not_row_id(required):
+    user = user_signup(email="ada@example.com", password=PASSWORD, now=SIGNUP_AT)
+    payload = email_verification_token(user).split(":")[0]
+    named = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert named == {"user": user_public_id(user.pk), "email": "ada@example.com"}

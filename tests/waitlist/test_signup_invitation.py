@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from accounts.ids import row_public_id
 from accounts.models import Account, User
 from billing.models import Grant
 from tests.concurrency import run_concurrently
@@ -144,3 +145,10 @@ def test_an_operator_can_invite_again_once_an_invitation_expired():
     assert entries_admit(entry_ids=[invitation.entry_id], by="ops") != []
     assert entries_admit(entry_ids=[invitation.entry_id], by="ops") == []  # the new one is open
     assert WaitlistEntry.objects.get().invitation.expires_at > timezone.now()
+
+
+@pytest.mark.django_db
+def test_an_invitations_token_names_it_by_public_id_not_row_id():
+    invitation, token = invite("ada@example.com")
+    named = token.split(":")[0]
+    assert named == row_public_id("inv_", invitation.pk)  # the row id permuted, as every public id
