@@ -133,6 +133,17 @@ class CardRequest(StrictSerializer):
         return value
 
 
+# The saved card, or null: spelled out, since OpenAPI 3.0 ignores `nullable` beside a bare $ref
+# (what drf-spectacular makes of a nested serializer with allow_null).
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "properties": {"brand": {"type": "string"}, "last4": {"type": "string"}},
+        "required": ["brand", "last4"],
+        "description": "The saved card, null when there is none.",
+    }
+)
 class CardOut(serializers.Serializer):
     brand = serializers.CharField()
     last4 = serializers.CharField()

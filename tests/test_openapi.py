@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 
 from billing.models import Hold
 from config.urls import api_v1
+from notifications.models import AutoRecharge
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
 
@@ -386,3 +387,15 @@ def test_api_routes_are_top_level_patterns_under_api_v1_with_their_names():
         {"account_id": "acct_abc"},
         "api/v1/accounts/<pubid:account_id>/balance",
     )
+
+
+def test_the_auto_recharge_answers_match_the_document_with_and_without_a_card(schema, user_api):
+    users, user = user_api
+    path = "/api/v1/me/auto-recharge"
+    assert users.get("/me/auto-recharge").json()["card"] is None
+    assert_documented(schema, "get", path, users.get("/me/auto-recharge"))
+    card = {"stripe_payment_method_id": "pm_1", "card_brand": "visa", "card_last4": "4242"}
+    AutoRecharge.objects.update_or_create(account=user.account, defaults=card)
+    answer = users.get("/me/auto-recharge")
+    assert answer.json()["card"] == {"brand": "visa", "last4": "4242"}
+    assert_documented(schema, "get", path, answer)
