@@ -36,6 +36,7 @@ from billing.errors import (
 )
 from billing.models import ActorType, Debit, Grant, Hold, IdempotencyKey, new_debit_id, new_hold_id
 from billing.quotas import QUOTA_REFUSALS, RateLimitState, quota_settings
+from billing.signals import lot_granted
 
 # A single request never moves more than this; it keeps sums far from BIGINT overflow.
 MAX_CREDITS_PER_REQUEST = 1_000_000
@@ -361,13 +362,15 @@ def grant_create(
     if source == Grant.Source.FREE_MONTHLY:
         raise ValueError("free grants are made by settling the account (account_settle)")
     now = now or timezone.now()
-    row = call(
-        "billing_grant",
-        [account.pk, source, credits, expires_at, priority, reason, reference, now, actor.type, actor.id],
-    )
-    if row is None or row[0] is None:
-        raise Account.DoesNotExist(f"no account {account.pk}")
-    grant = Grant.objects.select_related("account").get(pk=row[0])
+    with transaction.atomic():
+        row = call(
+            "billing_grant",
+            [account.pk, source, credits, expires_at, priority, reason, reference, now, actor.type, actor.id],
+        )
+        if row is None or row[0] is None:
+            raise Account.DoesNotExist(f"no account {account.pk}")
+        grant = Grant.objects.select_related("account").get(pk=row[0])
+        lot_granted.send(sender=Grant, grant=grant, now=now)
     _refresh_cached(account, grant.account)
     return grant
 

@@ -151,7 +151,9 @@ def test_suspending_an_account_raises_account_suspended_once(buyer):
 
 def test_credits_expiring_is_raised_once_per_lot_within_the_window(buyer):
     _, account = buyer
+    # Granted already within the window: announced in its grant's transaction.
     give(account, 20, source=Grant.Source.PURCHASE, expires_at=NOW + timedelta(days=2), now=NOW)
+    assert Event.objects.filter(type="credits.expiring").count() == 1
     give(account, 30, source=Grant.Source.PURCHASE, expires_at=NOW + timedelta(days=5), now=NOW)  # later
     # Free monthly credits expire every period by design: left out.
     signed_up = NOW - timedelta(days=29)
@@ -159,8 +161,7 @@ def test_credits_expiring_is_raised_once_per_lot_within_the_window(buyer):
     (free_lot,) = Grant.objects.filter(account=free, source=Grant.Source.FREE_MONTHLY)
     assert NOW < free_lot.expires_at <= NOW + timedelta(days=3)
     with time_machine.travel(NOW, tick=False):
-        assert credits_expiring_announce(now=NOW) == 1
-        assert credits_expiring_announce(now=NOW) == 0  # once per lot
+        assert credits_expiring_announce(now=NOW) == 0  # once per lot: the 2-day lot's is made
     (event,) = Event.objects.filter(type="credits.expiring")
     assert event.data["credits"] == 20 and event.data["source"] == "purchase"
     assert event.data["expires_at"] == "2031-07-03T09:30:00Z"
@@ -172,6 +173,14 @@ def test_credits_expiring_is_raised_once_per_lot_within_the_window(buyer):
     messages = deliver_emails()
     assert {m.subject for m in messages} == {"Some of your credits expire soon"} and len(messages) == 2
     assert "20 of your credits expire on 2031-07-03T09:30:00Z" in messages[0].body
+
+
+def test_a_lot_granted_to_lapse_before_the_hourly_run_is_announced_as_it_is_granted(buyer):
+    _, account = buyer
+    give(account, 5, source=Grant.Source.PROMO, expires_at=NOW + timedelta(minutes=40), now=NOW)
+    (event,) = Event.objects.filter(type="credits.expiring", account=account)
+    assert event.data["credits"] == 5 and event.data["source"] == "promo"
+    assert credits_expiring_announce(now=NOW + timedelta(minutes=20)) == 0  # the hourly run: done already
 
 
 def test_a_fan_out_happens_once_however_many_workers_try(buyer):
