@@ -106,6 +106,16 @@ def _clear_cache():
 
 
 @pytest.fixture
+def eager_tasks():
+    """Celery tasks queued during the test run on the spot (mail lands in mail.outbox)."""
+    from config.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def service_key(db) -> str:
     _, raw = service_key_create(name="generation")
     return raw

@@ -22,7 +22,6 @@ from billing.models import Grant, JobRun
 from billing.services.jobs import job_run_inline
 from billing.services.ledger import Actor, account_settle
 from billing.signup import FREE_CREDITS_WITHHELD, email_verify, user_signup
-from config.celery import app as celery_app
 from tests.concurrency import run_concurrently
 
 PASSWORD = "correct-horse-battery"
@@ -30,11 +29,9 @@ SIGNUP_AT = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def required(settings):
+def required(settings, eager_tasks):
     settings.EMAIL_VERIFICATION_REQUIRED = True
-    celery_app.conf.task_always_eager = True
-    yield settings
-    celery_app.conf.task_always_eager = False
+    return settings
 
 
 def link_in(message) -> str:  # type: ignore[no-untyped-def]

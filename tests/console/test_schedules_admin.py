@@ -11,7 +11,6 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from billing.models import JobRun
 from billing.schedules import SCHEDULES, install
-from config.celery import app as celery_app
 from console.roles import FINANCE, SUPPORT
 
 from .conftest import logged_in, operator
@@ -20,14 +19,6 @@ pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:django_celery_beat_periodictask_changelist"
 ACTIONS = ["enable_tasks", "disable_tasks", "toggle_tasks", "run_tasks"]
-
-
-@pytest.fixture
-def eager_tasks():
-    """A task run from the admin runs on the spot, so what it did can be seen."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

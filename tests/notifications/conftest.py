@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-# localstripe as its own process, and the recording Stripe client: billing's fixtures; Celery
-# tasks run on the spot (eager_tasks): the waitlist's.
+# localstripe as its own process, and the recording Stripe client: billing's fixtures.
 from tests.billing.conftest import localstripe, localstripe_url, recorder  # noqa: F401
-from tests.waitlist.conftest import eager_tasks  # noqa: F401
 
 
 @pytest.fixture
