@@ -12,7 +12,7 @@ from rest_framework import authentication, exceptions
 
 from . import key_cache
 from .models import ServiceKey, User, UserToken
-from .ratelimit import Counted, limiter
+from .ratelimit import Counted, client_address, limiter
 from .services import LAST_USED_RESOLUTION, hash_key, touch_last_used
 
 # Every service key's calls record their Idempotency-Keys in this one scope: the generation
@@ -49,6 +49,13 @@ class BearerAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):  # type: ignore[no-untyped-def]
+        try:
+            return self._authenticate(request)
+        except exceptions.AuthenticationFailed:
+            refused_as_anonymous(request)
+            raise
+
+    def _authenticate(self, request):  # type: ignore[no-untyped-def]
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
@@ -75,6 +82,15 @@ class BearerAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:  # type: ignore[no-untyped-def]
         return self.keyword
+
+
+def refused_as_anonymous(request) -> None:  # type: ignore[no-untyped-def]
+    """A call whose key or token was refused is an anonymous call of its address: it counts
+    against the address's `anon` limit, and once the address is over it the answer is 429
+    rate_limited instead of 401, so guessing keys costs a caller its address's budget."""
+    verdict = limiter.check("anon", client_address(request))
+    if not verdict.allowed:
+        raise exceptions.Throttled(wait=max(1.0, verdict.retry_after))
 
 
 def service_principal(raw: str, now: datetime) -> ServicePrincipal:

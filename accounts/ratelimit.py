@@ -34,6 +34,7 @@ from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
 from redis.commands.core import Script
 from redis.exceptions import RedisError
+from rest_framework.throttling import BaseThrottle
 
 from config.errors import ApiError
 from config.outages import report_failure
@@ -199,6 +200,15 @@ def _count_in_process(backend: BaseCache, counter: str, read: str | None, size: 
         backend.set(counter, size, timeout=COUNTER_SECONDS)
         count = size
     return count, (None if read is None else backend.get(read))
+
+
+def client_address(request) -> str:  # type: ignore[no-untyped-def]
+    """The caller's address for every per-address limit (the API's anonymous calls and failed
+    authentications, the waitlist's, login lockouts): REMOTE_ADDR, or, behind
+    TRUSTED_PROXY_COUNT proxies (DRF's NUM_PROXIES), the address the outermost of them saw in
+    X-Forwarded-For; a client's own X-Forwarded-For entries further left are never read, so
+    rotating them lifts no limit."""
+    return BaseThrottle().get_ident(request)
 
 
 def limit_unavailable(error: RedisError) -> None:

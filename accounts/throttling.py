@@ -12,7 +12,7 @@ from rest_framework.throttling import BaseThrottle
 from config.errors import error_body
 
 from .authentication import is_service
-from .ratelimit import limiter
+from .ratelimit import client_address, limiter
 
 
 class PrincipalRateThrottle(BaseThrottle):
@@ -35,14 +35,6 @@ class PrincipalRateThrottle(BaseThrottle):
 
     def wait(self) -> float:
         return max(1.0, self._wait)
-
-
-def client_address(request) -> str:  # type: ignore[no-untyped-def]
-    """The caller's address for every per-address limit (this throttle, the waitlist's, login
-    lockouts): REMOTE_ADDR, or, behind TRUSTED_PROXY_COUNT proxies (DRF's NUM_PROXIES), the
-    address the outermost of them saw in X-Forwarded-For; a client's own X-Forwarded-For entries
-    further left are never read, so rotating them lifts no limit."""
-    return BaseThrottle().get_ident(request)
 
 
 def login_username(request, credentials: dict | None) -> str:  # type: ignore[no-untyped-def,type-arg]

@@ -243,7 +243,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "accounts.schema.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
-    # X-Forwarded-For is read only behind this many trusted proxies (accounts.throttling.client_address).
+    # X-Forwarded-For is read only behind this many trusted proxies (accounts.ratelimit.client_address).
     "NUM_PROXIES": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),
 }
 
@@ -271,7 +271,7 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = False
 AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field and authenticate()'s keyword
 AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
-AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"
+AXES_CLIENT_IP_CALLABLE = "accounts.ratelimit.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.throttling.login_locked_out"
 AXES_VERBOSE = False
 

@@ -354,6 +354,26 @@ def test_rate_limit_is_per_service_key(api, account, settings):
     assert other.get(f"/accounts/{account.public_id}/balance").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "authorization", ["Bearer sk_guessed", "Bearer tok_guessed", "Basic dXNlcjpwYXNz", "Bearer \u00e9t\u00e9"]
+)
+def test_refused_keys_count_against_the_address_and_then_get_429(api, account, settings, authorization):
+    settings.RATE_LIMITS = {"service": 0, "user": 0, "anon": 3}
+    path = f"/accounts/{account.public_id}/balance"
+    guesser = Api()
+    for _ in range(3):
+        response = guesser.get(path, headers={"Authorization": authorization})
+        assert_error(response, 401, "authentication_failed")
+    response = guesser.get(path, headers={"Authorization": authorization})
+    error = assert_error(response, 429, "rate_limited")
+    assert error["retry_after"] == int(response["Retry-After"]) >= 1
+    # Anonymous calls of the address share the budget; other addresses and a valid key do not.
+    assert_error(guesser.get("/operations"), 429, "rate_limited")
+    other = guesser.client.get(f"/api/v1{path}", headers={"Authorization": authorization}, REMOTE_ADDR="10.9.8.7")
+    assert_error(other, 401, "authentication_failed")
+    assert api.get(path).status_code == 200
+
+
 def _record_redis_commands(monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
     """The name of every command any redis-py connection sends from now on (read off the bytes
     sent: each RESP command starts with `*<count>` and its name)."""
