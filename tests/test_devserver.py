@@ -5,7 +5,8 @@ embedded server and Celery's file-system transport), its var directory (BILLING_
 temporary directory and its web server on a free port. The test signs up through the HTTP API,
 makes a service key with `manage.py create_service_key` in a separate process that finds the
 same database through the settings' default alone, spends a credit, stops the supervisor with
-SIGINT and checks PostgreSQL stopped; a second run on the same directory finds the account.
+SIGINT and checks PostgreSQL stopped; a second run on the same directory, over the lock file a
+killed server would have left, finds the account.
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ def test_make_run_serves_from_the_embedded_postgres_and_a_second_run_reuses_its_
         first.wait_healthy()
         pg_pid = postmaster_pid(pgdata)
         assert pg_pid is not None and alive(pg_pid)
+        lock_file = (pgdata / "postmaster.pid").read_text()
         assert (pgdata / ".s.PGSQL.5432").is_socket()  # the socket the settings default to
         log = first.log()
         assert "creating a new cluster" in log
@@ -231,10 +233,17 @@ def test_make_run_serves_from_the_embedded_postgres_and_a_second_run_reuses_its_
     assert not alive(pg_pid), first.log()
     assert "PostgreSQL: stopped" in first.log()
 
+    # The lock file a server killed before it could remove it leaves: it names a process gone
+    # (one reaped already: the first server's may linger as a zombie where nothing reaps it).
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (pgdata / "postmaster.pid").write_text(lock_file.replace(str(pg_pid), str(gone.pid), 1))
     second = Supervisor(var, free_port(), devserver_dir / "second.log")
     try:
         second.wait_healthy()
         log = second.log()
+        assert "did not stop cleanly; started a new one" in log
+        assert "already running" not in log
         assert "creating a new cluster" not in log  # no second initdb
         assert "created the database" not in log
         assert "No migrations to apply." in log
