@@ -45,3 +45,20 @@ def run_concurrently(threads: int, work: Callable[[int], T]) -> list[T]:
     assert not stuck, f"threads still running after {JOIN_TIMEOUT_SECONDS}s (deadlock?): {stuck}"
     assert not failures, "\n".join(failures)
     return results
+
+
+def wait_until_another_backend_waits_on_a_lock(timeout: float = 10.0) -> None:
+    """Poll, on this thread's connection, until another backend of this database is blocked on a
+    lock: to force an interleaving, a thread holding a lock waits here for the other side to queue
+    behind it before it goes on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"no other backend queued behind this one's locks within {timeout}s")

@@ -60,6 +60,21 @@ def auto_recharge_get(*, account: Account) -> AutoRecharge:
     return AutoRecharge.objects.filter(account=account).select_related("pack").first() or AutoRecharge(account=account)
 
 
+def _account_locked(account_id: int) -> None:
+    """Take the account's row lock before any auto-recharge row: a movement of credits holds it
+    when the balance trigger queues a recharge (the settings row) and a fulfilment holds it when
+    it ends one (the recharge row), so taking those rows first and the account after (to write
+    the threshold column) deadlocks with a spend crossing the threshold."""
+    Account.objects.select_for_update().filter(pk=account_id).values_list("pk", flat=True).first()
+
+
+def _settings_locked(account: Account) -> AutoRecharge:
+    """The account's settings row, made if missing, locked after the account (_account_locked)."""
+    _account_locked(account.pk)
+    settings_row, _ = AutoRecharge.objects.select_for_update().get_or_create(account=account)
+    return settings_row
+
+
 def _threshold_column(account_id: int, credits: int) -> None:
     # The balance trigger reads it from the account row (notifications.models); 0 is off. It is
     # not available_credits, so writing it fires nothing.
@@ -79,7 +94,7 @@ def auto_recharge_configure(
     if enabled and account.is_suspended:
         raise AccountSuspended("A suspended account cannot buy credits.")
     with transaction.atomic():
-        settings_row, _ = AutoRecharge.objects.select_for_update().get_or_create(account=account)
+        settings_row = _settings_locked(account)
         if enabled and not settings_row.stripe_payment_method_id:
             raise InvalidInput("Save a card first (POST /me/auto-recharge/setup-intent).", field="card")
         settings_row.pack = pack
@@ -96,7 +111,7 @@ def auto_recharge_configure(
 
 def auto_recharge_disable(*, account: Account, reason: str = "") -> AutoRecharge:
     with transaction.atomic():
-        settings_row, _ = AutoRecharge.objects.select_for_update().get_or_create(account=account)
+        settings_row = _settings_locked(account)
         settings_row.enabled = False
         settings_row.disabled_reason = reason[:200]
         settings_row.save()
@@ -342,6 +357,7 @@ def _end(recharge: Recharge, status: str, reason: str, now: datetime) -> None:
     toward switching auto-recharge off; a skip tells the user only when it needs them to know
     (SKIPS_TOLD: the cap stopped it, or the pack is no longer sold)."""
     with transaction.atomic():
+        _account_locked(recharge.account_id)
         if not Recharge.objects.filter(pk=recharge.pk, status=Recharge.Status.CHARGING).update(
             status=status, error=reason[:2000], completed_at=now
         ):
