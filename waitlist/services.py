@@ -122,8 +122,16 @@ def entries_skip(*, entry_ids: Iterable[int], by: str, now: datetime | None = No
 
 
 def entries_remove(*, entry_ids: Iterable[int]) -> int:
-    """An operator removes entries; their unused invitations stop working with them."""
-    deleted, _ = WaitlistEntry.objects.filter(pk__in=list(entry_ids)).delete()
+    """An operator removes entries; their unused invitations stop working with them.
+
+    The entries are locked first: an admission inviting them right now holds them until its
+    invitations commit, and the delete, which collects the invitations to delete with them before
+    deleting the entries, then finds those too instead of leaving them to break the foreign key."""
+    with transaction.atomic():
+        locked = list(
+            WaitlistEntry.objects.select_for_update().filter(pk__in=list(entry_ids)).values_list("pk", flat=True)
+        )
+        deleted, _ = WaitlistEntry.objects.filter(pk__in=locked).delete()
     return deleted
 
 
