@@ -148,8 +148,21 @@ SERVICE_UNAVAILABLE = "service_unavailable"
 RETRY_AFTER_SECONDS = "1"
 
 
-def unavailable_response(exc: BaseException) -> Response:
+def database_failure(exc: BaseException) -> None:
+    """Count and log a request's DATABASE_DOWN error for /metrics: an outage (`request`), or a
+    transaction PostgreSQL rolled back for a lock conflict (`conflict`: deadlock detected, a
+    serialization failure; SQLSTATE class 40). The caller answers both with 503 and Retry-After,
+    as a retry succeeds; a conflict is not an outage, and since movements take their locks in one
+    order, one is a bug: logged with its traceback, not counted among outages."""
+    if str(getattr(exc.__cause__, "sqlstate", "")).startswith("40"):
+        report_failure("postgresql", "conflict", exc)
+        logger.error("transaction rolled back for a lock conflict", exc_info=exc)
+        return
     report_failure("postgresql", "request", exc)
+
+
+def unavailable_response(exc: BaseException) -> Response:
+    database_failure(exc)
     response = Response(
         error_body(SERVICE_UNAVAILABLE, "A service the API depends on is unavailable; retry."), status=503
     )
@@ -182,7 +195,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     # Django calls this while handling the exception, so it can tell a database outage apart.
     error = sys.exc_info()[1]
     if isinstance(error, DATABASE_DOWN):
-        report_failure("postgresql", "request", error)
+        database_failure(error)
         response = JsonResponse(
             error_body(SERVICE_UNAVAILABLE, "A service the site depends on is unavailable; retry."), status=503
         )

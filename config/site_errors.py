@@ -11,9 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
-from config.outages import report_failure
-
-from .errors import DATABASE_DOWN, RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, ApiError, error_body
+from .errors import DATABASE_DOWN, RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, ApiError, database_failure, error_body
 
 # Paths whose answers are not the site's pages: the API and the webhook answer JSON, the admin,
 # static files and the probes their own.
@@ -83,7 +81,7 @@ class SiteErrorPagesMiddleware:
         if request.path.startswith(API_PATHS + OTHER_PATHS):
             return None  # the API's handler and the admin's pages answer their own
         if isinstance(exception, DATABASE_DOWN):
-            report_failure("postgresql", "request", exception)
+            database_failure(exception)
         elif not (isinstance(exception, ApiError) and exception.error_code == SERVICE_UNAVAILABLE):
             return None
         response = error_page(request, 503)

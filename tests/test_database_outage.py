@@ -6,15 +6,19 @@ loopback port nothing listens on, which is what a stopped server looks like to a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from django import db
 from django.db import connection
 from django.test import Client
 
 from accounts.services import service_key_create
+from config.errors import api_exception_handler
+from config.outages import FAILURES
 from tests.billing.factories import give, make_account
 from tests.conftest import Api
 from tests.private_servers import free_port
@@ -99,3 +103,24 @@ def test_serving_resumes_when_the_database_is_back():
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried
     account.refresh_from_db()
     assert account.available_credits == 4
+
+
+def _failures(use: str) -> float:
+    return FAILURES.labels("postgresql", use)._value.get()
+
+
+def test_a_lock_conflict_is_answered_503_but_counted_and_logged_as_a_conflict_not_an_outage(caplog):
+    with pytest.raises(db.OperationalError) as raised, connection.cursor() as cursor:
+        cursor.execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END $$")
+    conflicts, outages = _failures("conflict"), _failures("request")
+    with caplog.at_level(logging.ERROR, logger="config.errors"):
+        response = api_exception_handler(raised.value, {})
+    assert (response.status_code, response["Retry-After"]) == (503, "1")
+    assert response.data["error"]["code"] == "service_unavailable"
+    assert (_failures("conflict"), _failures("request")) == (conflicts + 1, outages)
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [raised.value]
+
+    with database_down(), pytest.raises(db.OperationalError) as down:
+        connection.ensure_connection()
+    assert api_exception_handler(down.value, {}).status_code == 503
+    assert (_failures("conflict"), _failures("request")) == (conflicts + 1, outages + 1)
