@@ -8,7 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 
 from accounts.models import Account
@@ -114,20 +124,24 @@ def _free_periods(scope: Q) -> Iterator[Breach]:
 
 
 def _holds(scope: Q) -> Iterator[Breach]:
+    """A pending hold holds its credits, taken from its lots; a settled one holds none and has
+    kept from its lots exactly what it captured (a release gives the rest back to them)."""
     held = _entries_sum("held_credits", hold=OuterRef("pk"))
     captured = _entries_sum("held_credits", hold=OuterRef("pk"), kind="capture")
-    rows = Hold.objects.filter(scope).annotate(held_now=held, captured_now=captured)
-    expected_held = Q(status=Hold.Status.PENDING, held_now=F("credits")) | (
-        ~Q(status=Hold.Status.PENDING) & Q(held_now=0)
+    taken = _entries_sum("credits", hold=OuterRef("pk"))
+    rows = Hold.objects.filter(scope).annotate(held_now=held, captured_now=captured, taken_now=taken)
+    pending = Q(status=Hold.Status.PENDING)
+    expected = (pending & Q(held_now=F("credits"), taken_now=-F("credits"))) | (
+        ~pending & Q(held_now=0, taken_now=-F("captured_credits"))
     )
-    for h in rows.exclude(expected_held & Q(captured_now=-F("captured_credits"))).values(
-        "public_id", "status", "credits", "captured_credits", "held_now", "captured_now"
+    for h in rows.exclude(expected & Q(captured_now=-F("captured_credits"))).values(
+        "public_id", "status", "credits", "captured_credits", "held_now", "captured_now", "taken_now"
     ):
         yield Breach(
             "hold",
             h["public_id"],
-            f"{h['status']} hold of {h['credits']} (captured {h['captured_credits']}) has {h['held_now']} held "
-            f"and {-h['captured_now']} captured in its entries",
+            f"{h['status']} hold of {h['credits']} (captured {h['captured_credits']}) has {h['held_now']} held, "
+            f"{-h['captured_now']} captured and {-h['taken_now']} kept from its lots in its entries",
         )
 
 

@@ -1,0 +1,113 @@
+"""check_ledger's rules on how credits move between lots, holds, debits and purchases, beyond
+the sums of test_check_ledger.py.
+
+Each corruption is what a faulty writer would leave: the rows it writes agree with each other
+(lots, cached balances and entries move together), so only the rule under test can see it. A
+writer's mistake in an entry is made with the append-only trigger off for that one statement
+(session_replication_role), as the database refuses it otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from billing.integrity import ledger_breaches
+from billing.models import LedgerEntry
+from billing.services.ledger import (
+    Actor,
+    KeyRecord,
+    debit_create,
+    debit_refund,
+    debit_spend,
+    grant_void,
+    hold_capture,
+    hold_create,
+    hold_release,
+)
+from billing.services.purchases import StripeRefs, purchase_fulfil
+from tests.billing.factories import give, make_account
+from tests.billing.stripe_support import pending_purchase
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2030, 1, 10, 12, 0, 0, tzinfo=UTC)
+SVC = Actor("service", "1")
+KEY = KeyRecord("service:1", "debit-1", "hash")
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def raw(sql: str, params: list[object]) -> None:
+    """One statement changing at least one row, with the ledger's append-only trigger off for it alone."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        try:
+            cursor.execute(sql, params)
+            assert cursor.rowcount >= 1
+        finally:
+            cursor.execute("SET session_replication_role = DEFAULT")
+
+
+def reported() -> list[str]:
+    return [str(breach) for breach in ledger_breaches()]
+
+
+def moved_to_lot(entry: LedgerEntry, lot: int) -> None:
+    """A writer that put the entry's credits on another lot of the account: both lots and the
+    entry agree with each other."""
+    raw("UPDATE billing_ledgerentry SET grant_id = %s WHERE id = %s", [lot, entry.pk])
+    raw("UPDATE billing_grant SET remaining = remaining - %s WHERE id = %s", [entry.credits, entry.grant_id])
+    raw("UPDATE billing_grant SET remaining = remaining + %s WHERE id = %s", [entry.credits, lot])
+
+
+@pytest.fixture
+def ledger(stripe_keys, pack) -> dict:  # type: ignore[no-untyped-def]
+    """An account that has seen every movement: lots expiring and not, a debit, a refunded debit,
+    a captured, a released and a pending hold, a voided lot, a paid purchase and a debit made
+    under an Idempotency-Key."""
+    account = make_account(now=T0)
+    rows = {
+        "account": account,
+        "free": give(account, 10, expires_at=T0 + timedelta(days=30), now=T0),
+        "paid": give(account, 20, now=T0),
+        "debit": debit_create(account=account, credits=2, actor=SVC, now=at(1)),
+        "refunded": debit_create(account=account, credits=3, actor=SVC, now=at(2)),
+    }
+    debit_refund(debit=rows["refunded"], actor=SVC, now=at(3))
+    rows["captured"] = hold_create(account=account, credits=3, expires_in=900, actor=SVC, now=at(4))
+    hold_capture(hold=rows["captured"], credits=1, actor=SVC, now=at(5))
+    rows["released"] = hold_create(account=account, credits=2, expires_in=900, actor=SVC, now=at(6))
+    hold_release(hold=rows["released"], actor=SVC, now=at(7))
+    rows["pending"] = hold_create(account=account, credits=4, expires_in=900, actor=SVC, now=at(8))
+    rows["voided"] = give(account, 5, now=at(9))
+    grant_void(grant=rows["voided"], actor=SVC, now=at(10))
+    purchase = pending_purchase(pack, account=account)
+    purchase_fulfil(purchase=purchase, refs=StripeRefs(), paid_cents=purchase.amount_cents, currency="usd", now=at(11))
+    purchase.refresh_from_db()
+    rows["purchase"] = purchase
+    debit_spend(account=account.public_id, credits=1, operation="", reference="k", actor=SVC, now=at(12), record=KEY)
+    return rows
+
+
+def test_a_ledger_that_saw_every_movement_is_clean(ledger):
+    assert reported() == []
+    assert ledger_breaches(account_ids=[ledger["account"].pk]) == []
+
+
+def test_a_release_that_gives_back_less_than_it_held_is_a_breach(ledger):
+    """The hold holds nothing more and its lot and the cached balance agree with its entries, but a
+    credit of the released hold went nowhere."""
+    account, hold = ledger["account"], ledger["released"]
+    release = LedgerEntry.objects.get(hold=hold, kind="release")
+    raw("UPDATE billing_ledgerentry SET credits = credits - 1 WHERE id = %s", [release.pk])
+    later = "account_id = %s AND id >= %s"  # the running balances from the release on
+    raw(f"UPDATE billing_ledgerentry SET balance_after = balance_after - 1 WHERE {later}", [account.pk, release.pk])
+    raw("UPDATE billing_grant SET remaining = remaining - 1 WHERE id = %s", [release.grant_id])
+    raw("UPDATE accounts_account SET available_credits = available_credits - 1 WHERE id = %s", [account.pk])
+
+    assert f"hold: {hold.public_id}" in "\n".join(reported())
