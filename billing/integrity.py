@@ -18,8 +18,9 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    Window,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Abs, Coalesce
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, LedgerEntry, Purchase
@@ -187,6 +188,24 @@ def _purchases(scope: Q) -> Iterator[Breach]:
         yield Breach("purchase", public_id, "an unpaid purchase has a grant")
 
 
+def _running_balances(scope: Q) -> Iterator[Breach]:
+    """Each entry's balance_after and held_after are its account's running totals up to it, in
+    entry order (every writer appends under the account's lock, so ids follow the account's
+    history): the statement an account holder reads adds up."""
+    rows = LedgerEntry.objects.filter(scope).annotate(
+        run=Window(Sum("credits"), partition_by=[F("account_id")], order_by=F("id").asc()),
+        run_held=Window(Sum("held_credits"), partition_by=[F("account_id")], order_by=F("id").asc()),
+    )
+    off = rows.annotate(off=Abs(F("balance_after") - F("run")) + Abs(F("held_after") - F("run_held")))
+    for e in off.filter(off__gt=0).values("pk", "balance_after", "held_after", "run", "run_held"):
+        yield Breach(
+            "entry_balance",
+            f"entry {e['pk']}",
+            f"balance_after {e['balance_after']} and held_after {e['held_after']}, "
+            f"but the entries up to it sum to {e['run']} and {e['run_held']}",
+        )
+
+
 CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_movements, "grant"),
     (_grant_entry, "grant"),
@@ -196,6 +215,7 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_holds, "hold"),
     (_debits, "debit"),
     (_purchases, "purchase"),
+    (_running_balances, "entry"),
 ]
 
 

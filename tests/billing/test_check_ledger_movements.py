@@ -99,6 +99,20 @@ def test_a_ledger_that_saw_every_movement_is_clean(ledger):
     assert ledger_breaches(account_ids=[ledger["account"].pk]) == []
 
 
+def test_an_entry_with_a_wrong_balance_after_is_a_breach(ledger):
+    entry = LedgerEntry.objects.get(debit=ledger["debit"])
+    raw("UPDATE billing_ledgerentry SET balance_after = balance_after + 1 WHERE id = %s", [entry.pk])
+
+    assert f"entry_balance: entry {entry.pk}" in "\n".join(reported())
+
+
+def test_an_entry_with_a_wrong_held_after_is_a_breach(ledger):
+    entry = LedgerEntry.objects.get(hold=ledger["pending"], kind="hold")
+    raw("UPDATE billing_ledgerentry SET held_after = held_after - 1 WHERE id = %s", [entry.pk])
+
+    assert f"entry_balance: entry {entry.pk}" in "\n".join(reported())
+
+
 def test_a_release_that_gives_back_less_than_it_held_is_a_breach(ledger):
     """The hold holds nothing more and its lot and the cached balance agree with its entries, but a
     credit of the released hold went nowhere."""
