@@ -206,6 +206,31 @@ def _running_balances(scope: Q) -> Iterator[Breach]:
         )
 
 
+def _refunds_per_lot(scope: Q) -> Iterator[Breach]:
+    """A refunded debit gave each lot back exactly what it took from it: credits never come back
+    to another lot (one that expires later, or never)."""
+    refunded = LedgerEntry.objects.filter(scope, debit__isnull=False, debit__refunded_at__isnull=False)
+    per_lot = refunded.order_by().values("debit__public_id", "grant_id").annotate(net=Sum("credits"))
+    for r in per_lot.exclude(net=0):
+        yield Breach(
+            "refund_lot", r["debit__public_id"], f"refunded, but lot {r['grant_id']} is {r['net']:+d} after it"
+        )
+
+
+def _holds_per_lot(scope: Q) -> Iterator[Breach]:
+    """A hold gives a lot back at most what it took from it, and all of it once released or
+    lapsed: credits never come back to another lot."""
+    entries = LedgerEntry.objects.filter(scope, hold__isnull=False, grant__isnull=False)
+    per_lot = entries.order_by().values("hold__public_id", "hold__status", "grant_id").annotate(net=Sum("credits"))
+    returned = Q(hold__status__in=[Hold.Status.RELEASED, Hold.Status.EXPIRED])
+    for r in per_lot.filter(Q(net__gt=0) | (returned & ~Q(net=0))):
+        yield Breach(
+            "hold_lot",
+            r["hold__public_id"],
+            f"{r['hold__status']} hold leaves lot {r['grant_id']} {r['net']:+d} (it may only keep what it took)",
+        )
+
+
 CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_movements, "grant"),
     (_grant_entry, "grant"),
@@ -216,6 +241,8 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_debits, "debit"),
     (_purchases, "purchase"),
     (_running_balances, "entry"),
+    (_refunds_per_lot, "entry"),
+    (_holds_per_lot, "entry"),
 ]
 
 

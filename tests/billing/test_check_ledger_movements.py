@@ -125,3 +125,27 @@ def test_a_release_that_gives_back_less_than_it_held_is_a_breach(ledger):
     raw("UPDATE accounts_account SET available_credits = available_credits - 1 WHERE id = %s", [account.pk])
 
     assert f"hold: {hold.public_id}" in "\n".join(reported())
+
+
+def test_a_refund_that_gives_credits_back_to_another_lot_is_a_breach(ledger):
+    """The debit took a credit from the purchase's lot; its refund puts it on the lot that expires
+    in 30 days instead."""
+    account = ledger["account"]
+    debit_create(account=account, credits=2, actor=SVC, now=at(20))  # the lot expiring first is empty now
+    debit = debit_create(account=account, credits=1, actor=SVC, now=at(21))
+    debit_refund(debit=debit, actor=SVC, now=at(22))
+    assert reported() == []
+    moved_to_lot(LedgerEntry.objects.get(debit=debit, kind="refund"), ledger["free"].pk)
+
+    assert f"refund_lot: {debit.public_id}" in "\n".join(reported())
+
+
+def test_a_release_that_gives_credits_back_to_another_lot_is_a_breach(ledger):
+    account = ledger["account"]
+    debit_create(account=account, credits=2, actor=SVC, now=at(20))  # the lot expiring first is empty now
+    hold = hold_create(account=account, credits=1, expires_in=900, actor=SVC, now=at(21))
+    hold_release(hold=hold, actor=SVC, now=at(22))
+    assert reported() == []
+    moved_to_lot(LedgerEntry.objects.get(hold=hold, kind="release"), ledger["free"].pk)
+
+    assert f"hold_lot: {hold.public_id}" in "\n".join(reported())
