@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.db.models import (
     Count,
+    Exists,
     F,
     IntegerField,
     OuterRef,
@@ -231,6 +232,35 @@ def _holds_per_lot(scope: Q) -> Iterator[Breach]:
         )
 
 
+def _voided_lots(scope: Q) -> Iterator[Breach]:
+    """A voided lot holds no credits (what comes back to it is voided at once), and only a voided
+    lot has `void` entries."""
+    voided = Exists(LedgerEntry.objects.filter(grant=OuterRef("pk"), kind="void"))
+    rows = Grant.objects.filter(scope).annotate(has_void=voided)
+    wrong = Q(voided_at__isnull=False, remaining__gt=0) | Q(voided_at__isnull=True, has_void=True)
+    for g in rows.filter(wrong).values("pk", "voided_at", "remaining", "has_void"):
+        state = "voided" if g["voided_at"] else "not voided"
+        yield Breach(
+            "voided_lot",
+            f"grant {g['pk']}",
+            f"{state}, {g['remaining']} left, {'has' if g['has_void'] else 'no'} void entries",
+        )
+
+
+def _early_expiries(scope: Q) -> Iterator[Breach]:
+    """Credits expire only from a lot that has lapsed: an `expire` entry carries the business time
+    of its movement, at or after its lot's expires_at."""
+    early = Q(grant__expires_at__isnull=True) | Q(created_at__lt=F("grant__expires_at"))
+    rows = LedgerEntry.objects.filter(scope, kind="expire").filter(early)
+    for e in rows.values("pk", "grant_id", "credits", "created_at", "grant__expires_at"):
+        yield Breach(
+            "early_expiry",
+            f"entry {e['pk']}",
+            f"expired {-e['credits']} of lot {e['grant_id']} at {e['created_at']}, "
+            f"which expires at {e['grant__expires_at']}",
+        )
+
+
 CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_movements, "grant"),
     (_grant_entry, "grant"),
@@ -243,6 +273,8 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_running_balances, "entry"),
     (_refunds_per_lot, "entry"),
     (_holds_per_lot, "entry"),
+    (_voided_lots, "grant"),
+    (_early_expiries, "entry"),
 ]
 
 

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from billing.integrity import ledger_breaches
-from billing.models import LedgerEntry
+from billing.models import Grant, LedgerEntry
 from billing.services.ledger import (
     Actor,
     KeyRecord,
@@ -149,3 +149,33 @@ def test_a_release_that_gives_credits_back_to_another_lot_is_a_breach(ledger):
     moved_to_lot(LedgerEntry.objects.get(hold=hold, kind="release"), ledger["free"].pk)
 
     assert f"hold_lot: {hold.public_id}" in "\n".join(reported())
+
+
+def test_a_voided_lot_that_keeps_its_credits_is_a_breach(ledger):
+    paid = ledger["paid"]
+    raw("UPDATE billing_grant SET voided_at = %s WHERE id = %s", [at(30), paid.pk])
+
+    assert f"voided_lot: grant {paid.pk}" in "\n".join(reported())
+
+
+def test_credits_expired_from_a_lot_that_has_not_lapsed_are_a_breach(ledger):
+    """An expiry run at the wrong time: the lot, the cached balance and the entry agree."""
+    account, free = ledger["account"], Grant.objects.get(pk=ledger["free"].pk)
+    raw("UPDATE billing_grant SET remaining = 0 WHERE id = %s", [free.pk])
+    raw(
+        "UPDATE accounts_account SET available_credits = available_credits - %s WHERE id = %s",
+        [free.remaining, account.pk],
+    )
+    raw(
+        "INSERT INTO billing_ledgerentry (account_id, kind, credits, held_credits, balance_after, held_after, grant_id,"
+        " actor_type, actor_id, reference, created_at)"
+        " SELECT id, 'expire', %s, 0, available_credits, held_credits, %s, 'system', 'expiry', '', %s"
+        " FROM accounts_account WHERE id = %s",
+        [-free.remaining, free.pk, at(40), account.pk],
+    )
+    entry = LedgerEntry.objects.get(grant=free, kind="expire")
+
+    assert reported() == [
+        f"early_expiry: entry {entry.pk}: expired {free.remaining} of lot {free.pk} at {at(40)}, "
+        f"which expires at {free.expires_at}"
+    ]
