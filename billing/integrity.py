@@ -261,6 +261,41 @@ def _early_expiries(scope: Q) -> Iterator[Breach]:
         )
 
 
+_ON_LOT = Q(grant__isnull=False, hold__isnull=True, debit__isnull=True, held_credits=0)
+_FOR_DEBIT = Q(grant__isnull=False, hold__isnull=True, debit__isnull=False, held_credits=0)
+_FOR_HOLD = Q(grant__isnull=False, hold__isnull=False, debit__isnull=True, held_credits=-F("credits"))
+# What each kind of entry names and which way it moves credits (the writers in billing/sql).
+ENTRY_SHAPES: dict[str, Q] = {
+    "grant": _ON_LOT & Q(credits__gt=0),
+    "debit": _FOR_DEBIT & Q(credits__lt=0),
+    "refund": _FOR_DEBIT & Q(credits__gt=0),
+    "hold": _FOR_HOLD & Q(credits__lt=0),
+    "release": _FOR_HOLD & Q(credits__gt=0),
+    "capture": Q(grant__isnull=True, hold__isnull=False, debit__isnull=True, credits=0, held_credits__lte=0),
+    "expire": _ON_LOT & Q(credits__lt=0),
+    "void": _ON_LOT & Q(credits__lt=0),
+    "clawback": _ON_LOT & Q(credits__lt=0),
+    "adjust": _ON_LOT,
+}
+
+
+def _entry_shapes(scope: Q) -> Iterator[Breach]:
+    """Every entry names what its kind moves: a debit's or refund's entry its debit, a hold's,
+    release's or capture's its hold, every change of a lot its lot; so no credits move without
+    the debit, hold or lot that answers for them."""
+    shaped = Q()
+    for kind, shape in ENTRY_SHAPES.items():
+        shaped |= Q(kind=kind) & shape
+    rows = LedgerEntry.objects.filter(scope).exclude(shaped)
+    for e in rows.values("pk", "kind", "credits", "held_credits", "grant_id", "hold_id", "debit_id"):
+        yield Breach(
+            "entry_shape",
+            f"entry {e['pk']}",
+            f"{e['kind']} of {e['credits']:+d} ({e['held_credits']:+d} held) names lot {e['grant_id']}, "
+            f"hold {e['hold_id']}, debit {e['debit_id']}",
+        )
+
+
 CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_movements, "grant"),
     (_grant_entry, "grant"),
@@ -275,6 +310,7 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_holds_per_lot, "entry"),
     (_voided_lots, "grant"),
     (_early_expiries, "entry"),
+    (_entry_shapes, "entry"),
 ]
 
 

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from billing.integrity import ledger_breaches
-from billing.models import Grant, LedgerEntry
+from billing.models import Debit, Grant, LedgerEntry
 from billing.services.ledger import (
     Actor,
     KeyRecord,
@@ -179,3 +179,13 @@ def test_credits_expired_from_a_lot_that_has_not_lapsed_are_a_breach(ledger):
         f"early_expiry: entry {entry.pk}: expired {free.remaining} of lot {free.pk} at {at(40)}, "
         f"which expires at {free.expires_at}"
     ]
+
+
+def test_debit_entries_without_their_debit_are_a_breach(ledger):
+    """Credits taken from a lot with no debit to show or refund for them."""
+    debit = ledger["debit"]
+    entry = LedgerEntry.objects.get(debit=debit)
+    raw("UPDATE billing_ledgerentry SET debit_id = NULL WHERE id = %s", [entry.pk])
+    Debit.objects.filter(pk=debit.pk).delete()
+
+    assert f"entry_shape: entry {entry.pk}" in "\n".join(reported())
