@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import (
+    BigIntegerField,
     Count,
     Exists,
+    ExpressionWrapper,
     F,
     IntegerField,
     OuterRef,
@@ -21,7 +23,7 @@ from django.db.models import (
     Value,
     Window,
 )
-from django.db.models.functions import Abs, Coalesce
+from django.db.models.functions import Abs, Coalesce, Least
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, LedgerEntry, Purchase
@@ -189,6 +191,32 @@ def _purchases(scope: Q) -> Iterator[Breach]:
         yield Breach("purchase", public_id, "an unpaid purchase has a grant")
 
 
+def _purchase_reversals(scope: Q) -> Iterator[Breach]:
+    """Money that went back to the customer (refunds and lost disputes) takes back the credits it
+    paid for: a purchase has clawed back, or records as owed, at least credits_to_claw_back of
+    them (an operator's clawback of its lot may take more). Its status says what its refunds
+    say; only a dispute keeps a purchase `disputed`."""
+    reversed_cents = Least(F("refunded_cents") + F("disputed_cents"), F("amount_cents"))
+    due = ExpressionWrapper(F("credits") * reversed_cents / F("amount_cents"), output_field=BigIntegerField())
+    rows = Purchase.objects.filter(scope).exclude(status__in=["pending", "canceled"]).annotate(due=due)
+    status_agrees = (
+        Q(status="disputed")
+        | Q(status="refunded", refunded_cents=F("amount_cents"))
+        | Q(status="partially_refunded", refunded_cents__gt=0, refunded_cents__lt=F("amount_cents"))
+        | Q(status="paid", refunded_cents=0, disputed_cents=0)
+    )
+    ok = status_agrees & Q(due__lte=F("clawed_back_credits") + F("unrecoverable_credits"))
+    fields = ["public_id", "status", "refunded_cents", "disputed_cents", "amount_cents", "due"]
+    for p in rows.exclude(ok).values(*fields, "clawed_back_credits", "unrecoverable_credits"):
+        yield Breach(
+            "purchase_reversal",
+            p["public_id"],
+            f"{p['status']} purchase of {p['amount_cents']} cents with {p['refunded_cents']} refunded and "
+            f"{p['disputed_cents']} disputed owes back {p['due']} credits, but clawed back "
+            f"{p['clawed_back_credits']} and records {p['unrecoverable_credits']} unrecoverable",
+        )
+
+
 def _running_balances(scope: Q) -> Iterator[Breach]:
     """Each entry's balance_after and held_after are its account's running totals up to it, in
     entry order (every writer appends under the account's lock, so ids follow the account's
@@ -305,6 +333,7 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_holds, "hold"),
     (_debits, "debit"),
     (_purchases, "purchase"),
+    (_purchase_reversals, "purchase"),
     (_running_balances, "entry"),
     (_refunds_per_lot, "entry"),
     (_holds_per_lot, "entry"),

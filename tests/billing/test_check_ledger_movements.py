@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 
+from accounts.models import Account
 from billing.integrity import ledger_breaches
-from billing.models import Debit, Grant, LedgerEntry
+from billing.models import Debit, Grant, LedgerEntry, Purchase
 from billing.services.ledger import (
     Actor,
     KeyRecord,
@@ -189,3 +191,36 @@ def test_debit_entries_without_their_debit_are_a_breach(ledger):
     Debit.objects.filter(pk=debit.pk).delete()
 
     assert f"entry_shape: entry {entry.pk}" in "\n".join(reported())
+
+
+def test_a_refunded_purchase_whose_credits_were_not_clawed_back_is_a_breach(ledger):
+    purchase = ledger["purchase"]
+    Purchase.objects.filter(pk=purchase.pk).update(status="refunded", refunded_cents=purchase.amount_cents)
+
+    assert f"purchase_reversal: {purchase.public_id}" in "\n".join(reported())
+
+
+def test_a_partial_refund_that_clawed_back_too_little_is_a_breach(ledger):
+    purchase = ledger["purchase"]  # 115 credits for 1500 cents: 500 cents back take 38 credits back
+    Purchase.objects.filter(pk=purchase.pk).update(status="partially_refunded", refunded_cents=500)
+    assert f"purchase_reversal: {purchase.public_id}" in "\n".join(reported())
+
+    grant = Grant.objects.get(pk=purchase.grant_id)
+    Grant.objects.filter(pk=grant.pk).update(remaining=grant.remaining - 38)
+    Account.objects.filter(pk=purchase.account_id).update(available_credits=F("available_credits") - 38)
+    Purchase.objects.filter(pk=purchase.pk).update(clawed_back_credits=38)
+    raw(
+        "INSERT INTO billing_ledgerentry (account_id, kind, credits, held_credits, balance_after, held_after, grant_id,"
+        " actor_type, actor_id, reference, created_at)"
+        " SELECT id, 'clawback', -38, 0, available_credits, held_credits, %s, 'system', 'stripe', '', %s"
+        " FROM accounts_account WHERE id = %s",
+        [grant.pk, at(40), purchase.account_id],
+    )
+    assert reported() == []
+
+
+def test_a_purchase_marked_refunded_with_no_money_recorded_back_is_a_breach(ledger):
+    purchase = ledger["purchase"]
+    Purchase.objects.filter(pk=purchase.pk).update(status="refunded")
+
+    assert f"purchase_reversal: {purchase.public_id}" in "\n".join(reported())
