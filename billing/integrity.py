@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.db.models import (
     BigIntegerField,
+    CharField,
     Count,
     Exists,
     ExpressionWrapper,
@@ -23,10 +24,11 @@ from django.db.models import (
     Value,
     Window,
 )
-from django.db.models.functions import Abs, Coalesce, Least
+from django.db.models.fields.json import KT
+from django.db.models.functions import Abs, Cast, Coalesce, Least
 
 from accounts.models import Account
-from billing.models import Debit, Grant, Hold, LedgerEntry, Purchase
+from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Purchase
 
 ZERO = Value(0, output_field=IntegerField())
 
@@ -324,6 +326,25 @@ def _entry_shapes(scope: Q) -> Iterator[Breach]:
         )
 
 
+def _recorded_answers(scope: Q) -> Iterator[Breach]:
+    """A recorded answer that says a debit or a hold was made names one that exists, on the
+    account and of the credits it says: retries are answered with it instead of moving credits."""
+    same = {"public_id": OuterRef("made"), "account__public_id": OuterRef("on"), "said": OuterRef("said")}
+    as_text = {"said": Cast("credits", CharField())}  # compared as text: no cast of what a body holds
+    debit = Debit.objects.annotate(**as_text).filter(**same)
+    hold = Hold.objects.annotate(**as_text).filter(**same)
+    rows = IdempotencyKey.objects.filter(status_code__gte=200, status_code__lt=300).annotate(
+        made=KT("response_body__id"), on=KT("response_body__account"), said=KT("response_body__credits")
+    )
+    made = rows.filter(scope, Q(made__startswith="deb_") | Q(made__startswith="hold_"))
+    for k in made.exclude(Exists(debit) | Exists(hold)).values("scope", "key", "made", "on", "said"):
+        yield Breach(
+            "recorded_answer",
+            f"key {k['scope']}:{k['key']}",
+            f"answers {k['made']} of {k['said']} credits on {k['on']}, which the ledger does not have",
+        )
+
+
 CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_grant_movements, "grant"),
     (_grant_entry, "grant"),
@@ -340,6 +361,7 @@ CHECKS: list[tuple[Callable[[Q], Iterator[Breach]], str]] = [
     (_voided_lots, "grant"),
     (_early_expiries, "entry"),
     (_entry_shapes, "entry"),
+    (_recorded_answers, "answer"),
 ]
 
 
@@ -350,6 +372,8 @@ def ledger_breaches(*, account_ids: list[int] | None = None) -> list[Breach]:
             scope = Q()
         elif subject == "account":
             scope = Q(pk__in=account_ids)
+        elif subject == "answer":
+            scope = Q(on__in=Account.objects.filter(pk__in=account_ids).values("public_id"))
         else:
             scope = Q(account_id__in=account_ids)
         breaches.extend(check(scope))

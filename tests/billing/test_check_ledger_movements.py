@@ -17,7 +17,7 @@ from django.db.models import F
 
 from accounts.models import Account
 from billing.integrity import ledger_breaches
-from billing.models import Debit, Grant, LedgerEntry, Purchase
+from billing.models import Debit, Grant, IdempotencyKey, LedgerEntry, Purchase
 from billing.services.ledger import (
     Actor,
     KeyRecord,
@@ -224,3 +224,23 @@ def test_a_purchase_marked_refunded_with_no_money_recorded_back_is_a_breach(ledg
     Purchase.objects.filter(pk=purchase.pk).update(status="refunded")
 
     assert f"purchase_reversal: {purchase.public_id}" in "\n".join(reported())
+
+
+def test_a_recorded_answer_naming_a_debit_the_ledger_lacks_is_a_breach(ledger):
+    """A retry with the key would be told its debit was made."""
+    key = IdempotencyKey.objects.get(scope=KEY.scope, key=KEY.key)
+    made = key.response_body["id"]
+    Debit.objects.filter(public_id=made).update(public_id="deb_other")
+    expected = f"recorded_answer: key {KEY.scope}:{KEY.key}"
+
+    assert expected in "\n".join(reported())
+    assert expected in "\n".join(map(str, ledger_breaches(account_ids=[ledger["account"].pk])))
+    other = make_account(now=T0)
+    assert ledger_breaches(account_ids=[other.pk]) == []
+
+
+def test_a_recorded_answer_for_other_credits_than_its_debit_is_a_breach(ledger):
+    key = IdempotencyKey.objects.get(scope=KEY.scope, key=KEY.key)
+    IdempotencyKey.objects.filter(pk=key.pk).update(response_body={**key.response_body, "credits": 5})
+
+    assert f"recorded_answer: key {KEY.scope}:{KEY.key}" in "\n".join(reported())
