@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import (
-    BigIntegerField,
+    BooleanField,
     CharField,
     Count,
     Exists,
@@ -25,10 +25,11 @@ from django.db.models import (
     Window,
 )
 from django.db.models.fields.json import KT
-from django.db.models.functions import Abs, Cast, Coalesce, Least
+from django.db.models.functions import Abs, Cast, Coalesce
 
 from accounts.models import Account
 from billing.models import Debit, Grant, Hold, IdempotencyKey, LedgerEntry, Purchase
+from billing.money import credits_to_claw_back
 
 ZERO = Value(0, output_field=IntegerField())
 
@@ -198,23 +199,27 @@ def _purchase_reversals(scope: Q) -> Iterator[Breach]:
     paid for: a purchase has clawed back, or records as owed, at least credits_to_claw_back of
     them (an operator's clawback of its lot may take more). Its status says what its refunds
     say; only a dispute keeps a purchase `disputed`."""
-    reversed_cents = Least(F("refunded_cents") + F("disputed_cents"), F("amount_cents"))
-    due = ExpressionWrapper(F("credits") * reversed_cents / F("amount_cents"), output_field=BigIntegerField())
-    rows = Purchase.objects.filter(scope).exclude(status__in=["pending", "canceled"]).annotate(due=due)
     status_agrees = (
         Q(status="disputed")
         | Q(status="refunded", refunded_cents=F("amount_cents"))
         | Q(status="partially_refunded", refunded_cents__gt=0, refunded_cents__lt=F("amount_cents"))
         | Q(status="paid", refunded_cents=0, disputed_cents=0)
     )
-    ok = status_agrees & Q(due__lte=F("clawed_back_credits") + F("unrecoverable_credits"))
-    fields = ["public_id", "status", "refunded_cents", "disputed_cents", "amount_cents", "due"]
-    for p in rows.exclude(ok).values(*fields, "clawed_back_credits", "unrecoverable_credits"):
+    reversed_or_off = Q(refunded_cents__gt=0) | Q(disputed_cents__gt=0) | ~status_agrees
+    rows = Purchase.objects.filter(scope).exclude(status__in=["pending", "canceled"]).filter(reversed_or_off)
+    fields = ["public_id", "status", "credits", "amount_cents", "refunded_cents", "disputed_cents"]
+    for p in rows.annotate(agrees=ExpressionWrapper(status_agrees, output_field=BooleanField())).values(
+        *fields, "clawed_back_credits", "unrecoverable_credits", "agrees"
+    ):
+        reversed_cents = p["refunded_cents"] + p["disputed_cents"]
+        due = credits_to_claw_back(credits=p["credits"], amount_cents=p["amount_cents"], reversed_cents=reversed_cents)
+        if p["agrees"] and due <= p["clawed_back_credits"] + p["unrecoverable_credits"]:
+            continue
         yield Breach(
             "purchase_reversal",
             p["public_id"],
             f"{p['status']} purchase of {p['amount_cents']} cents with {p['refunded_cents']} refunded and "
-            f"{p['disputed_cents']} disputed owes back {p['due']} credits, but clawed back "
+            f"{p['disputed_cents']} disputed owes back {due} credits, but clawed back "
             f"{p['clawed_back_credits']} and records {p['unrecoverable_credits']} unrecoverable",
         )
 
