@@ -276,7 +276,8 @@ def run_environ(environ: dict[str, str], port: int) -> dict[str, str]:
     # Procfile's `python` and `celery` are the ones of this interpreter's environment.
     run["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{run.get('PATH', '')}"
     run["PORT"] = str(port)
-    # Links in emails (verification, invitations) point at this server unless told otherwise.
+    # Links in emails (verification, invitations) and Checkout's return pages point at this server
+    # unless told otherwise.
     run.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
     return run
 

@@ -389,10 +389,11 @@ STRIPE_WEBHOOK_SECRET = env_secret("STRIPE_WEBHOOK_SECRET", ("whsec_",))
 STRIPE_API_BASE = env_url("STRIPE_API_BASE", "").rstrip("/")
 # Signatures older than this are refused (Stripe's own default tolerance).
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1, maximum=3600)
-# Where Checkout sends the buyer back. {PURCHASE_ID} becomes our purchase id (pur_...);
-# Stripe itself fills in {CHECKOUT_SESSION_ID}.
-CHECKOUT_SUCCESS_URL = env_url("CHECKOUT_SUCCESS_URL", "http://127.0.0.1:8000/billing/success?purchase={PURCHASE_ID}")
-CHECKOUT_CANCEL_URL = env_url("CHECKOUT_CANCEL_URL", "http://127.0.0.1:8000/billing/cancel?purchase={PURCHASE_ID}")
+# Where Checkout sends the buyer back: by default this site's own pages (SITE_URL), so a
+# deployment that sets SITE_URL alone does not send buyers to the loopback address.
+# {PURCHASE_ID} becomes our purchase id (pur_...); Stripe itself fills in {CHECKOUT_SESSION_ID}.
+CHECKOUT_SUCCESS_URL = env_url("CHECKOUT_SUCCESS_URL", f"{SITE_URL}/billing/success?purchase={{PURCHASE_ID}}")
+CHECKOUT_CANCEL_URL = env_url("CHECKOUT_CANCEL_URL", f"{SITE_URL}/billing/cancel?purchase={{PURCHASE_ID}}")
 # Stripe retries a webhook for up to three days: reconciliation looks that far back. No window,
 # this one or `reconcile_stripe --hours`, reaches back more than 30 days.
 STRIPE_RECONCILE_MAX_WINDOW_HOURS = 24 * 30

@@ -340,6 +340,18 @@ def test_the_app_starts_without_stripe_keys(monkeypatch):
     assert loaded["STRIPE_SECRET_KEY"] == "" and loaded["STRIPE_WEBHOOK_SECRET"] == ""
 
 
+def test_checkout_returns_the_buyer_to_the_site_url_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("CHECKOUT_SUCCESS_URL", raising=False)
+    monkeypatch.delenv("CHECKOUT_CANCEL_URL", raising=False)
+
+    loaded = load_settings(monkeypatch, SITE_URL="https://credits.example/")
+
+    assert loaded["CHECKOUT_SUCCESS_URL"] == "https://credits.example/billing/success?purchase={PURCHASE_ID}"
+    assert loaded["CHECKOUT_CANCEL_URL"] == "https://credits.example/billing/cancel?purchase={PURCHASE_ID}"
+    told = load_settings(monkeypatch, CHECKOUT_SUCCESS_URL="https://pay.example/done?p={PURCHASE_ID}")
+    assert told["CHECKOUT_SUCCESS_URL"] == "https://pay.example/done?p={PURCHASE_ID}"
+
+
 @pytest.mark.parametrize(
     "name, value",
     [
