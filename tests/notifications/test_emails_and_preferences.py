@@ -10,7 +10,7 @@ import time_machine
 from django.core import mail
 
 from accounts.services import account_reactivate, account_suspend
-from billing.models import Grant
+from billing.models import CreditPack, Grant
 from billing.services.ledger import account_settle, debit_create
 from billing.services.purchases import StripeRefs, purchase_fulfil, purchase_refunds_sync
 from notifications.models import EmailDelivery, Event
@@ -136,6 +136,27 @@ def test_a_refund_raises_purchase_refunded_once_and_emails_it(buyer, pack):
     assert refunded.data["refunded_cents"] == 500 and refunded.data["status"] == "partially_refunded"
     subjects = [m.subject for m in deliver_emails()]
     assert sorted(subjects) == ["Thank you: your credits have arrived", "Your purchase was refunded"]
+
+
+@pytest.mark.parametrize(
+    ("currency", "price_cents", "refunded_cents", "money"),
+    [("usd", 1500, 500, "$5"), ("usd", 1500, 1450, "$14.50"), ("jpy", 2000, 500, "500 JPY")],
+)
+def test_the_refund_email_states_the_money_in_its_currency(buyer, currency, price_cents, refunded_cents, money):
+    _, account = buyer
+    pack = CreditPack.objects.create(
+        slug=f"pack-{currency}", name="Pack", credits=100, price_cents=price_cents, currency=currency
+    )
+    purchase = pending_purchase(pack, account=account)
+    purchase_fulfil(purchase=purchase, refs=StripeRefs(), paid_cents=price_cents, currency=currency)
+    purchase_refunds_sync(purchase=purchase, stripe_refunded_cents=refunded_cents)
+
+    (message,) = [m for m in deliver_emails() if m.subject == "Your purchase was refunded"]
+
+    html, _ = message.alternatives[0]
+    for body in (message.body, html):
+        assert f"Your purchase {purchase.public_id} was refunded ({money} in all)." in body
+        assert "cents" not in body
 
 
 def test_suspending_an_account_raises_account_suspended_once(buyer):
