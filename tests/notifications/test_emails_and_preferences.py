@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
+from django.utils import timezone
 
 from accounts.services import account_reactivate, account_suspend
 from billing.models import CreditPack, Grant
 from billing.services.ledger import account_settle, debit_create
 from billing.services.purchases import StripeRefs, purchase_fulfil, purchase_refunds_sync
+from notifications.events import event_raise
 from notifications.models import EmailDelivery, Event
 from notifications.services.emails import email_send
 from notifications.services.expiring import credits_expiring_announce
@@ -157,6 +159,35 @@ def test_the_refund_email_states_the_money_in_its_currency(buyer, currency, pric
     for body in (message.body, html):
         assert f"Your purchase {purchase.public_id} was refunded ({money} in all)." in body
         assert "cents" not in body
+
+
+def test_emails_about_one_credit_say_credit_not_credits(buyer):
+    _, account = buyer
+    give(account, 10)
+    debit_create(account=account, credits=9, actor=STAFF, reference="gen")  # 1 left: balance.low
+    give(account, 1, source=Grant.Source.PURCHASE, expires_at=timezone.now() + timedelta(days=1))  # expiring
+    one = CreditPack.objects.create(slug="one-credit", name="One", credits=1, price_cents=100, currency="usd")
+    paid = pending_purchase(one, account=account)
+    purchase_fulfil(purchase=paid, refs=StripeRefs(), paid_cents=100, currency="usd")
+    purchase_refunds_sync(purchase=paid, stripe_refunded_cents=100)  # takes back its 1 credit
+    recharged = {"purchase": paid.public_id, "credits": 1, "quantity": 1, "recharge": "rch_x"}
+    event_raise(type="auto_recharge.succeeded", account_id=account.pk, data=recharged)
+
+    bodies = {m.subject: (m.body, m.alternatives[0][0]) for m in deliver_emails()}
+
+    # The words each email's plain text and HTML say (the plain-text balance.low says "1 left").
+    expected = {
+        "Your credits are running low": ("1 left", "<strong>1</strong> credit left"),
+        "Some of your credits expire soon": ("1 of your credits expires on", "1</strong> of your credits expires on"),
+        "Thank you: your credits have arrived": ("1 credit is now in", "<strong>1</strong> credit is now in"),
+        "Your purchase was refunded": ("1 unused credit it paid for was removed",) * 2,
+        "We topped up your credits": ("bought 1 credit for you", "<strong>1</strong> credit for you"),
+    }
+    for subject, (in_text, in_html) in expected.items():
+        text, html = bodies[subject]
+        assert in_text in text, text
+        assert in_html in html, html
+        assert "1 credits" not in text and "1</strong> credits" not in html
 
 
 def test_suspending_an_account_raises_account_suspended_once(buyer):
