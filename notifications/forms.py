@@ -45,7 +45,8 @@ class NotificationsForm(forms.Form):
 
 class PackChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: CreditPack) -> str:  # type: ignore[override]
-        return f"{obj.credits} credits for {format_price(amount_cents=obj.price_cents, currency=obj.currency)}"
+        credits = f"{obj.credits} credit{'' if obj.credits == 1 else 's'}"
+        return f"{credits} for {format_price(amount_cents=obj.price_cents, currency=obj.currency)}"
 
 
 class AutoRechargeForm(forms.Form):

@@ -14,9 +14,10 @@ from django.test import Client
 from accounts.models import Account, User
 from billing.models import CreditPack, Grant, LedgerEntry, Purchase
 from billing.services import stripe_gateway
+from billing.services.ledger import debit_create
 from billing.services.purchases import StripeRefs, purchase_cancel, purchase_fulfil
 from billing.signup import user_signup
-from tests.billing.factories import give
+from tests.billing.factories import STAFF, give
 from tests.billing.stripe_support import Recorded, RecordingHTTPClient, pending_purchase
 
 pytestmark = pytest.mark.django_db
@@ -263,6 +264,21 @@ def test_billing_page_shows_free_and_paid_credits_with_each_lots_expiry(browser,
     assert "Purchased credits 115 2027-03-15 14:05 UTC" in page
     assert '<time datetime="2027-03-15T14:05:00+00:00">' in response.content.decode()
     assert re.search(r"2026-03-15 14:05 UTC 115 \$15 Paid Details", page), page
+
+
+def test_one_credit_is_one_credit_on_the_billing_and_purchase_pages(browser, user, payments_on):
+    debit_create(account=user.account, credits=49, actor=STAFF, reference="gen")
+    one = CreditPack.objects.create(slug="one-credit", name="One", credits=1, price_cents=100, currency="usd")
+    purchase = pending_purchase(one, account=user.account, flow="checkout")
+    purchase_fulfil(purchase=purchase, refs=StripeRefs(), paid_cents=100, currency="usd", now=TODAY)
+    debit_create(account=user.account, credits=1, actor=STAFF, reference="gen-2")
+
+    page = text(browser.get("/billing"))
+    assert "Available credits 1 credit Free: 0 Paid: 1" in page, page
+    assert "Buy 1 credit for $1" in page and "Pack 1 credit for $1" in page, page
+
+    page = text(browser.get("/billing/success", {"purchase": purchase.public_id}))
+    assert "Paid: 1 credit was added to your account." in page, page
 
 
 def test_an_expired_lot_is_not_shown_or_counted(browser, user, pack, business_time):
