@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from billing.models import Grant, LedgerEntry
+from billing.models import ActorType, Grant, LedgerEntry
 
 SOURCE_LABELS: dict[str, str] = {
     Grant.Source.FREE_MONTHLY: "Free monthly credits",
@@ -62,6 +63,19 @@ _LOT_KINDS = {
 }
 
 
+# A purchase's id, the reference of the clawback its refund makes (whoever started the refund).
+_PURCHASE_ID = re.compile(r"pur_[A-Za-z0-9]{1,40}")
+
+
+def _reference(entry: LedgerEntry) -> str:
+    """The reference the user reads: the generation service's (their own job's) or a refunded
+    purchase's id. What staff write on their movements (their login, in the console's grants, and
+    their reasons, in clawbacks and voids) is for operators and stays in the admin."""
+    if entry.actor_type == ActorType.STAFF and not _PURCHASE_ID.fullmatch(entry.reference):
+        return ""
+    return entry.reference
+
+
 def _movement(entry: LedgerEntry) -> tuple[object, ...]:
     lot = entry.grant_id if entry.kind in _LOT_KINDS else None
     return (entry.kind, entry.hold_id, entry.debit_id, lot, entry.created_at, entry.reference)
@@ -89,7 +103,7 @@ def history_rows(entries: Iterable[LedgerEntry]) -> list[HistoryRow]:
                 what=_words(newest, held, sources.get(newest.grant_id, "") if newest.grant_id else ""),
                 change=None if newest.kind == LedgerEntry.Kind.CAPTURE and credits == 0 else credits,
                 balance_after=newest.balance_after,
-                reference=newest.reference,
+                reference=_reference(newest),
             )
         )
     return rows

@@ -12,8 +12,17 @@ from django.test import Client
 
 from accounts.models import User
 from billing.models import Grant
-from billing.services.ledger import Actor, debit_create, debit_refund, hold_capture, hold_create, hold_release
+from billing.services.ledger import (
+    Actor,
+    debit_create,
+    debit_refund,
+    grant_clawback,
+    hold_capture,
+    hold_create,
+    hold_release,
+)
 from billing.signup import user_signup
+from console.services import Operator, credits_clawback, credits_grant, grant_void_audited
 from tests.billing.factories import give
 from tests.billing.stripe_support import pending_purchase
 
@@ -75,6 +84,33 @@ def test_history_rows_say_what_happened_in_the_users_words(browser, user):
     ]
     page = browser.get("/billing").content.decode()
     assert not re.search(r">\s*(Hold|Capture|Release|Debit|Grant)\s*<", page)
+
+
+def test_history_keeps_the_operators_name_and_reasons_to_the_operators(browser, user):
+    staff = User.objects.create_superuser(email="alice.ops@staff.example", password="x" * 12)
+    operator = Operator.staff(staff)
+    lot = credits_grant(operator=operator, account=user.account, credits=20, reason="goodwill, ticket 4411")
+    credits_clawback(operator=operator, grant=lot, credits=5, reason="shared account with bob@example.com")
+    grant_void_audited(operator=operator, grant=lot, reason="internal note: abuse")
+    # A refund an operator started claws back under the purchase's id, which the user may read.
+    bought = give(user.account, 10, source=Grant.Source.PURCHASE)
+    grant_clawback(grant=bought, credits=2, actor=Actor("staff", str(staff.pk)), reference="pur_Refunded01")
+    debit_create(account=user.account, credits=1, reference="img-9", actor=SERVICE)
+
+    response = browser.get("/billing")
+
+    assert [[row[1], row[4]] for row in history(response)] == [
+        ["Credits", "img-9"],  # the generation service's reference: the user's own job
+        ["Taken back: the payment was refunded", "pur_Refunded01"],
+        ["Purchased credits", ""],
+        ["Removed by support", ""],
+        ["Taken back: the payment was refunded", ""],
+        ["Credits added by support", ""],
+        ["Free monthly credits", ""],
+    ]
+    page = response.content.decode()
+    for internal in ("alice.ops@staff.example", "bob@example.com", "internal note"):
+        assert internal not in page
 
 
 def test_a_pending_purchase_says_what_to_do_once_it_has_waited(browser, user, pack, time_machine):
