@@ -46,7 +46,10 @@ def _words(entry: LedgerEntry, held: int, source: str) -> str:
         LedgerEntry.Kind.RELEASE: f"{_spend_name(entry)}: returned",
         LedgerEntry.Kind.REFUND: f"{_spend_name(entry)}: refunded",
         LedgerEntry.Kind.EXPIRE: f"{lot} expired",
-        LedgerEntry.Kind.CLAWBACK: "Taken back: the payment was refunded",
+        # Purchased credits go back with the money; any other lot's only when support takes them.
+        LedgerEntry.Kind.CLAWBACK: "Taken back: the payment was refunded"
+        if source == Grant.Source.PURCHASE
+        else "Taken back by support",
         LedgerEntry.Kind.VOID: "Removed by support",
         LedgerEntry.Kind.ADJUST: "Adjusted by support",
     }

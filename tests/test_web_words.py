@@ -104,7 +104,7 @@ def test_history_keeps_the_operators_name_and_reasons_to_the_operators(browser, 
         ["Taken back: the payment was refunded", "pur_Refunded01"],
         ["Purchased credits", ""],
         ["Removed by support", ""],
-        ["Taken back: the payment was refunded", ""],
+        ["Taken back by support", ""],  # credits support added: no payment was refunded
         ["Credits added by support", ""],
         ["Free monthly credits", ""],
     ]
