@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import User
+from accounts.models import Account, User
 from accounts.ratelimit import limiter
 from accounts.tasks import send_verification_email
 from accounts.verification import VerificationLinkInvalid, email_verification_user
@@ -36,7 +36,9 @@ def verify_email_page(request: HttpRequest) -> HttpResponse:
         user, verified_now = email_verify(token=token)
     except VerificationLinkInvalid as invalid:
         return _page(request, "invalid", status=400, message=invalid.message)
-    return _page(request, "verified", email=user.email, verified_now=verified_now)
+    # A suspended account gets no free credits: they arrive when it is restored (billing_free_due).
+    suspended = Account.objects.filter(user=user, status=Account.Status.SUSPENDED).exists()
+    return _page(request, "verified", email=user.email, verified_now=verified_now, suspended=suspended)
 
 
 @login_required

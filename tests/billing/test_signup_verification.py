@@ -17,6 +17,7 @@ from django.test import Client
 
 from accounts.ids import user_public_id
 from accounts.models import Account, User
+from accounts.services import account_reactivate, account_suspend
 from accounts.verification import email_verification_token
 from billing.models import Grant, JobRun
 from billing.services.jobs import job_run_inline
@@ -138,6 +139,20 @@ class TestPages:
         assert free_credits(user) == 50
         again = Client().post("/verify-email", {"token": token})
         assert "was verified already" in again.content.decode() and free_credits(user) == 50
+
+    def test_a_suspended_account_is_not_told_its_free_credits_arrived(self, required):
+        user = user_signup(email="ada@example.com", password=PASSWORD)
+        account_suspend(account_id=user.account.pk, reason="content policy")
+
+        done = Client().post("/verify-email", {"token": email_verification_token(user)})
+
+        page = done.content.decode()
+        assert done.status_code == 200 and "is verified" in page and free_credits(user) == 0
+        assert "your free credits are on your account" not in page
+        assert "Your account is suspended: your free credits arrive once it is restored." in page
+        account_reactivate(account_id=user.account.pk, reason="appeal")
+        account_settle(account=Account.objects.get(user=user), actor=Actor.system("test"))
+        assert free_credits(user) == 50  # as the page said
 
     @pytest.mark.parametrize("tamper", ["forged", "swap", "expired"])
     def test_a_bad_link_is_a_400_page(self, required, tamper):
