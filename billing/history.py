@@ -1,6 +1,8 @@
 """The billing page's history in the user's words: "Generation", "Generation: reserved",
 "Generation: 3 reserved credits used", "Generation: returned", not the ledger's `hold -10` or
-`capture 0`. One row per movement: a movement that touched several lots wrote one entry per lot."""
+`capture 0`. One row per movement: a movement that touched several lots wrote one entry per lot.
+Also the one rule of what an entry's reference shows outside the console (shown_reference), for
+the page and the API's ledger alike."""
 
 from __future__ import annotations
 
@@ -70,10 +72,11 @@ _LOT_KINDS = {
 _PURCHASE_ID = re.compile(r"pur_[A-Za-z0-9]{1,40}")
 
 
-def _reference(entry: LedgerEntry) -> str:
-    """The reference the user reads: the generation service's (their own job's) or a refunded
-    purchase's id. What staff write on their movements (their login, in the console's grants, and
-    their reasons, in clawbacks and voids) is for operators and stays in the admin."""
+def shown_reference(entry: LedgerEntry) -> str:
+    """An entry's reference as the API and the billing page show it: the generation service's
+    (the user's own job) or a refunded purchase's id. What staff write on their movements (their
+    login, in the console's grants, and their reasons, in clawbacks and voids) is for operators
+    and stays in the admin."""
     if entry.actor_type == ActorType.STAFF and not _PURCHASE_ID.fullmatch(entry.reference):
         return ""
     return entry.reference
@@ -106,7 +109,7 @@ def history_rows(entries: Iterable[LedgerEntry]) -> list[HistoryRow]:
                 what=_words(newest, held, sources.get(newest.grant_id, "") if newest.grant_id else ""),
                 change=None if newest.kind == LedgerEntry.Kind.CAPTURE and credits == 0 else credits,
                 balance_after=newest.balance_after,
-                reference=_reference(newest),
+                reference=shown_reference(newest),
             )
         )
     return rows

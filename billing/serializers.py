@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from accounts.ids import row_id_of, row_public_id
 from accounts.serializers import StrictCharField, StrictSerializer
+from billing.history import shown_reference
 from billing.models import ActorType, Debit, Grant, Hold, LedgerEntry
 from billing.services.ledger import MAX_CREDITS_PER_REQUEST
 
@@ -333,6 +334,9 @@ class LedgerEntryOut(serializers.ModelSerializer):
     hold = serializers.CharField(source="hold.public_id", allow_null=True, default=None)
     debit = serializers.CharField(source="debit.public_id", allow_null=True, default=None)
     actor = ActorOut(source="*")
+    reference = serializers.SerializerMethodField(
+        help_text="The spend's reference, or the refunded purchase's id; empty on what support did."
+    )
 
     class Meta:
         model = LedgerEntry
@@ -356,6 +360,9 @@ class LedgerEntryOut(serializers.ModelSerializer):
 
     def get_grant(self, entry: LedgerEntry) -> str | None:
         return None if entry.grant_id is None else row_public_id("grt_", entry.grant_id)
+
+    def get_reference(self, entry: LedgerEntry) -> str:
+        return shown_reference(entry)
 
 
 class LedgerPageOut(serializers.Serializer):

@@ -109,8 +109,12 @@ def test_history_keeps_the_operators_name_and_reasons_to_the_operators(browser, 
         ["Free monthly credits", ""],
     ]
     page = response.content.decode()
-    for internal in ("alice.ops@staff.example", "bob@example.com", "internal note"):
+    ledger = browser.get("/api/v1/me/ledger")  # the same entries through the API, the same rule
+    assert ledger.status_code == 200
+    assert {entry["reference"] for entry in ledger.json()["data"]} == {"img-9", "pur_Refunded01", ""}
+    for internal in ("alice.ops@staff.example", "ticket 4411", "bob@example.com", "internal note"):
         assert internal not in page
+        assert internal not in ledger.content.decode()
 
 
 def test_a_pending_purchase_says_what_to_do_once_it_has_waited(browser, user, pack, time_machine):
