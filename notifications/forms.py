@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.template.defaultfilters import pluralize
 
 from billing.models import CreditPack
 from billing.money import format_price
@@ -45,8 +46,8 @@ class NotificationsForm(forms.Form):
 
 class PackChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: CreditPack) -> str:  # type: ignore[override]
-        credits = f"{obj.credits} credit{'' if obj.credits == 1 else 's'}"
-        return f"{credits} for {format_price(amount_cents=obj.price_cents, currency=obj.currency)}"
+        price = format_price(amount_cents=obj.price_cents, currency=obj.currency)
+        return f"{obj.credits} credit{pluralize(obj.credits)} for {price}"
 
 
 class AutoRechargeForm(forms.Form):
